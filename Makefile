@@ -1,0 +1,111 @@
+# Makefile — build, test, asan, valgrind, bench, demo, deps, install and clean for modal.
+#
+#   make            build/modal (the host) and build/modal.so (the module)
+#   make deps       install the Debian packages modal needs (idempotent; sudo when not root)
+#   make test       luacheck + the busted specs; ends with "N passed, N failed"
+#   make asan       the same specs against an ASan + UBSan build (build-asan/)
+#   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
+#   make bench      the workloads of DESIGN.md section 9, each beside its plain-Lua floor
+#   make demo       the example program
+#   make install    PREFIX=/usr/local: host, module, Lua files, man page
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+VERSION  := 0.1.0
+
+LUA_VERSION := 5.4
+LUA      := lua$(LUA_VERSION)
+PKGS     := lua5.4 libuv lua5.4-luv
+
+DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
+                luarocks lua-cjson pkg-config graphviz redis-server gcc make
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
+            -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
+OPT      ?= -O2 -g
+SAN      ?=
+CPPFLAGS := -D_GNU_SOURCE -DMODAL_VERSION='"$(VERSION)"' -DMODAL_PREFIX='"$(PREFIX)"'
+CFLAGS    = -std=c99 -fPIC -fvisibility=hidden $(OPT) $(WARN) $(SAN) \
+            $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
+UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
+
+CORE_SRC := src/context.c src/log.c src/failure.c src/deferred.c src/combine.c src/async.c \
+            src/timer.c src/loop.c src/module.c
+HOST_SRC := src/host.c
+CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
+HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)
+
+# Specs and tools find the module, the Lua half and the host through these.
+spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;' \
+            LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
+SPEC_ENV := $(call spec_env,$(BUILD))
+
+.PHONY: all deps test check-deps asan valgrind bench demo install uninstall clean lint
+
+all: check-deps $(BUILD)/modal $(BUILD)/modal.so
+
+# Installs whatever is missing, once; apt-get update only before the first install.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all Debian packages present"; fi
+
+check-deps:
+	@pkg-config --exists $(PKGS) && command -v busted >/dev/null && command -v luacheck >/dev/null \
+	  || $(MAKE) --no-print-directory deps
+
+$(BUILD)/%.o: src/%.c src/modal.h src/core.h | $(BUILD)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+# The module does not link liblua5.4 (lua5.4 has Lua built in; DESIGN.md section 10).
+$(BUILD)/modal.so: $(CORE_OBJ)
+	$(CC) $(SAN) -shared -o $@ $(CORE_OBJ) -llua5.4-luv $(UV_LIBS) -lm
+
+$(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
+	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
+
+lint: check-deps
+	luacheck -q lua specs examples bench
+
+test: all lint
+	@$(SPEC_ENV) sh specs/run.sh
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g' \
+	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer' all
+	@$(MAKE) --no-print-directory BUILD=build-asan lint
+	@$(call spec_env,build-asan) MODAL_SANITIZE=1 sh specs/run.sh
+
+valgrind: all
+	@$(SPEC_ENV) MODAL_VALGRIND=1 sh specs/run.sh
+
+bench: all
+	@$(SPEC_ENV) $(LUA) bench/run.lua
+
+demo: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo.lua
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
+	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
+	install -m 644 lua/modal/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/
+	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/modal $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so \
+	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
+	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
+
+clean:
+	rm -rf build build-asan modal.so

@@ -1,0 +1,130 @@
+/*
+** core.h — modal's internal C interface: the per-state context, timers, logging, failures,
+** the protected-call path and the Deferred internals shared between the core's files.
+*/
+#ifndef MODAL_CORE_H
+#define MODAL_CORE_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+#include "modal.h"
+
+/* Shared between the core's files, invisible outside the module (LUAI_FUNC-style). */
+#define MODAL__FUNC __attribute__((visibility("hidden"))) extern
+
+/* Log levels, most severe first. */
+enum { MODAL_LOG_ERROR, MODAL_LOG_WARN, MODAL_LOG_INFO, MODAL_LOG_DEBUG };
+
+/* ---------------------------------------------------------------- timers */
+
+typedef struct modal_timer modal_timer;
+typedef void (*modal_timer_fn)(lua_State *L, modal_timer *t);
+
+/* A timer in the context's heap; embedded in the object that owns it (a userdata). */
+struct modal_timer {
+  uint64_t due;          /* loop time (ms) at which it fires  -- private */
+  uint64_t seq;          /* arming order: FIFO among equal due times -- private */
+  int slot;              /* index in the heap; -1 when not armed -- private */
+  int ref;               /* registry ref pinning the owner while armed -- private */
+  modal_timer_fn fire;   /* called once when due, after the timer is disarmed */
+};
+
+/* The per-state context; also the sentinel whose __gc closes modal's handles before luv's
+** loop is collected (DESIGN.md section 10). */
+typedef struct modal_ctx {
+  lua_State *L;          /* the main thread: every callback from libuv runs on it */
+  uv_loop_t *loop;       /* luv's loop, borrowed */
+  uv_timer_t *timer;     /* one libuv timer for every modal timer (malloc'd) */
+  uv_idle_t *idle;       /* runs timers due now on the next loop iteration (malloc'd) */
+  uv_check_t *check;     /* ends the loop iteration in which modal.stop() was called */
+  modal_timer **heap;    /* min-heap on (due, seq) */
+  int nheap, capheap;
+  uint64_t seq;          /* next arming sequence number */
+  int processing;        /* inside a pass over due timers */
+  int stop_requested;    /* modal.stop() called while run() is running */
+  int running;           /* modal.run() depth (0 or 1) */
+  int closed;            /* handles closed: the state is going away */
+  int log_level;         /* threshold of the default stderr sink */
+} modal_ctx;
+
+MODAL__FUNC modal_ctx *modal__ctx(lua_State *L);
+MODAL__FUNC void modal__ctx_open(lua_State *L, uv_loop_t *loop);
+
+/* A call_later handle: a timer with a function and its arguments in its user values. */
+typedef struct modal_handle {
+  modal_timer t;
+  int nargs;
+} modal_handle;
+
+MODAL__FUNC void modal__timer_init(modal_timer *t, modal_timer_fn fire);
+/* Arms (or re-arms) `t` to fire after `seconds`; the owner is the value at `owner`. */
+MODAL__FUNC void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds);
+MODAL__FUNC void modal__timer_stop(lua_State *L, modal_timer *t);
+MODAL__FUNC void modal__timers_close(modal_ctx *ctx);
+MODAL__FUNC void modal__stop_requested(modal_ctx *ctx);
+/* Replaces the function and `nargs` arguments on top with a new (unarmed) handle. */
+MODAL__FUNC modal_handle *modal__handle_new(lua_State *L, int nargs);
+MODAL__FUNC int modal__call_later(lua_State *L);
+MODAL__FUNC int modal__sleep(lua_State *L);
+MODAL__FUNC void modal__open_timer(lua_State *L);
+
+/* ---------------------------------------------------------------- loop */
+
+MODAL__FUNC int modal__run(lua_State *L);
+MODAL__FUNC int modal__stop(lua_State *L);
+MODAL__FUNC int modal__now(lua_State *L);
+MODAL__FUNC int modal__on_stop(lua_State *L);
+/* Runs every modal.on_stop handler once (host: first SIGINT/SIGTERM). */
+MODAL__FUNC void modal__run_stop_handlers(lua_State *L);
+
+/* ---------------------------------------------------------------- protected calls */
+
+/* The message handler: turns any error into a failure (kind "error", with traceback);
+** a failure raised as the error value is kept as it is. */
+MODAL__FUNC int modal__msgh(lua_State *L);
+/* Calls the function below `nargs` arguments protected; on error, reports the failure as
+** unhandled and returns non-zero with nothing pushed. On success, leaves `nres` results. */
+MODAL__FUNC int modal__pcall(lua_State *L, int nargs, int nres);
+
+/* ---------------------------------------------------------------- logging */
+
+MODAL__FUNC void modal__log(lua_State *L, int level, int fields, const char *fmt, ...);
+MODAL__FUNC const char *modal__level_name(int level);
+MODAL__FUNC int modal__level_parse(const char *name);
+MODAL__FUNC int modal__on_log(lua_State *L);
+MODAL__FUNC void modal__open_log(lua_State *L);
+
+/* ---------------------------------------------------------------- failures */
+
+MODAL__FUNC void modal__failure_new(lua_State *L, const char *kind, const char *message,
+                                    int value, int traceback);
+MODAL__FUNC int modal__is_failure(lua_State *L, int idx);
+/* Replaces the value at `idx` with a failure of kind "error" unless it is one already. */
+MODAL__FUNC void modal__to_failure(lua_State *L, int idx);
+MODAL__FUNC int modal__failure_is_kind(lua_State *L, int idx, const char *kind);
+MODAL__FUNC void modal__report_unhandled(lua_State *L, int idx);
+MODAL__FUNC void modal__open_failure(lua_State *L);
+
+/* ---------------------------------------------------------------- deferreds */
+
+MODAL__FUNC void modal__open_deferred(lua_State *L);
+MODAL__FUNC int modal__is_deferred(lua_State *L, int idx);
+/* Fires the Deferred at `d` with the value at `v` (a failure when `failed`); -1 if fired. */
+MODAL__FUNC int modal__fire(lua_State *L, int d, int v, int failed);
+/* Appends a link: `cb`/`eb` stack indices or 0, `both` when one function serves both, and
+** `nargs` extra arguments on top of the stack (popped). Runs it at once if `d` has fired. */
+MODAL__FUNC void modal__add_link(lua_State *L, int d, int cb, int eb, int both, int nargs);
+/* Cancels the Deferred at `d` (DESIGN.md section 3). */
+MODAL__FUNC void modal__cancel(lua_State *L, int d);
+/* If the Deferred at `d` has a final outcome, pushes it, takes it over (the Deferred's
+** result becomes nil, its failure counts as handled) and returns 1 (2 for a failure). */
+MODAL__FUNC int modal__take_result(lua_State *L, int d);
+/* Pushes a new pending Deferred whose canceller is the function at `canceller` (or 0). */
+MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
+
+MODAL__FUNC void modal__open_combine(lua_State *L);
+MODAL__FUNC void modal__open_async(lua_State *L);
+
+#endif

@@ -1,0 +1,202 @@
+/*
+** failure.c — failure objects (kind, message, value, traceback), the message handler that
+** turns any Lua error into one, and the reporter of unhandled failures.
+*/
+#include <string.h>
+#include "core.h"
+
+static const char failure_key = 'f';    /* registry: the failures' metatable */
+static const char unhandled_key = 'u';  /* registry: the unhandled-failure reporter */
+
+/* Pushes the message of an error value: strings as they are, others through tostring. */
+static void push_message(lua_State *L, int value) {
+  if (lua_type(L, value) == LUA_TSTRING)
+    lua_pushvalue(L, value);
+  else
+    luaL_tolstring(L, value, NULL);
+}
+
+void modal__failure_new(lua_State *L, const char *kind, const char *message, int value,
+                        int traceback) {
+  value = value ? lua_absindex(L, value) : 0;
+  traceback = traceback ? lua_absindex(L, traceback) : 0;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  if (message)
+    lua_pushstring(L, message);
+  else if (value)
+    push_message(L, value);
+  else
+    lua_pushstring(L, kind);
+  lua_setfield(L, -2, "message");
+  if (value) {
+    lua_pushvalue(L, value);
+    lua_setfield(L, -2, "value");
+  }
+  if (traceback) {
+    lua_pushvalue(L, traceback);
+    lua_setfield(L, -2, "traceback");
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &failure_key);
+  lua_setmetatable(L, -2);
+}
+
+int modal__is_failure(lua_State *L, int idx) {
+  int r;
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+    return 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &failure_key);
+  r = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return r;
+}
+
+int modal__failure_is_kind(lua_State *L, int idx, const char *kind) {
+  int r;
+  if (!modal__is_failure(L, idx))
+    return 0;
+  lua_getfield(L, idx, "kind");
+  r = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), kind) == 0;
+  lua_pop(L, 1);
+  return r;
+}
+
+void modal__to_failure(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (modal__is_failure(L, idx))
+    return;
+  modal__failure_new(L, "error", NULL, idx, 0);
+  lua_replace(L, idx);
+}
+
+int modal__msgh(lua_State *L) {
+  if (modal__is_failure(L, 1))
+    return 1;                            /* raised as a failure: kept as it is */
+  luaL_traceback(L, L, NULL, 1);         /* "stack traceback:\n..." from where it was raised */
+  modal__failure_new(L, "error", NULL, 1, -1);
+  return 1;
+}
+
+int modal__pcall(lua_State *L, int nargs, int nres) {
+  int base = lua_gettop(L) - nargs;      /* the function's index */
+  int status;
+  lua_pushcfunction(L, modal__msgh);
+  lua_insert(L, base);
+  status = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  if (status != LUA_OK) {
+    modal__to_failure(L, -1);            /* a memory error skips the handler */
+    modal__report_unhandled(L, -1);
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+/* The default reporter: one log line at level error with the failure and its traceback. */
+static int default_reporter(lua_State *L) {
+  const char *text = luaL_tolstring(L, 1, NULL);
+  const char *tb = NULL;
+  if (modal__is_failure(L, 1)) {
+    lua_getfield(L, 1, "traceback");
+    tb = lua_tostring(L, -1);
+  }
+  if (tb)
+    modal__log(L, MODAL_LOG_ERROR, 0, "unhandled failure: %s\n%s", text, tb);
+  else
+    modal__log(L, MODAL_LOG_ERROR, 0, "unhandled failure: %s", text);
+  return 0;
+}
+
+void modal__report_unhandled(lua_State *L, int idx) {
+  int status;
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, modal__msgh);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &unhandled_key);
+  lua_pushvalue(L, idx);
+  status = lua_pcall(L, 1, 0, -3);
+  if (status != LUA_OK) {               /* the reporter itself failed: say so, do not loop */
+    modal__to_failure(L, -1);
+    lua_getfield(L, -1, "traceback");
+    modal__log(L, MODAL_LOG_ERROR, 0, "on_unhandled reporter failed: %s",
+               lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+}
+
+/* modal.on_unhandled(fn | nil) -> previous reporter */
+static int md_on_unhandled(lua_State *L) {
+  if (!lua_isnoneornil(L, 1))
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &unhandled_key);
+  if (lua_isnil(L, 1))
+    lua_pushcfunction(L, default_reporter);
+  else
+    lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &unhandled_key);
+  return 1;
+}
+
+/* modal.failure(kind, message[, value]) */
+static int md_failure(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *message = luaL_optstring(L, 2, NULL);
+  lua_settop(L, 3);
+  modal__failure_new(L, kind, message, lua_isnil(L, 3) ? 0 : 3, 0);
+  return 1;
+}
+
+static int md_is_failure(lua_State *L) {
+  lua_pushboolean(L, modal__is_failure(L, 1));
+  return 1;
+}
+
+/* f:is(kind) */
+static int md_failure_is(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 2);
+  lua_pushboolean(L, modal__failure_is_kind(L, 1, kind));
+  return 1;
+}
+
+/* tostring(f) -> "kind: message" */
+static int md_failure_tostring(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "kind");
+  lua_getfield(L, 1, "message");
+  lua_pushfstring(L, "%s: %s", luaL_optstring(L, 2, "?"), luaL_optstring(L, 3, ""));
+  return 1;
+}
+
+void modal_new_failure(lua_State *L, const char *kind, const char *message) {
+  modal__failure_new(L, kind, message, 0, 0);
+}
+
+int modal_is_failure(lua_State *L, int idx) {
+  return modal__is_failure(L, idx);
+}
+
+void modal__open_failure(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"is", md_failure_is},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"failure", md_failure},
+    {"is_failure", md_is_failure},
+    {"on_unhandled", md_on_unhandled},
+    {NULL, NULL}
+  };
+  lua_createtable(L, 0, 3);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, md_failure_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "modal.failure");
+  lua_setfield(L, -2, "__name");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &failure_key);
+  lua_pushcfunction(L, default_reporter);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &unhandled_key);
+  luaL_setfuncs(L, funcs, 0);          /* into the module table on top */
+}

@@ -1,0 +1,136 @@
+/*
+** log.c — the log sink: modal.on_log, the default stderr sink (one readable line per event,
+** filtered by level) and modal__log, through which every line modal writes goes.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "core.h"
+
+static const char sink_key = 's';       /* registry: the current sink */
+
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+
+const char *modal__level_name(int level) {
+  return (level >= MODAL_LOG_ERROR && level <= MODAL_LOG_DEBUG) ? level_names[level] : "info";
+}
+
+int modal__level_parse(const char *name) {
+  int i;
+  for (i = 0; level_names[i]; i++)
+    if (strcmp(level_names[i], name) == 0)
+      return i;
+  return -1;
+}
+
+/* Pushes " key=value" for a field of `fields` (index 3), or "" when absent; returns 1. */
+static int push_field(lua_State *L, const char *key) {
+  if (lua_getfield(L, 3, key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+  } else {
+    lua_pushfstring(L, " %s=%s", key, luaL_tolstring(L, -1, NULL));
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* The default sink: "2026-11-29T10:00:00.123Z error connection#3 message state=x input=y". */
+static int default_sink(lua_State *L) {
+  const char *level = luaL_optstring(L, 1, "info");
+  modal_ctx *ctx = modal__ctx(L);
+  int lv = modal__level_parse(level);
+  char stamp[40];
+  struct timespec ts;
+  struct tm tm;
+  if (ctx && lv > ctx->log_level)
+    return 0;
+  luaL_optstring(L, 2, "");
+  if (!lua_istable(L, 3)) {
+    lua_settop(L, 2);
+    lua_newtable(L);
+  }
+  lua_settop(L, 3);
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  lua_pushfstring(L, "%s.%03dZ %s ", stamp, (int)(ts.tv_nsec / 1000000), level);
+  if (lua_getfield(L, 3, "machine") != LUA_TNIL) {
+    lua_getfield(L, 3, "id");
+    lua_pushfstring(L, "%s#%s ", luaL_tolstring(L, -2, NULL), luaL_tolstring(L, -2, NULL));
+    lua_replace(L, -5);
+    lua_pop(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "modal ");
+  }
+  lua_pushvalue(L, 2);
+  push_field(L, "state");
+  push_field(L, "input");
+  lua_pushliteral(L, "\n");
+  lua_concat(L, 6);
+  fputs(lua_tostring(L, -1), stderr);
+  fflush(stderr);
+  return 0;
+}
+
+void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
+  char small[512], *text = small;
+  va_list ap;
+  int n;
+  fields = fields ? lua_absindex(L, fields) : 0;
+  va_start(ap, fmt);
+  n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL) {
+    va_start(ap, fmt);
+    vsnprintf(text, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  if (!text)
+    text = small;
+  lua_pushcfunction(L, modal__msgh);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &sink_key);
+  if (lua_isnil(L, -1)) {                /* not opened yet */
+    lua_pop(L, 1);
+    lua_pushcfunction(L, default_sink);
+  }
+  lua_pushstring(L, modal__level_name(level));
+  lua_pushstring(L, text);
+  if (fields)
+    lua_pushvalue(L, fields);
+  else
+    lua_newtable(L);
+  if (lua_pcall(L, 3, 0, -5) != LUA_OK) { /* a broken sink: never lose the line */
+    fprintf(stderr, "modal: log sink failed (%s); the line was: %s %s\n",
+            luaL_tolstring(L, -1, NULL), modal__level_name(level), text);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  if (text != small)
+    free(text);
+}
+
+/* modal.on_log(fn | nil) -> previous sink */
+int modal__on_log(lua_State *L) {
+  if (!lua_isnoneornil(L, 1))
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &sink_key);
+  if (lua_isnil(L, 1))
+    lua_pushcfunction(L, default_sink);
+  else
+    lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &sink_key);
+  return 1;
+}
+
+void modal__open_log(lua_State *L) {
+  lua_pushcfunction(L, default_sink);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &sink_key);
+  lua_pushcfunction(L, modal__on_log);
+  lua_setfield(L, -2, "on_log");
+}

@@ -1,0 +1,63 @@
+/*
+** module.c — luaopen_modal: borrows luv's loop, checks libuv versions, opens every part of
+** the core into the `modal` table. The host preloads the same function.
+*/
+#include <signal.h>
+#include <luv/luv.h>
+#include "core.h"
+
+#ifndef MODAL_VERSION
+#define MODAL_VERSION "0.0.0"
+#endif
+
+const char *modal_version(void) {
+  return MODAL_VERSION;
+}
+
+/* luv.version() of the luv in this state must be the libuv modal was compiled against. */
+static void check_luv(lua_State *L, int luv) {
+  lua_Integer theirs;
+  lua_getfield(L, luv, "version");
+  if (!lua_isfunction(L, -1))
+    luaL_error(L, "modal: the loaded 'luv' module has no version() function");
+  lua_call(L, 0, 1);
+  theirs = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (theirs != (lua_Integer)UV_VERSION_HEX)
+    luaL_error(L, "modal: luv uses libuv %d.%d.%d but modal was built against libuv %d.%d.%d; "
+                  "rebuild modal against the libuv luv uses",
+               (int)((theirs >> 16) & 0xff), (int)((theirs >> 8) & 0xff), (int)(theirs & 0xff),
+               UV_VERSION_MAJOR, UV_VERSION_MINOR, UV_VERSION_PATCH);
+}
+
+int luaopen_modal(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"run", modal__run},
+    {"stop", modal__stop},
+    {"now", modal__now},
+    {"on_stop", modal__on_stop},
+    {NULL, NULL}
+  };
+  int luv;
+  lua_getglobal(L, "require");           /* luv first: its loop must exist before our sentinel */
+  lua_pushliteral(L, "luv");
+  lua_call(L, 1, 1);
+  luv = lua_gettop(L);
+  check_luv(L, luv);
+  if (!luv_loop(L))
+    return luaL_error(L, "modal: luv has no loop in this state");
+  signal(SIGPIPE, SIG_IGN);              /* a write to a reset peer must not kill the process */
+  if (!modal__ctx(L))
+    modal__ctx_open(L, luv_loop(L));
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  modal__open_log(L);
+  modal__open_failure(L);
+  modal__open_deferred(L);
+  modal__open_combine(L);
+  modal__open_async(L);
+  modal__open_timer(L);
+  lua_pushliteral(L, MODAL_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  return 1;
+}
