@@ -23,7 +23,7 @@ DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted l
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
-OPT      ?= -O2 -g
+OPT      ?= -O2 -g -fno-plt
 SAN      ?=
 CPPFLAGS := -D_GNU_SOURCE -DMODAL_VERSION='"$(VERSION)"' -DMODAL_PREFIX='"$(PREFIX)"'
 CFLAGS    = -std=c99 -fPIC -fvisibility=hidden $(OPT) $(WARN) $(SAN) \

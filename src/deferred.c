@@ -53,7 +53,7 @@ static const char gcmt_key = 'g';       /* registry: the same, with __gc */
 #define FIRST(d)  (((d)->flags & DF_HASCANC) ? 1u : 0u)
 #define SPILL_KEY(i, part)  ((lua_Integer)(2 * ((i) - 2) + (part)))
 
-static void run_chain(lua_State *L, int di);
+static void run_chain(lua_State *L, modal_deferred *d, int di, int vi);
 
 /* ============================================================== type checks */
 
@@ -288,51 +288,47 @@ static void hand_over(lua_State *L, modal_deferred *d) {
   d->flags &= (uint16_t)~(DF_FAILED | DF_UNHANDLED);
 }
 
-/* Runs d's links (d at index 1) until the list is empty, d pauses, or a continuation hands
-** the result to an outer Deferred (returned). Runs under one pcall: an error raised by a
-** link unwinds to run_chain, which makes it d's result and calls this again. */
+/* Runs d's links (d at index 1, its current result at index 2) until the list is empty, d
+** pauses, or a continuation hands the result to an outer Deferred (returned). Runs under one
+** pcall: an error raised by a link unwinds to run_chain, which makes it d's result and calls
+** this again. The result stays at index 2; a link's function is slid below it and called. */
 static int run_links(lua_State *L) {
   modal_deferred *d = (modal_deferred *)lua_touserdata(L, 1);
-  lua_settop(L, 1);
-  lua_getiuservalue(L, 1, 1);            /* 2: the current result */
   while (d->head < d->tail) {
-    uint32_t i = d->head, j;
-    int code = get_code(L, 1, d, i), failed = (d->flags & DF_FAILED) != 0, nargs = 0;
+    uint32_t i = d->head, j, fi;
+    int code = get_code(L, 1, d, i), failed = (d->flags & DF_FAILED) != 0, nargs;
     if (code == E_CONT) {
       push_value(L, 1, d, i);            /* 3: the outer Deferred */
-      set_entry(L, 1, d, i, E_NONE, 0);
+      set_entry(L, 1, d, i, E_NONE, 0);  /* the inner one must not keep the outer alive */
       d->head = i + 1;
       hand_over(L, d);
       return 1;
     }
-    switch (code) {                      /* 3: the function to run, or nil */
-      case E_CB:   if (failed) lua_pushnil(L); else push_value(L, 1, d, i); break;
-      case E_EB:   if (failed) push_value(L, 1, d, i); else lua_pushnil(L); break;
-      case E_BOTH: push_value(L, 1, d, i); break;
-      case E_PAIR: push_value(L, 1, d, failed ? i + 1 : i); break;
-      default:     lua_pushnil(L); break;
+    switch (code) {                      /* the entry of the function to run, if any */
+      case E_CB:   fi = failed ? UINT32_MAX : i; break;
+      case E_EB:   fi = failed ? i : UINT32_MAX; break;
+      case E_BOTH: fi = i; break;
+      case E_PAIR: fi = failed ? i + 1 : i; break;
+      default:     fi = UINT32_MAX; break;
     }
-    set_entry(L, 1, d, i, E_NONE, 0);
-    j = i + 1;
-    if (code == E_PAIR) {
-      set_entry(L, 1, d, j, E_NONE, 0);
-      j++;
-    }
-    lua_pushvalue(L, 2);                 /* 4: the result, then the extra arguments */
-    while (j < d->tail && get_code(L, 1, d, j) == E_ARG) {
-      luaL_checkstack(L, 2, "too many arguments to a link");
-      push_value(L, 1, d, j);
-      set_entry(L, 1, d, j, E_NONE, 0);
-      j++;
+    /* Consumed entries are not cleared one by one: finish() resets the list, and later
+    ** links overwrite the slots (a fired Deferred keeps its old callbacks until then). */
+    j = code == E_PAIR ? i + 2 : i + 1;
+    nargs = 0;
+    while (j + (uint32_t)nargs < d->tail && get_code(L, 1, d, j + (uint32_t)nargs) == E_ARG)
       nargs++;
-    }
-    d->head = j;
-    if (lua_isnil(L, 3)) {
-      lua_settop(L, 2);
+    d->head = j + (uint32_t)nargs;
+    if (fi == UINT32_MAX)
       continue;
+    push_value(L, 1, d, fi);
+    lua_insert(L, 2);                    /* fn, result */
+    if (nargs) {
+      int k;
+      luaL_checkstack(L, nargs, "too many arguments to a link");
+      for (k = 0; k < nargs; k++)
+        push_value(L, 1, d, j + (uint32_t)k);
     }
-    lua_call(L, 1 + nargs, 1);
-    lua_replace(L, 2);
+    lua_call(L, 1 + nargs, 1);           /* 2: the new result */
     switch (lua_type(L, 2)) {
       case LUA_TUSERDATA:
         if (modal__is_deferred(L, 2)) {
@@ -353,32 +349,39 @@ static int run_links(lua_State *L) {
         break;
     }
   }
-  lua_settop(L, 2);
   lua_setiuservalue(L, 1, 1);
   return 0;
 }
 
-/* Runs the chain of the fired Deferred at di, and of every outer Deferred it resumes, with
-** an explicit stack of Deferreds on the Lua stack: no C recursion however deep the nesting. */
-static void run_chain(lua_State *L, int di) {
-  int base = lua_gettop(L);
+/* Runs the chain of the fired Deferred d at di (its result at vi, or in user value 1 when vi
+** is 0), and of every outer Deferred it resumes, with an explicit stack of Deferreds on the
+** Lua stack: no C recursion however deep the nesting. `d` always caches the top's pointer. */
+static void run_chain(lua_State *L, modal_deferred *d, int di, int vi) {
+  int base = lua_gettop(L), top = base + 1;
   luaL_checkstack(L, 8, "modal: chain too deep");
   lua_pushvalue(L, di);
-  ((modal_deferred *)lua_touserdata(L, -1))->flags |= DF_RUNNING;
-  while (lua_gettop(L) > base) {
-    int top = lua_gettop(L);
-    modal_deferred *d = (modal_deferred *)lua_touserdata(L, top);
+  d->flags |= DF_RUNNING;
+  for (;;) {
     if (d->head >= d->tail) {
+      if (vi) {                          /* never ran: the result is still only at vi */
+        lua_pushvalue(L, vi);
+        lua_setiuservalue(L, top, 1);
+        vi = 0;
+      }
       d->flags &= (uint16_t)~DF_RUNNING;
       finish(L, top, d);
-      lua_settop(L, top - 1);
-      continue;
+      goto pop;
     }
-    luaL_checkstack(L, 8, "modal: chain too deep");
     lua_pushcfunction(L, modal__msgh);
     lua_pushcfunction(L, run_links);
     lua_pushvalue(L, top);
-    if (lua_pcall(L, 1, 1, top + 1) != LUA_OK) {
+    if (vi) {
+      lua_pushvalue(L, vi);
+      vi = 0;
+    } else {
+      lua_getiuservalue(L, top, 1);
+    }
+    if (lua_pcall(L, 2, 1, top + 1) != LUA_OK) {
       modal__to_failure(L, -1);          /* a link raised: that is d's result now */
       lua_setiuservalue(L, top, 1);
       d->flags |= DF_FAILED;
@@ -387,18 +390,31 @@ static void run_chain(lua_State *L, int di) {
     }
     if (d->flags & DF_PAUSED) {
       d->flags &= (uint16_t)~DF_RUNNING;
-      lua_settop(L, top - 1);
-    } else if (!lua_isnil(L, -1)) {     /* handed over: run the outer one, then come back */
-      ((modal_deferred *)lua_touserdata(L, -1))->flags |= DF_RUNNING;
-      lua_replace(L, top + 1);
-      if (d->head >= d->tail) {
-        d->flags &= (uint16_t)~DF_RUNNING;
-        finish(L, top, d);
-        lua_remove(L, top);
-      }
-    } else {
-      lua_settop(L, top);
+      goto pop;
     }
+    if (lua_isnil(L, -1)) {              /* the links ran out */
+      d->flags &= (uint16_t)~DF_RUNNING;
+      finish(L, top, d);
+      goto pop;
+    }
+    /* handed over: run the outer one, then come back to d if it has links left */
+    lua_replace(L, top + 1);
+    if (d->head >= d->tail) {
+      d->flags &= (uint16_t)~DF_RUNNING;
+      finish(L, top, d);
+      lua_remove(L, top);
+    } else {
+      top++;
+      luaL_checkstack(L, 8, "modal: chain too deep");
+    }
+    d = (modal_deferred *)lua_touserdata(L, top);
+    d->flags |= DF_RUNNING;
+    continue;
+  pop:
+    lua_settop(L, --top);
+    if (top == base)
+      return;
+    d = (modal_deferred *)lua_touserdata(L, top);
   }
 }
 
@@ -423,7 +439,7 @@ int modal__fire(lua_State *L, int di, int vi, int failed) {
     lua_pushnil(L);
     lua_setiuservalue(L, di, 2);
   }
-  run_chain(L, di);
+  run_chain(L, d, di, 0);
   return 0;
 }
 
@@ -448,7 +464,7 @@ void modal__add_link(lua_State *L, int di, int cb, int eb, int both, int nargs) 
     append(L, di, d, E_ARG, first + i);
   lua_pop(L, nargs);
   if ((d->flags & (DF_FIRED | DF_RUNNING | DF_PAUSED)) == DF_FIRED)
-    run_chain(L, di);
+    run_chain(L, d, di, 0);
 }
 
 void modal__cancel(lua_State *L, int di) {
@@ -528,8 +544,21 @@ static int fire_method(lua_State *L, int failed) {
   return 0;
 }
 
+/* d:callback(v) — the common case (pending, no canceller) runs the chain straight from the
+** argument, without storing the result first. */
 static int md_deferred_callback(lua_State *L) {
-  return fire_method(L, 0);
+  modal_deferred *d = check_self(L);
+  if ((d->flags & (DF_FIRED | DF_HASCANC)) || lua_gettop(L) != 2)
+    return fire_method(L, 0);
+  d->flags |= DF_FIRED;
+  if (lua_type(L, 2) == LUA_TTABLE && modal__is_failure(L, 2))
+    d->flags |= DF_FAILED;
+  if (d->head >= d->tail && !(d->flags & (DF_FAILED | DF_TIMER))) {
+    lua_setiuservalue(L, 1, 1);          /* nothing to run, nothing to stop */
+    return 0;
+  }
+  run_chain(L, d, 1, 2);
+  return 0;
 }
 
 static int md_deferred_errback(lua_State *L) {
@@ -539,14 +568,15 @@ static int md_deferred_errback(lua_State *L) {
 /* d:add_callback(cb, ...) — the common case (no extra arguments, room inline) is direct. */
 static int md_deferred_add_callback(lua_State *L) {
   modal_deferred *d = check_self(L);
-  check_fn(L, 2);
-  if (lua_gettop(L) == 2 && d->tail < NINLINE && !(d->flags & DF_SPILLED)) {
-    d->codes = (uint16_t)(d->codes | (E_CB << (4 * d->tail)));
+  if (d->tail < NINLINE && lua_gettop(L) == 2 && lua_type(L, 2) == LUA_TFUNCTION &&
+      !(d->flags & (DF_SPILLED | DF_FIRED))) {
+    d->codes = (uint16_t)((d->codes & ~(15u << (4 * d->tail))) | (E_CB << (4 * d->tail)));
     lua_setiuservalue(L, 1, (int)d->tail + 2);
     d->tail++;
-    if ((d->flags & (DF_FIRED | DF_RUNNING | DF_PAUSED)) == DF_FIRED)
-      run_chain(L, 1);
-  } else {
+    return 1;
+  }
+  check_fn(L, 2);
+  {
     modal__add_link(L, 1, 2, 0, 0, lua_gettop(L) - 2);
   }
   lua_settop(L, 1);

@@ -1,0 +1,40 @@
+-- rockspec/modal-scm-1.rockspec — the development rock: the C core as the `modal` module and
+-- the Lua half (modal.*). luv comes from Debian's lua-luv (the module links the same file as
+-- luv.so), so it is not a rock dependency: `luarocks make` works offline.
+rockspec_format = "3.0"
+package = "modal"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null",   -- built from a checkout with `luarocks make`
+}
+description = {
+  summary = "Consistent interfaces to partially-available services: native Deferreds and state machines on libuv",
+  detailed = [[
+modal embeds Lua 5.4 and libuv: native Deferreds, timers on the loop shared with luv,
+and (later) Lua-table state machines driven in C, with hot reload.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h" },
+  LUV = { header = "lua5.4/luv/luv.h", library = "lua5.4-luv" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    modal = {
+      sources = {
+        "src/context.c", "src/log.c", "src/failure.c", "src/deferred.c", "src/combine.c",
+        "src/async.c", "src/timer.c", "src/loop.c", "src/module.c",
+      },
+      defines = { "_GNU_SOURCE", "MODAL_VERSION=\"0.1.0\"" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(LUV_INCDIR)/lua5.4" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(LUV_LIBDIR)" },
+      libraries = { "lua5.4-luv", "uv" },
+    },
+  },
+}
+test = { type = "busted" }
