@@ -26,13 +26,17 @@ static void step(lua_State *L, lua_State *co, int task, int nargs);
 static int resume_link(lua_State *L) {
   lua_State *co = lua_tothread(L, 2);
   int failed = modal__is_failure(L, 1);
+  lua_settop(L, 3);
+  lua_getiuservalue(L, 3, 2);            /* 4: the awaited Deferred: its failure is handled */
+  modal__mark_handled(L, 4);
   lua_pushnil(L);
   lua_setiuservalue(L, 3, 2);
   lua_pushboolean(L, !failed);
   lua_pushvalue(L, 1);
   lua_xmove(L, co, 2);
   step(L, co, 3, 2);
-  return 0;                              /* the awaiter took the result: handled */
+  lua_settop(L, 1);
+  return 1;                              /* the awaited Deferred keeps its outcome */
 }
 
 /* Runs co until it waits or ends; fires the task's Deferred when it ends. */

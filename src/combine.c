@@ -32,14 +32,20 @@ static void cancel_inputs(lua_State *L, int st, int except) {
   lua_pop(L, 1);
 }
 
-/* The link on every input: (result, state, index). Failures are consumed (handled). */
+/* The link on every input: (result, state, index, input). The input keeps its outcome; a
+** failure counts as handled (it went to the output, or lost the race). */
 static int collect(lua_State *L) {
   combine *c = (combine *)lua_touserdata(L, 2);
   lua_Integer i = lua_tointeger(L, 3);
   int failed = modal__is_failure(L, 1);
+  lua_settop(L, 4);
+  if (failed)
+    modal__mark_handled(L, 4);
   lua_settop(L, 3);
-  if (c->done)
-    return failed ? 0 : 1;
+  if (c->done) {
+    lua_settop(L, 1);
+    return 1;
+  }
   c->remaining--;
   lua_getiuservalue(L, 2, 1);            /* 4: output */
   lua_getiuservalue(L, 2, 2);            /* 5: results */
@@ -48,7 +54,8 @@ static int collect(lua_State *L) {
       if (failed) {
         c->done = 1;
         modal__fire(L, 4, 1, 1);
-        return 0;
+        lua_settop(L, 1);
+        return 1;
       }
       lua_pushvalue(L, 1);
       lua_rawseti(L, 5, i);
@@ -65,14 +72,15 @@ static int collect(lua_State *L) {
       c->done = 1;
       modal__fire(L, 4, 1, failed);
       cancel_inputs(L, 2, i);
-      return 0;
+      lua_settop(L, 1);
+      return 1;
   }
   if (c->remaining == 0) {
     c->done = 1;
     modal__fire(L, 4, 5, 0);
   }
   lua_settop(L, 1);
-  return failed ? 0 : 1;
+  return 1;
 }
 
 /* The output's canceller: cancels every input still pending. */
@@ -118,7 +126,8 @@ static int combine_list(lua_State *L, int mode, const char *fname) {
       lua_pushcfunction(L, collect);
       lua_pushvalue(L, 2);
       lua_pushinteger(L, i);
-      modal__add_link(L, -4, -3, 0, 1, 2);
+      lua_pushvalue(L, -4);
+      modal__add_link(L, -5, -4, 0, 1, 3);
       lua_pop(L, 2);
     } else {                             /* a plain value: already succeeded */
       lua_pushcfunction(L, collect);

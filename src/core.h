@@ -118,9 +118,11 @@ MODAL__FUNC int modal__fire(lua_State *L, int d, int v, int failed);
 MODAL__FUNC void modal__add_link(lua_State *L, int d, int cb, int eb, int both, int nargs);
 /* Cancels the Deferred at `d` (DESIGN.md section 3). */
 MODAL__FUNC void modal__cancel(lua_State *L, int d);
-/* If the Deferred at `d` has a final outcome, pushes it, takes it over (the Deferred's
-** result becomes nil, its failure counts as handled) and returns 1 (2 for a failure). */
+/* If the Deferred at `d` has a final outcome, pushes it, marks it handled (the Deferred keeps
+** it, but its failure is no longer reported) and returns 1 (2 for a failure); else 0. */
 MODAL__FUNC int modal__take_result(lua_State *L, int d);
+/* Marks the current outcome of the Deferred at `d` as handled (a link observed it). */
+MODAL__FUNC void modal__mark_handled(lua_State *L, int d);
 /* Pushes a new pending Deferred whose canceller is the function at `canceller` (or 0). */
 MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 

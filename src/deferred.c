@@ -38,7 +38,8 @@ enum {                     /* flags */
   DF_GCMT = 1 << 7,        /* carries the metatable with __gc */
   DF_SPILLED = 1 << 8,     /* entries from index 2 on live in the table in user value 4 */
   DF_HASCANC = 1 << 9,     /* entry 0 is the canceller */
-  DF_TIMER = 1 << 10       /* an add_timeout handle is armed (spill table, key 0) */
+  DF_TIMER = 1 << 10,      /* an add_timeout handle is armed (spill table, key 0) */
+  DF_HANDLED = 1 << 11     /* the current failure was passed on or observed: no report */
 };
 
 typedef struct modal_deferred {
@@ -217,7 +218,7 @@ static void finish(lua_State *L, int di, modal_deferred *d) {
     lua_setiuservalue(L, di, NUV);
   }
   d->flags &= (uint16_t)~(DF_SPILLED | DF_TIMER | DF_TIMEDOUT);
-  if (d->flags & DF_FAILED) {
+  if ((d->flags & (DF_FAILED | DF_HANDLED)) == DF_FAILED) {
     d->flags |= DF_UNHANDLED;
     if (!(d->flags & DF_GCMT)) {
       d->flags |= DF_GCMT;
@@ -236,10 +237,14 @@ int modal__take_result(lua_State *L, int di) {
     return 0;
   failed = (d->flags & DF_FAILED) != 0;
   lua_getiuservalue(L, di, 1);
-  lua_pushnil(L);
-  lua_setiuservalue(L, di, 1);
-  d->flags &= (uint16_t)~(DF_FAILED | DF_UNHANDLED);
+  d->flags = (uint16_t)((d->flags | DF_HANDLED) & ~DF_UNHANDLED);
   return failed ? 2 : 1;
+}
+
+void modal__mark_handled(lua_State *L, int di) {
+  modal_deferred *d = to_deferred(L, di);
+  if (d)
+    d->flags = (uint16_t)((d->flags | DF_HANDLED) & ~DF_UNHANDLED);
 }
 
 /* ============================================================== running the chain */
@@ -278,9 +283,9 @@ static void hand_over(lua_State *L, modal_deferred *d) {
     lua_replace(L, 2);
   }
   set_result(L, 3, o, 2);
-  lua_pushnil(L);
+  lua_pushvalue(L, 2);                   /* d keeps its outcome; the outer one owns it now */
   lua_setiuservalue(L, 1, 1);
-  d->flags &= (uint16_t)~(DF_FAILED | DF_UNHANDLED);
+  d->flags = (uint16_t)((d->flags | DF_HANDLED) & ~DF_UNHANDLED);
 }
 
 /* Runs d's links (d at index 1, its current result at index 2) until the list is empty, d
@@ -317,6 +322,7 @@ static int run_links(lua_State *L) {
       continue;
     push_value(L, 1, d, fi);
     lua_insert(L, 2);                    /* fn, result */
+    d->flags &= (uint16_t)~DF_HANDLED;   /* a new result: the link may mark it handled */
     if (nargs) {
       int k;
       luaL_checkstack(L, nargs, "too many arguments to a link");

@@ -57,7 +57,8 @@ static int default_sink(lua_State *L) {
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-  lua_pushfstring(L, "%s.%03dZ %s ", stamp, (int)(ts.tv_nsec / 1000000), level);
+  snprintf(stamp + 19, sizeof stamp - 19, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+  lua_pushfstring(L, "%s %s ", stamp, level);
   if (lua_getfield(L, 3, "machine") != LUA_TNIL) {
     lua_getfield(L, 3, "id");
     lua_pushfstring(L, "%s#%s ", luaL_tolstring(L, -2, NULL), luaL_tolstring(L, -2, NULL));

@@ -1,0 +1,230 @@
+-- specs/host_spec.lua — the host program (DESIGN.md section 8): --help, --version, `modal run`
+-- (arguments, preloaded modules, the loop after the main chunk, errors, exit status) and the
+-- SIGTERM/SIGINT stop sequence. The host runs as a child process; fixtures live in
+-- specs/fixtures/host/.
+local uv = require "luv"
+
+local BUILD = os.getenv("MODAL_BUILD") or "build"
+local HOST = BUILD .. "/modal"
+local FIXTURES = "specs/fixtures/host/"
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Runs the host with `args` (a shell-quoted string) and optional `env` assignments; returns
+-- exit status (128 + signal when killed), stdout, stderr. `timeout` keeps a hung host from
+-- hanging the suite (status 124).
+local function host(args, env)
+  local out, err = os.tmpname(), os.tmpname()
+  local _, how, status = os.execute(string.format("%s timeout 10 %s %s >%s 2>%s </dev/null",
+    env or "", HOST, args, out, err))
+  local stdout, stderr = read_file(out), read_file(err)
+  os.remove(out); os.remove(err)
+  if how == "signal" then status = 128 + status end
+  return status, stdout, stderr
+end
+
+-- Runs the luv loop until pred() is true or `seconds` pass; returns pred().
+local function wait_for(pred, seconds)
+  local deadline = uv.hrtime() + seconds * 1e9
+  local tick = uv.new_timer()
+  tick:start(10, 10, function() end)      -- wakes uv.run("once") up to check the deadline
+  while not pred() and uv.hrtime() < deadline do uv.run("once") end
+  tick:close()
+  uv.run("nowait")
+  return pred()
+end
+
+-- Starts the host in the background with luv; the returned record collects stdout, stderr
+-- and, once it ends, code and signal (done = exited and both pipes closed).
+local function spawn(args)
+  local p = { out = "", err = "", open = 2 }
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local handle, pid = uv.spawn(HOST, { args = args, stdio = { nil, stdout, stderr } },
+    function(code, signal)
+      p.code, p.signal, p.exited = code, signal, true
+      p.handle:close()
+    end)
+  assert(handle, pid)
+  p.handle, p.pid = handle, pid
+  local function reader(pipe, field)
+    pipe:read_start(function(_, data)
+      if data then
+        p[field] = p[field] .. data
+      else
+        pipe:close()
+        p.open = p.open - 1
+      end
+    end)
+  end
+  reader(stdout, "out")
+  reader(stderr, "err")
+  function p.done() return p.exited == true and p.open == 0 end
+  function p.said(text) return function() return p.out:find(text, 1, true) ~= nil end end
+  -- Kills a host a failed test left running.
+  function p.reap()
+    if not p.exited then
+      p.handle:kill("sigkill")
+      wait_for(p.done, 2)
+    end
+  end
+  return p
+end
+
+local function since(t0)
+  return (uv.hrtime() - t0) / 1e9
+end
+
+describe("modal host", function()
+  it("exists and is executable", function()
+    assert.is_true(os.execute("test -x " .. HOST) == true, HOST .. " is not an executable")
+  end)
+
+  describe("options", function()
+    -- A usage message, or (GNU style) one line naming the culprit and pointing to --help.
+    local function assert_usage_error(word)
+      local status, stdout, stderr = host(word)
+      local text = stdout .. stderr
+      assert.are_not.equal(0, status)
+      assert.are_not.equal(124, status)
+      assert.truthy(stderr:find(word, 1, true), "the message does not name " .. word .. ": " .. text)
+      assert.truthy(text:lower():find("usage", 1, true) or text:find("--help", 1, true), text)
+    end
+
+    it("rejects an unknown option with a non-zero status and a usage message", function()
+      assert_usage_error("--no-such-option")
+    end)
+
+    it("rejects an unknown command with a non-zero status and a usage message", function()
+      assert_usage_error("frobnicate")
+    end)
+
+    it("rejects `run` without a script", function()
+      local status, stdout, stderr = host("run")
+      assert.are_not.equal(0, status)
+      assert.are_not.equal(124, status)
+      assert.is_true(#(stdout .. stderr) > 0, "no message at all")
+    end)
+
+    it("--help prints the usage, mentioning run, and exits 0", function()
+      local status, stdout, stderr = host("--help")
+      assert.equal(0, status, stderr)
+      assert.truthy(stdout:lower():find("usage", 1, true), stdout)
+      assert.truthy(stdout:find("run", 1, true), stdout)
+    end)
+
+    it("--version prints `modal ` and the version, and exits 0", function()
+      local status, stdout, stderr = host("--version")
+      assert.equal(0, status, stderr)
+      assert.truthy(stdout:match("^modal %d+%.%d+"), stdout)
+    end)
+  end)
+
+  describe("run SCRIPT", function()
+    it("fails with status 1 and a clear message when the script is missing", function()
+      local missing = FIXTURES .. "no_such_script.lua"
+      local status, _, stderr = host("run " .. missing)
+      assert.equal(1, status)
+      assert.truthy(stderr:find(missing, 1, true), stderr)
+    end)
+
+    it("exits 1 with the error message and a traceback when the script raises", function()
+      local status, _, stderr = host("run " .. FIXTURES .. "raise.lua")
+      assert.equal(1, status)
+      assert.truthy(stderr:find("fixture exploded", 1, true), stderr)
+      assert.truthy(stderr:find("traceback", 1, true), stderr)
+      assert.truthy(stderr:find("inner_function_that_fails", 1, true), stderr)
+    end)
+
+    it("exits with the status given to os.exit() in the main chunk", function()
+      local status, stdout = host("run " .. FIXTURES .. "exit3.lua")
+      assert.equal(3, status)
+      assert.equal("exiting\n", stdout)
+    end)
+
+    it("exits with the status given to os.exit() in a timer callback", function()
+      local t0 = uv.hrtime()
+      local status, stdout = host("run " .. FIXTURES .. "exit_in_timer.lua")
+      assert.equal(4, status)
+      assert.equal("exiting from a timer\n", stdout)
+      assert.is_true(since(t0) < 2)
+    end)
+
+    it("gives the script arg[0], arg[1..] and ... as lua5.4 does", function()
+      local script = FIXTURES .. "args.lua"
+      local status, stdout, stderr = host("run " .. script .. " a b")
+      assert.equal(0, status, stderr)
+      assert.equal(table.concat({
+        "arg0=" .. script, "arg1=a", "arg2=b", "argn=2", "varargs=2:a,b", "" }, "\n"), stdout)
+    end)
+
+    it("preloads luv and modal: they load with no C search path", function()
+      local status, stdout, stderr = host("run " .. FIXTURES .. "preload.lua",
+        "env -u LUA_CPATH_5_4 LUA_CPATH='/nonexistent/?.so'")
+      assert.equal(0, status, stderr)
+      assert.equal("luv=function\nmodal=function\nsame=true\n", stdout)
+    end)
+
+    it("runs the loop after the main chunk: modal and luv timers fire, then it exits 0", function()
+      local t0 = uv.hrtime()
+      local status, stdout, stderr = host("run " .. FIXTURES .. "loop.lua")
+      assert.equal(0, status, stderr)
+      assert.equal("main chunk done\nluv timer fired\nmodal timer fired\n", stdout)
+      assert.is_true(since(t0) < 2)
+    end)
+
+    it("reports an error raised in a callback and goes on", function()
+      local status, stdout, stderr = host("run " .. FIXTURES .. "callback_error.lua")
+      assert.are_not.equal(124, status)
+      assert.equal("later timer ran\n", stdout)
+      assert.truthy(stderr:find("callback boom", 1, true), stderr)
+    end)
+  end)
+
+  describe("signals", function()
+    local p
+    after_each(function()
+      if p then p.reap() end
+      p = nil
+    end)
+
+    it("a second SIGTERM ends a host whose loop cannot drain, at once", function()
+      p = spawn({ "run", FIXTURES .. "stop_stuck.lua" })
+      assert.is_true(wait_for(p.said("ready\n"), 2), "no ready line: " .. p.err)
+      p.handle:kill("sigterm")
+      assert.is_true(wait_for(p.said("on_stop ran\n"), 1), "on_stop did not run: " .. p.err)
+      assert.is_false(wait_for(p.done, 0.3), "the host exited with a timer pending")
+      local t0 = uv.hrtime()
+      p.handle:kill("sigterm")
+      assert.is_true(wait_for(p.done, 1), "the second SIGTERM did not end the host")
+      assert.is_true(since(t0) < 1)
+      assert.falsy(p.out:find("timer fired", 1, true))
+    end)
+
+    it("SIGTERM runs the on_stop handlers, then the host drains and exits 0", function()
+      p = spawn({ "run", FIXTURES .. "stop_cancels.lua" })
+      assert.is_true(wait_for(p.said("ready\n"), 2), "no ready line: " .. p.err)
+      local t0 = uv.hrtime()
+      p.handle:kill("sigterm")
+      assert.is_true(wait_for(p.done, 2), "the host did not exit after SIGTERM")
+      assert.is_true(since(t0) < 2)
+      assert.equal(0, p.code, p.err)
+      assert.equal(0, p.signal)
+      assert.equal("ready\non_stop ran\n", p.out)
+    end)
+
+    it("SIGINT does the same as SIGTERM", function()
+      p = spawn({ "run", FIXTURES .. "stop_cancels.lua" })
+      assert.is_true(wait_for(p.said("ready\n"), 2), "no ready line: " .. p.err)
+      p.handle:kill("sigint")
+      assert.is_true(wait_for(p.done, 2), "the host did not exit after SIGINT")
+      assert.equal(0, p.code, p.err)
+      assert.equal(0, p.signal)
+      assert.equal("ready\non_stop ran\n", p.out)
+    end)
+  end)
+end)

@@ -1,0 +1,216 @@
+-- specs/log_spec.lua — logging (DESIGN.md section 5, "Logging"): the on_log sink, the default
+-- stderr sink, and the default unhandled-failure reporter that logs through it.
+local modal = require "modal"
+local support = require "support"
+
+local run_loop = support.run_loop
+local BUILD = os.getenv("MODAL_BUILD") or "build"
+if BUILD:sub(1, 1) ~= "/" then BUILD = "./" .. BUILD end
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Runs `code` in a child lua5.4 that finds modal in BUILD; returns status, stdout, stderr.
+local function child(code)
+  local script, out, err = os.tmpname(), os.tmpname(), os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(code)
+  f:close()
+  local _, how, status = os.execute(string.format(
+    "env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' " ..
+    "LUA_CPATH='%s/?.so;;' timeout 10 lua5.4 %s >%s 2>%s", BUILD, script, out, err))
+  local stdout, stderr = read_file(out), read_file(err)
+  os.remove(script); os.remove(out); os.remove(err)
+  if how == "signal" then status = 128 + status end
+  return status, stdout, stderr
+end
+
+-- Undo steps for the current test, run last-in first-out by after_each (busted's finally()
+-- keeps only one function per test).
+local undo = {}
+local function defer(fn) undo[#undo + 1] = fn end
+local function run_undo()
+  for i = #undo, 1, -1 do undo[i]() end
+  undo = {}
+end
+
+-- Installs a capturing sink (and, with `default_reporter`, the default unhandled reporter) for
+-- the current test; returns the list of { level, message, fields } it fills.
+local function capture_log(default_reporter)
+  local lines = {}
+  local previous = modal.on_log(function(level, message, fields)
+    lines[#lines + 1] = { level = level, message = message, fields = fields }
+  end)
+  local previous_reporter
+  if default_reporter then previous_reporter = modal.on_unhandled(nil) end
+  defer(function()
+    modal.on_log(previous)
+    if default_reporter then modal.on_unhandled(previous_reporter) end
+  end)
+  return lines
+end
+
+-- The captured lines whose message contains `text`.
+local function lines_with(lines, text)
+  local found = {}
+  for _, line in ipairs(lines) do
+    if type(line.message) == "string" and line.message:find(text, 1, true) then
+      found[#found + 1] = line
+    end
+  end
+  return found
+end
+
+-- Lets reports made "from the collector or on the next loop turn" arrive.
+local function settle()
+  collectgarbage()
+  collectgarbage()
+  run_loop(0.2)
+end
+
+describe("modal logging", function()
+  after_each(run_undo)
+
+  describe("on_log()", function()
+    it("raises when the sink is neither a function nor nil", function()
+      assert.has_error(function() modal.on_log(42) end)
+      assert.has_error(function() modal.on_log("stderr") end)
+    end)
+
+    it("returns the previous sink", function()
+      local function first() end
+      local function second() end
+      local original = modal.on_log(first)
+      defer(function() modal.on_log(original) end)
+      assert.equal(first, modal.on_log(second))
+      assert.equal(second, modal.on_log(nil))
+      local default = modal.on_log(first)     -- the default sink, however it is represented
+      assert.are_not.equal(first, default)
+      assert.are_not.equal(second, default)
+    end)
+
+    it("sends each line to the current sink only", function()
+      local replaced = {}
+      local original = modal.on_log(function(_, message) replaced[#replaced + 1] = message end)
+      defer(function() modal.on_log(original) end)
+      local lines = capture_log(true)
+      do modal.fail("timeout", "only the new sink hears this") end
+      settle()
+      assert.equal(1, #lines_with(lines, "only the new sink hears this"))
+      assert.same({}, replaced)
+    end)
+
+    it("calls the sink with a level, a message and a fields table (or nil)", function()
+      local lines = capture_log(true)
+      modal.call_later(0, function() error("shape of a log line", 0) end)
+      assert.is_true(run_loop(1))
+      settle()
+      local found = lines_with(lines, "shape of a log line")
+      assert.equal(1, #found)
+      local line = found[1]
+      assert.equal("error", line.level)
+      assert.is_string(line.message)
+      assert.is_true(line.fields == nil or type(line.fields) == "table")
+    end)
+  end)
+
+  describe("the default unhandled reporter", function()
+    it("logs an error raised in a timer at level error, with the failure's kind: message", function()
+      local lines = capture_log(true)
+      modal.call_later(0, function() error("kaboom in a timer", 0) end)
+      assert.is_true(run_loop(1))
+      settle()
+      local found = lines_with(lines, "error: kaboom in a timer")
+      assert.equal(1, #found)
+      assert.equal("error", found[1].level)
+    end)
+
+    it("logs a collected Deferred that failed, once, at level error", function()
+      local lines = capture_log(true)
+      do modal.fail("timeout", "gave up waiting") end
+      settle()
+      settle()
+      local found = lines_with(lines, "timeout: gave up waiting")
+      assert.equal(1, #found)
+      assert.equal("error", found[1].level)
+    end)
+
+    it("includes the traceback of a Lua error", function()
+      local lines = capture_log(true)
+      local function deep_in_the_stack() error("where was I", 0) end
+      modal.call_later(0, function() deep_in_the_stack() end)
+      assert.is_true(run_loop(1))
+      settle()
+      local found = lines_with(lines, "where was I")
+      assert.equal(1, #found)
+      local text = found[1].message
+      for _, v in pairs(found[1].fields or {}) do
+        if type(v) == "string" then text = text .. "\n" .. v end
+      end
+      assert.truthy(text:find("traceback", 1, true), "no traceback in: " .. text)
+      assert.truthy(text:find("deep_in_the_stack", 1, true), "traceback lacks the raising function")
+    end)
+
+    it("is not used while a reporter is set", function()
+      local lines = capture_log(false)
+      local reported = {}
+      local previous = modal.on_unhandled(function(f) reported[#reported + 1] = f end)
+      defer(function() modal.on_unhandled(previous) end)
+      do modal.fail("timeout", "reported, not logged") end
+      settle()
+      assert.equal(1, #reported)
+      assert.same({}, lines_with(lines, "reported, not logged"))
+    end)
+  end)
+
+  describe("the default sink", function()
+    it("writes nothing to stderr while a sink of one's own is set", function()
+      local status, stdout, stderr = child [[
+        local modal = require "modal"
+        modal.on_log(function(level, message) print("sink", level, message) end)
+        modal.call_later(0, function() error("kaboom to the sink", 0) end)
+        modal.run()
+        collectgarbage(); collectgarbage()
+        modal.run()
+        print("done")
+      ]]
+      assert.equal(0, status, stderr)
+      assert.truthy(stdout:find("sink\terror\t[^\n]*kaboom to the sink"), stdout)
+      assert.falsy(stderr:find("kaboom to the sink", 1, true), stderr)
+    end)
+
+    it("writes to stderr, with the level, by default", function()
+      local status, stdout, stderr = child [[
+        local modal = require "modal"
+        do modal.fail("timeout", "nobody listened") end
+        collectgarbage(); collectgarbage()
+        modal.run()
+        print("done")
+      ]]
+      assert.equal(0, status, stderr)
+      assert.equal("done\n", stdout)
+      assert.truthy(stderr:find("timeout: nobody listened", 1, true), stderr)
+      assert.truthy(stderr:lower():find("error", 1, true), stderr)
+    end)
+
+    it("is restored by on_log(nil)", function()
+      local status, stdout, stderr = child [[
+        local modal = require "modal"
+        modal.on_log(function() end)
+        modal.on_log(nil)
+        modal.call_later(0, function() error("kaboom to stderr", 0) end)
+        modal.run()
+        collectgarbage(); collectgarbage()
+        modal.run()
+        print("done")
+      ]]
+      assert.equal(0, status, stderr)
+      assert.equal("done\n", stdout)
+      assert.truthy(stderr:find("error: kaboom to stderr", 1, true), stderr)
+    end)
+  end)
+end)

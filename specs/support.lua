@@ -1,0 +1,39 @@
+-- specs/support.lua — spec helpers: a loop run with a safety net, and a call counter.
+--
+--   support.run_loop(max_seconds)  runs modal.run(); an unref'd luv timer stops the loop after
+--                                  max_seconds (default 5) if it has not ended by itself.
+--                                  Returns true when run() returned on its own.
+--   support.counter([fn])          a counter: c.fn is a plain function that counts its calls
+--                                  (c.n), keeps each call's arguments (c.args[i], packed) and
+--                                  returns fn(...) when fn is given.
+local modal = require "modal"
+local uv = require "luv"
+
+local support = {}
+
+function support.run_loop(max_seconds)
+  local expired = false
+  local net = uv.new_timer()
+  net:start(math.floor((max_seconds or 5) * 1000), 0, function()
+    expired = true
+    modal.stop()
+  end)
+  net:unref()                     -- the net alone must not keep the loop alive
+  modal.run()
+  net:stop()
+  net:close()
+  uv.run("nowait")                -- finish the close now: a handle still closing at exit crashes luv
+  return not expired
+end
+
+function support.counter(fn)
+  local c = { n = 0, args = {} }
+  c.fn = function(...)
+    c.n = c.n + 1
+    c.args[c.n] = table.pack(...)
+    if fn then return fn(...) end
+  end
+  return c
+end
+
+return support
