@@ -621,6 +621,22 @@ describe("modal.deferred", function()
       assert.same({ "succeeded", "early" }, { outcome(d) })
     end)
 
+    it("counts its seconds from the call, even after a long stretch outside run()", function()
+      support.run_loop(1)
+      local busy_until = uv.hrtime() + 0.15e9
+      repeat until uv.hrtime() >= busy_until   -- the loop's cached clock falls behind
+      local d = modal.deferred()
+      local t0 = uv.hrtime()
+      local fired_at
+      d:add_errback(function(f) fired_at = (uv.hrtime() - t0) / 1e9; return f end)
+      d:add_timeout(0.1)
+      assert.is_true(support.run_loop(2))
+      local _, f = outcome(d)
+      assert.equal("timeout", f.kind)
+      assert.is_number(fired_at)
+      assert.is_true(fired_at >= 0.09, "timed out after " .. tostring(fired_at) .. " s, asked 0.1 s")
+    end)
+
     it("does nothing on a fired Deferred", function()
       local canceller = support.counter()
       local d = modal.deferred(canceller.fn)

@@ -14,6 +14,7 @@ local support = {}
 function support.run_loop(max_seconds)
   local expired = false
   local net = uv.new_timer()
+  uv.update_time()                -- the loop's clock is stale after a long stretch outside run()
   net:start(math.floor((max_seconds or 5) * 1000), 0, function()
     expired = true
     modal.stop()

@@ -234,6 +234,7 @@ void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds)
     lua_pushvalue(L, owner);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  uv_update_time(ctx->loop);             /* count from the call, not from the loop's last turn */
   t->due = uv_now(ctx->loop) + delay_ms(seconds);
   t->seq = ctx->seq++;
   heap_insert(L, ctx, t);
