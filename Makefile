@@ -99,7 +99,8 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
-	install -m 644 lua/modal/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/
+	for f in lua/modal/*.lua; do [ ! -e "$$f" ] || \
+	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
 
 uninstall:
