@@ -74,7 +74,7 @@ $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
 
 lint: check-deps
-	luacheck -q lua specs examples bench
+	luacheck -q $(wildcard lua) specs examples bench
 
 test: all lint
 	@$(SPEC_ENV) sh specs/run.sh

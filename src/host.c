@@ -239,6 +239,8 @@ static int cmd_run(int argc, char **argv) {
     H.status = 1;
   }
   close_signals();
+  if (luv_loop(L))                       /* let handles that are closing finish (DESIGN 10) */
+    uv_run(luv_loop(L), UV_RUN_NOWAIT);
   lua_close(L);                          /* modal's handles close first, then luv's loop */
   return H.status;
 }
