@@ -1,13 +1,7 @@
 -- specs/async_spec.lua — modal.async and modal.await: coroutines over Deferreds.
 local support = require "support"
 
--- The state and current result of a fired Deferred (consumed: the chain ends handled).
-local function outcome(d)
-  local state, got, runs = d:state(), nil, 0
-  d:add_both(function(r) got = r; runs = runs + 1 end)
-  assert.equal(1, runs, "the Deferred has not fired")
-  return state, got
-end
+local outcome = support.outcome
 
 describe("modal.async", function()
   local modal

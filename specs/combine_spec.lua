@@ -1,13 +1,7 @@
 -- specs/combine_spec.lua — modal.all, modal.settled and modal.race over lists of Deferreds.
 local support = require "support"
 
--- The state and current result of a fired Deferred (consumed: the chain ends handled).
-local function outcome(d)
-  local state, got, runs = d:state(), nil, 0
-  d:add_both(function(r) got = r; runs = runs + 1 end)
-  assert.equal(1, runs, "the Deferred has not fired")
-  return state, got
-end
+local outcome = support.outcome
 
 -- Runs make() (whose Deferreds must all be unreachable once it returns), collects garbage twice,
 -- lets the loop turn, and returns the failures reported as unhandled meanwhile.

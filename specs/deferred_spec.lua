@@ -9,13 +9,7 @@ local function error_of(fn, ...)
   return tostring(err)
 end
 
--- The state of a fired Deferred and its current result (consumed: the chain ends handled).
-local function outcome(d)
-  local state, got, runs = d:state(), nil, 0
-  d:add_both(function(r) got = r; runs = runs + 1 end)
-  assert.equal(1, runs, "the Deferred has not fired")
-  return state, got
-end
+local outcome = support.outcome
 
 -- Seconds elapsed while fn runs, by libuv's high-resolution clock.
 local function timed(fn)

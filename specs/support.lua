@@ -6,6 +6,8 @@
 --   support.counter([fn])          a counter: c.fn is a plain function that counts its calls
 --                                  (c.n), keeps each call's arguments (c.args[i], packed) and
 --                                  returns fn(...) when fn is given.
+--   support.outcome(d)             the state and current result of a fired Deferred d (read
+--                                  through a last link, so the chain ends handled).
 local modal = require "modal"
 local uv = require "luv"
 
@@ -35,6 +37,13 @@ function support.counter(fn)
     if fn then return fn(...) end
   end
   return c
+end
+
+function support.outcome(d)
+  local state, got, runs = d:state(), nil, 0
+  d:add_both(function(r) got = r; runs = runs + 1 end)
+  if runs ~= 1 then error("the Deferred has not fired", 2) end
+  return state, got
 end
 
 return support

@@ -94,6 +94,9 @@ MODAL__FUNC void modal__log(lua_State *L, int level, int fields, const char *fmt
 MODAL__FUNC const char *modal__level_name(int level);
 MODAL__FUNC int modal__level_parse(const char *name);
 MODAL__FUNC int modal__on_log(lua_State *L);
+/* Sets the handler in the registry at `key` to the function at 1 (nil: `fallback`) and
+** returns the previous one: modal.on_log and modal.on_unhandled. */
+MODAL__FUNC int modal__swap_handler(lua_State *L, const void *key, lua_CFunction fallback);
 MODAL__FUNC void modal__open_log(lua_State *L);
 
 /* ---------------------------------------------------------------- failures */

@@ -127,16 +127,7 @@ void modal__report_unhandled(lua_State *L, int idx) {
 
 /* modal.on_unhandled(fn | nil) -> previous reporter */
 static int md_on_unhandled(lua_State *L) {
-  if (!lua_isnoneornil(L, 1))
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &unhandled_key);
-  if (lua_isnil(L, 1))
-    lua_pushcfunction(L, default_reporter);
-  else
-    lua_pushvalue(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &unhandled_key);
-  return 1;
+  return modal__swap_handler(L, &unhandled_key, default_reporter);
 }
 
 /* modal.failure(kind, message[, value]) */

@@ -115,18 +115,22 @@ void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
     free(text);
 }
 
-/* modal.on_log(fn | nil) -> previous sink */
-int modal__on_log(lua_State *L) {
+int modal__swap_handler(lua_State *L, const void *key, lua_CFunction fallback) {
   if (!lua_isnoneornil(L, 1))
     luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_settop(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &sink_key);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
   if (lua_isnil(L, 1))
-    lua_pushcfunction(L, default_sink);
+    lua_pushcfunction(L, fallback);
   else
     lua_pushvalue(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &sink_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
   return 1;
+}
+
+/* modal.on_log(fn | nil) -> previous sink */
+int modal__on_log(lua_State *L) {
+  return modal__swap_handler(L, &sink_key, default_sink);
 }
 
 void modal__open_log(lua_State *L) {
