@@ -39,7 +39,8 @@ enum {                     /* flags */
   DF_SPILLED = 1 << 8,     /* entries from index 2 on live in the table in user value 4 */
   DF_HASCANC = 1 << 9,     /* entry 0 is the canceller */
   DF_TIMER = 1 << 10,      /* an add_timeout handle is armed (spill table, key 0) */
-  DF_HANDLED = 1 << 11     /* the current failure was passed on or observed: no report */
+  DF_HANDLED = 1 << 11,    /* the current failure was passed on or observed: no report */
+  DF_HANDOFF = 1 << 12     /* run_links returned an outer Deferred to run next */
 };
 
 typedef struct modal_deferred {
@@ -302,6 +303,7 @@ static int run_links(lua_State *L) {
       set_entry(L, 1, d, i, E_NONE, 0);  /* the inner one must not keep the outer alive */
       d->head = i + 1;
       hand_over(L, d);
+      d->flags |= DF_HANDOFF;
       return 1;
     }
     switch (code) {                      /* the entry of the function to run, if any */
@@ -359,7 +361,8 @@ static int run_links(lua_State *L) {
 ** Lua stack: no C recursion however deep the nesting. `d` always caches the top's pointer. */
 static void run_chain(lua_State *L, modal_deferred *d, int di, int vi) {
   int base = lua_gettop(L), top = base + 1;
-  luaL_checkstack(L, 8, "modal: chain too deep");
+  if (base > LUA_MINSTACK - 8)           /* callers have used few of their LUA_MINSTACK slots */
+    luaL_checkstack(L, 8, "modal: chain too deep");
   lua_pushvalue(L, di);
   d->flags |= DF_RUNNING;
   for (;;) {
@@ -393,11 +396,12 @@ static void run_chain(lua_State *L, modal_deferred *d, int di, int vi) {
       d->flags &= (uint16_t)~DF_RUNNING;
       goto pop;
     }
-    if (lua_isnil(L, -1)) {              /* the links ran out */
+    if (!(d->flags & DF_HANDOFF)) {      /* the links ran out */
       d->flags &= (uint16_t)~DF_RUNNING;
       finish(L, top, d);
       goto pop;
     }
+    d->flags &= (uint16_t)~DF_HANDOFF;
     /* handed over: run the outer one, then come back to d if it has links left */
     lua_replace(L, top + 1);
     if (d->head >= d->tail) {

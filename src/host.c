@@ -86,6 +86,14 @@ static const char *signal_name(int signum) {
   return signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "signal";
 }
 
+static int stop_protected(lua_State *L) {
+  int signum = (int)lua_tointeger(L, 1);
+  modal__log(L, MODAL_LOG_INFO, 0, "%s received: stopping (send it again to exit at once)",
+             signal_name(signum));
+  modal__run_stop_handlers(L);
+  return 0;
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   lua_State *L = (lua_State *)h->data;
   if (!L)
@@ -96,9 +104,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     _exit(128 + signum);
   }
   H.stopping = 1;
-  modal__log(L, MODAL_LOG_INFO, 0, "%s received: stopping (send it again to exit at once)",
-             signal_name(signum));
-  modal__run_stop_handlers(L);
+  lua_pushcfunction(L, stop_protected);  /* no Lua error may unwind through libuv */
+  lua_pushinteger(L, signum);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "modal: error while stopping: %s\n",
+            lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 1);
+  }
 }
 
 static void free_signal(uv_handle_t *h) {

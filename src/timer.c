@@ -6,6 +6,7 @@
 ** number of timers; arming and disarming are O(log n) in the heap.
 */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
@@ -82,14 +83,34 @@ static void heap_remove(modal_ctx *ctx, modal_timer *t) {
 static void process(modal_ctx *ctx);
 static void schedule(modal_ctx *ctx);
 
+static int process_protected(lua_State *L) {
+  process((modal_ctx *)lua_touserdata(L, 1));
+  return 0;
+}
+
+/* libuv calls in here: everything that touches Lua runs under a pcall, so not even a memory
+** error can unwind through libuv's frames (each timer's function has its own pcall too). */
+static void enter_from_libuv(modal_ctx *ctx) {
+  lua_State *L = ctx->L;
+  lua_pushcfunction(L, process_protected);
+  lua_pushlightuserdata(L, ctx);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "modal: error running timers: %s\n",
+            lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 1);
+    ctx->processing = 0;
+    schedule(ctx);
+  }
+}
+
 static void on_timer(uv_timer_t *h) {
   if (h->data)
-    process((modal_ctx *)h->data);
+    enter_from_libuv((modal_ctx *)h->data);
 }
 
 static void on_idle(uv_idle_t *h) {
   if (h->data)
-    process((modal_ctx *)h->data);
+    enter_from_libuv((modal_ctx *)h->data);
 }
 
 /* End of the loop iteration in which modal.stop() was called: timers may run again. */
