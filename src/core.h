@@ -126,10 +126,18 @@ MODAL__FUNC void modal__cancel(lua_State *L, int d);
 MODAL__FUNC int modal__take_result(lua_State *L, int d);
 /* Marks the current outcome of the Deferred at `d` as handled (a link observed it). */
 MODAL__FUNC void modal__mark_handled(lua_State *L, int d);
+/* Fires the pending Deferred at `d` by following the Deferred at `r`: r's outcome becomes
+** d's (at once if r has one; else d waits, paused, and a cancel of d goes to r). */
+MODAL__FUNC int modal__follow(lua_State *L, int d, int r);
+/* A 16-bit field of the Deferred at `d` free for the core's own use (NULL if not one). */
+MODAL__FUNC uint16_t *modal__deferred_aux(lua_State *L, int d);
+/* 1 when the value at `d` is a Deferred that has not fired. */
+MODAL__FUNC int modal__is_pending(lua_State *L, int d);
 /* Pushes a new pending Deferred whose canceller is the function at `canceller` (or 0). */
 MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 
 MODAL__FUNC void modal__open_combine(lua_State *L);
+MODAL__FUNC void modal__open_machine(lua_State *L);
 MODAL__FUNC void modal__open_async(lua_State *L);
 
 #endif

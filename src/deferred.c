@@ -48,6 +48,7 @@ typedef struct modal_deferred {
   uint16_t flags;
   uint16_t codes;          /* 4 bits per inline entry */
   uint32_t head, tail;     /* entries [head, tail) are links still to run */
+  uint16_t aux;            /* free for the core: a postponed call's method and arguments */
 } modal_deferred;
 
 /* Odd, so never the low half of an aligned pointer (a luaL_Stream has the same size). */
@@ -470,6 +471,45 @@ void modal__add_link(lua_State *L, int di, int cb, int eb, int both, int nargs) 
   lua_pop(L, nargs);
   if ((d->flags & (DF_FIRED | DF_RUNNING | DF_PAUSED)) == DF_FIRED)
     run_chain(L, d, di, 0);
+}
+
+int modal__follow(lua_State *L, int di, int ri) {
+  modal_deferred *d = to_deferred(L, di), *r = to_deferred(L, ri);
+  int taken;
+  di = lua_absindex(L, di);
+  ri = lua_absindex(L, ri);
+  if (!d || !r || (d->flags & DF_FIRED))
+    return -1;
+  if (r == d) {
+    modal__failure_new(L, "error", "a Deferred cannot follow itself", 0, 0);
+    modal__fire(L, di, -1, 1);
+    lua_pop(L, 1);
+    return 0;
+  }
+  if ((taken = modal__take_result(L, ri)) != 0) {
+    modal__fire(L, di, -1, taken == 2);
+    lua_pop(L, 1);
+    return 0;
+  }
+  d->flags |= DF_FIRED | DF_PAUSED;      /* fired, but waiting on r: state() says pending */
+  if (d->flags & DF_HASCANC) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, di, 2);
+  }
+  lua_pushvalue(L, ri);
+  lua_setiuservalue(L, di, 1);
+  append(L, ri, r, E_CONT, di);
+  return 0;
+}
+
+uint16_t *modal__deferred_aux(lua_State *L, int di) {
+  modal_deferred *d = to_deferred(L, di);
+  return d ? &d->aux : NULL;
+}
+
+int modal__is_pending(lua_State *L, int di) {
+  modal_deferred *d = to_deferred(L, di);
+  return d && !(d->flags & DF_FIRED);
 }
 
 void modal__cancel(lua_State *L, int di) {

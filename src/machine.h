@@ -1,0 +1,121 @@
+/*
+** machine.h — compiled machine definitions and instances, shared by machine.c (compile, the
+** machine object) and instance.c (driving instances).
+**
+** A definition compiles into one userdata block: states, handler and transition tables
+** indexed by (state, method) and (state, input), with every Lua value (functions, names)
+** kept in the `fns` table at integer indices. Dispatch builds no strings and allocates
+** nothing beyond the caller's Deferred.
+*/
+#ifndef MODAL_MACHINE_H
+#define MODAL_MACHINE_H
+
+#include "core.h"
+
+#define H_NONE      0      /* no handler (validation makes this unreachable) */
+#define H_POSTPONE  (-1)   /* the handler "postpone" */
+
+enum {                     /* user values of a compiled definition */
+  K_FNS = 1,               /* {[i] = function or name string} */
+  K_INPUTS,                /* {input name = input index} */
+  K_STATES,                /* {state name = state index} */
+  K_DEF,                   /* the definition table as given */
+  K_NUV = K_DEF
+};
+
+typedef struct modal_transition {
+  int to;                  /* state index, or -1 for an internal transition */
+  int guard;               /* fns index, or 0 */
+  int action;              /* fns index, or 0 */
+} modal_transition;
+
+typedef struct modal_state {
+  int name;                /* fns index of the name string */
+  int final;
+  int enter, exit, run;    /* fns indices, or 0 */
+  int timeout_fn;          /* fns index of a timeout function, or 0 */
+  double timeout;          /* seconds; < 0: none (unless timeout_fn) */
+} modal_state;
+
+typedef struct modal_compiled {
+  int nstates, nmethods, ninputs, ntrans;
+  int initial;
+  int max_postponed;
+  int name;                /* fns index of the machine's name */
+  int in_timeout, in_done, in_error;   /* input indices of the built-in inputs */
+  int migrate;             /* fns index, or 0 */
+  modal_state *states;     /* [nstates] */
+  int *handlers;           /* [state * nmethods + method]: fns index, H_POSTPONE or H_NONE */
+  int *on_first;           /* [state * ninputs + input]: first transition */
+  uint8_t *on_count;       /* [state * ninputs + input]: 0 = not taken */
+  uint8_t *ignored;        /* [state * ninputs + input]: listed in an ignore list */
+  modal_transition *trans; /* [ntrans] */
+} modal_compiled;
+
+/* The machine object M: user value 1 the compiled definition, 2 the instances' metatable,
+** 3 the methods table ({name = closure}, also the instances' __index fast path). */
+typedef struct modal_machine {
+  uint32_t magic;
+  uint32_t next_id;
+  modal_compiled *def;
+  double version;
+  int has_version;
+} modal_machine;
+
+enum { M_DEF = 1, M_IMT, M_METHODS, M_NUV = M_METHODS };
+
+enum {                     /* instance flags */
+  I_BUSY = 1 << 0,         /* a handler or transition runs: inputs are queued */
+  I_RETRYING = 1 << 1,     /* postponed calls are being retried */
+  I_STARTED = 1 << 2       /* the initial state has been entered */
+};
+
+/* An instance: user value 1 the machine object, 2 the data table (made on first use),
+** 3 the extras table (queues, timer, job, observers; made on first use). */
+typedef struct modal_instance {
+  uint32_t magic;
+  uint16_t flags;
+  uint16_t state;
+  uint32_t id;
+  uint32_t entry;          /* counts entries into states: stale timers and jobs compare it */
+  int npostponed;          /* live postponed calls */
+  int depth;               /* handlers running (m:postpone() is legal when > 0) */
+  int pin;                 /* registry ref keeping the instance alive while a job runs */
+  modal_machine *M;
+} modal_instance;
+
+enum { I_MACHINE = 1, I_DATA, I_EXTRAS, I_NUV = I_EXTRAS };
+
+/* Fields of the extras table. */
+enum {
+  X_QUEUE = 1,             /* postponed calls: a list of Deferreds (aux: method, nargs) */
+  X_INPUTS,                /* queued inputs: flat list of (input, nargs, args..., soft) */
+  X_INHEAD,                /* index of the next queued input */
+  X_TIMER,                 /* the armed state timeout handle */
+  X_JOB,                   /* the running job's Deferred */
+  X_OBSERVERS,             /* on_transition functions: {[handle] = fn} in order list */
+  X_WAITERS,               /* when() Deferreds: {state index = {d, ...}} */
+  X_INCOMING               /* calls postponed while retrying */
+};
+
+#define MACHINE_MAGIC  0x4d444d31u
+#define INSTANCE_MAGIC 0x4d444931u
+
+MODAL__FUNC modal_machine *modal__to_machine(lua_State *L, int idx);
+MODAL__FUNC modal_instance *modal__to_instance(lua_State *L, int idx);
+/* Pushes the fns table of the instance's machine. */
+MODAL__FUNC void modal__push_fns(lua_State *L, modal_instance *c, int ci);
+/* Pushes a new instance of the machine at `mi` with the data at `data` (0: none). */
+MODAL__FUNC void modal__instance_new(lua_State *L, int mi, int data);
+/* The closure behind every method of the instances: upvalue 1 the method index, 2 fns. */
+MODAL__FUNC int modal__instance_call(lua_State *L);
+/* The instances' __index (upvalue 1 the methods table) and __call (a postponed call's
+** canceller). */
+MODAL__FUNC int modal__instance_index(lua_State *L);
+MODAL__FUNC int modal__instance_cancel_call(lua_State *L);
+MODAL__FUNC int modal__instance_tostring(lua_State *L);
+/* Adds the built-in methods (fire, when, on_transition, postponed, postpone) to the methods
+** table at `methods`, as closures over the compiled definition at `compiled`. */
+MODAL__FUNC void modal__open_instance(lua_State *L, int methods, int compiled);
+
+#endif
