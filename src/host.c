@@ -38,6 +38,10 @@ static const char usage_text[] =
   "  run [options] SCRIPT [ARGS...]  run SCRIPT; `arg` and `...` are as under lua5.4,\n"
   "                                  and luv and modal are preloaded; the loop runs after\n"
   "                                  the script's main chunk until no work is left\n"
+  "  check FILE...                   validate machine definitions: every error and\n"
+  "                                  warning as `file: path: message`; exit 1 on errors\n"
+  "  graph FILE [--format dot|mermaid]\n"
+  "                                  print the state diagram (Graphviz renders dot)\n"
   "\n"
   "run options:\n"
   "  --log-level LEVEL               error, warn, info (default) or debug\n"
@@ -209,6 +213,48 @@ static int pmain(lua_State *L) {
   return 0;
 }
 
+/* The tools written in Lua (lua/modal/cli.lua): `modal check` and `modal graph`. */
+static int ptool(lua_State *L) {
+  int i;
+  luaL_openlibs(L);
+  preload(L);
+  set_paths(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "modal.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "main");
+  lua_pushstring(L, H.argv[1]);
+  lua_createtable(L, H.argc - 2, 0);
+  for (i = 2; i < H.argc; i++) {
+    lua_pushstring(L, H.argv[i]);
+    lua_rawseti(L, -2, i - 1);
+  }
+  lua_call(L, 2, 1);
+  H.status = (int)luaL_optinteger(L, -1, 0);
+  return 0;
+}
+
+static int cmd_tool(int argc, char **argv) {
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
+    return 1;
+  }
+  H.argc = argc;
+  H.argv = argv;
+  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, ptool);
+  if (lua_pcall(L, 0, 0, 1) != LUA_OK) {
+    fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
+    H.status = 1;
+  }
+  fflush(stdout);
+  if (luv_loop(L))
+    uv_run(luv_loop(L), UV_RUN_NOWAIT);
+  lua_close(L);
+  return H.status;
+}
+
 static int cmd_run(int argc, char **argv) {
   lua_State *L;
   int i, status;
@@ -274,6 +320,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
+  if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0)
+    return cmd_tool(argc, argv);
   if (argv[1][0] == '-')
     return fail_usage("unknown option '%s'", argv[1]);
   return fail_usage("unknown command '%s'", argv[1]);

@@ -52,11 +52,14 @@ static void push_input_name(lua_State *L, int ci, int in) {
   lua_pop(L, 2);
 }
 
-/* Pushes the extras table, making it when `make`; pushes nil when absent and not made. */
+/* Pushes the extras table, making it when `make`; pushes nil when absent and not made. An
+** instance that never needed one (most, and every idle one) costs no API call here. */
 static int push_extras(lua_State *L, int ci, int make) {
-  if (lua_getiuservalue(L, ci, I_EXTRAS) == LUA_TTABLE)
+  modal_instance *c = (modal_instance *)lua_touserdata(L, ci);
+  if ((c->flags & I_HASX) && lua_getiuservalue(L, ci, I_EXTRAS) == LUA_TTABLE)
     return 1;
-  lua_pop(L, 1);
+  if (c->flags & I_HASX)
+    lua_pop(L, 1);
   if (!make) {
     lua_pushnil(L);
     return 0;
@@ -64,6 +67,7 @@ static int push_extras(lua_State *L, int ci, int make) {
   lua_createtable(L, 8, 0);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, ci, I_EXTRAS);
+  c->flags |= I_HASX;
   return 1;
 }
 

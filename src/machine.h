@@ -67,7 +67,8 @@ enum { M_DEF = 1, M_IMT, M_METHODS, M_NUV = M_METHODS };
 enum {                     /* instance flags */
   I_BUSY = 1 << 0,         /* a handler or transition runs: inputs are queued */
   I_RETRYING = 1 << 1,     /* postponed calls are being retried */
-  I_STARTED = 1 << 2       /* the initial state has been entered */
+  I_STARTED = 1 << 2,      /* the initial state has been entered */
+  I_HASX = 1 << 3          /* user value I_EXTRAS holds the extras table */
 };
 
 /* An instance: user value 1 the machine object, 2 the data table (made on first use),
