@@ -133,6 +133,8 @@ MODAL__FUNC int modal__follow(lua_State *L, int d, int r);
 MODAL__FUNC uint16_t *modal__deferred_aux(lua_State *L, int d);
 /* 1 when the value at `d` is a Deferred that has not fired. */
 MODAL__FUNC int modal__is_pending(lua_State *L, int d);
+/* Pushes a new Deferred already fired with the value at `v` (a failure when `failed`). */
+MODAL__FUNC void modal__deferred_fired(lua_State *L, int v, int failed);
 /* Pushes a new pending Deferred whose canceller is the function at `canceller` (or 0). */
 MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 

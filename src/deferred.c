@@ -751,11 +751,28 @@ static int md_deferred_gc(lua_State *L) {
   return 0;
 }
 
+void modal__deferred_fired(lua_State *L, int vi, int failed) {
+  modal_deferred *d;
+  vi = lua_absindex(L, vi);
+  if (failed || lua_type(L, vi) == LUA_TTABLE || lua_type(L, vi) == LUA_TUSERDATA) {
+    modal__deferred_new(L, 0);           /* failures, and values that might be: the full path */
+    modal__fire(L, -1, vi, failed);
+    return;
+  }
+  d = (modal_deferred *)lua_newuserdatauv(L, sizeof *d, NUV);
+  memset(d, 0, sizeof *d);
+  d->magic = MAGIC;
+  d->flags = DF_FIRED;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, vi);
+  lua_setiuservalue(L, -2, 1);
+}
+
 /* modal.succeed(v) */
 static int md_succeed(lua_State *L) {
   lua_settop(L, 1);
-  modal__deferred_new(L, 0);
-  modal__fire(L, 2, 1, 0);
+  modal__deferred_fired(L, 1, 0);
   return 1;
 }
 

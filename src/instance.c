@@ -334,11 +334,22 @@ static void settle(lua_State *L, int d, int r) {
   lua_pop(L, 1);
 }
 
-/* Pushes the caller's Deferred for a handler outcome on top (replaced). */
+/* Pushes the caller's Deferred for a handler outcome on top (replaced). A returned Deferred
+** that has fired hands its outcome over at once (it counts as handled there). */
 static void outcome_deferred(lua_State *L, int r) {
-  modal_new_deferred(L);
-  lua_insert(L, -2);
-  settle(L, -2, r);
+  int taken;
+  if (r == R_ERROR) {
+    modal__deferred_fired(L, -1, 1);
+  } else if (!modal__is_deferred(L, -1)) {
+    modal__deferred_fired(L, -1, modal__is_failure(L, -1));
+  } else if ((taken = modal__take_result(L, -1)) != 0) {
+    modal__deferred_fired(L, -1, taken == 2);
+    lua_remove(L, -2);
+  } else {
+    modal_new_deferred(L);
+    modal__follow(L, -1, -2);
+  }
+  lua_remove(L, -2);
 }
 
 /* c:<method>(...) — upvalue 1: the method index, 2: the fns table. */
