@@ -202,7 +202,16 @@ static void drain(lua_State *L, modal_instance *c, int ci) {
     lua_pop(L, 1);
     lua_pushinteger(L, head + 3 + nargs);
     set_extra(L, ci, X_INHEAD);
-    if (handle_input(L, c, ci, in, args, nargs)) {
+    if (in < 0) {                        /* an input no state takes, fired from inside */
+      int f = lua_gettop(L) + 1;
+      push_fields(L, c, ci, -1);
+      lua_pushvalue(L, args);
+      lua_setfield(L, f, "input");
+      luaL_tolstring(L, args, NULL);
+      push_state_name(L, c, ci, c->state);
+      modal__log(L, MODAL_LOG_WARN, f, "input '%s' not taken in state '%s' (no state takes it)",
+                 lua_tostring(L, -2), lua_tostring(L, -1));
+    } else if (handle_input(L, c, ci, in, args, nargs)) {
       int f = lua_gettop(L) + 1;
       push_fields(L, c, ci, in);
       push_input_name(L, ci, in);
@@ -420,7 +429,9 @@ static void retry(lua_State *L, modal_instance *c, int ci) {
       nargs = 0;
     } else if (a & AUX_PACKED) {
       lua_getiuservalue(L, d, 1);
-      nargs = (int)luaL_len(L, -1);
+      lua_getfield(L, -1, "n");
+      nargs = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
       luaL_checkstack(L, nargs + 8, "too many arguments");
       args = lua_gettop(L) + 1;
       for (h = 1; h <= nargs; h++)
@@ -774,7 +785,12 @@ static int md_instance_fire(lua_State *L) {
   int in, nargs = lua_gettop(L) - 2;
   luaL_checkany(L, 2);
   lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNUMBER || lua_type(L, 2) != LUA_TSTRING) {
+  if ((lua_rawget(L, lua_upvalueindex(1)) != LUA_TNUMBER || lua_type(L, 2) != LUA_TSTRING) &&
+      (c->flags & I_BUSY)) {
+    enqueue_input(L, 1, -1, 2, 1, 0);    /* from inside: logged when its turn comes */
+    return 0;
+  }
+  if (lua_type(L, -1) != LUA_TNUMBER || lua_type(L, 2) != LUA_TSTRING) {
     const char *input = luaL_tolstring(L, 2, NULL), *state, *name;
     push_state_name(L, c, 1, c->state);
     state = lua_tostring(L, -1);
