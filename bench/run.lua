@@ -18,6 +18,9 @@
 -- status stays 0 for that (the bench reports, it doesn't judge). A run that raises or whose
 -- result is wrong prints FAILED and makes the exit status 1.
 --
+-- Workloads that need a part of modal not built yet (W1–W4 need modal.machine) print
+-- "modal.machine not built — floors only" in modal's place and still run their floors.
+--
 -- Adding a workload: append an entry to WORKLOADS (see the fields described there).
 
 local clock = os.clock
@@ -47,6 +50,7 @@ end
 
 local floor_deferred = require "floor_deferred"
 local twisted, bare = floor_deferred.twisted, floor_deferred.bare
+local floor_fsm = require "floor_fsm"
 
 -- Workloads ---------------------------------------------------------------------------------
 --
@@ -57,9 +61,14 @@ local twisted, bare = floor_deferred.twisted, floor_deferred.bare
 --   n            operations per run (before --scale)
 --   expect(n)    the value every run must return (as its second result for "bytes")
 --   run_modal    function(n) for modal, or nil (W0 has none); skipped when modal is absent
+--   needs        optional: the field of the modal module run_modal needs ("machine"); while
+--                it is missing the row prints "modal.machine not built — floors only"
+--   setup(n)     optional, "time" only: called before the clock starts; its result is run's
+--                second argument (a preallocated table, say)
 --   modal_target optional: an absolute bound on modal's figure
 --   floors       list of { name, run = function(n), target = optional bound on the ratio
 --                modal/floor }
+--   note         optional: figures of other systems, printed at the end for scale
 
 -- W5: create a Deferred, add three callbacks, fire it. The closures are made once.
 local function inc1(v) return v + 1 end
@@ -94,6 +103,136 @@ local function bytes_per_pending(new, n)
   fired = 0
   for i = 1, n do keep[i]:callback(i) end
   return (after - before) * 1024 / n, fired
+end
+
+-- Machines (W1–W4) -------------------------------------------------------------------------
+--
+-- One definition per workload, given to modal.machine and to floor_fsm.machine alike (the floor
+-- ignores the keys it has no use for: name, max_postponed, timeout, run, final). `lib` supplies
+-- the Deferreds the handlers return: modal's own, or the Twisted-like floor's.
+
+local floor_lib = {
+  succeed = twisted.succeed,
+  fail = function(kind, message) return twisted.fail(twisted.failure(kind, message)) end,
+  deferred = twisted.new,
+}
+
+local DEFS = {
+  -- W1: two states, input flip
+  toggle = function()
+    return { name = "toggle", initial = "a", methods = {},
+      states = { a = { on = { flip = "b" } }, b = { on = { flip = "a" } } } }
+  end,
+  -- W2, W3: query postponed while connecting, answered with an already fired Deferred in ready
+  dispatch = function(lib)
+    local succeed = lib.succeed
+    return { name = "dispatch", initial = "connecting", methods = { "query" }, max_postponed = 200000,
+      states = {
+        connecting = { query = "postpone", on = { ready = "ready" } },
+        ready = { query = function(_, x) return succeed(x) end },
+      } }
+  end,
+  -- W4: shaped like the connection machine of DESIGN.md section 5 (idle postpones query until
+  -- an outside `connect`); its instances stay idle
+  connection = function(lib)
+    local succeed, fail, deferred = lib.succeed, lib.fail, lib.deferred
+    return { name = "connection", initial = "idle", methods = { "query", "close" },
+      defaults = { close = function(m) m:fire("close") end },
+      states = {
+        idle = { query = "postpone", on = { connect = "connecting", close = "closed" } },
+        connecting = {
+          run = function() return deferred() end,
+          timeout = 10,
+          query = "postpone",
+          on = { done = "ready", error = "backoff", timeout = "backoff", close = "closed" },
+        },
+        ready = { query = function(_, x) return succeed(x) end, on = { lost = "backoff", close = "closed" } },
+        backoff = { timeout = 1, query = "postpone", on = { timeout = "connecting", close = "closed" } },
+        closed = { final = true, query = function() return fail("stopped", "connection closed") end,
+          close = function() end },
+      } }
+  end,
+}
+
+-- Each machine is built once per process, outside the timed runs.
+local modal_machines, floor_machines = {}, {}
+local function modal_machine(key)
+  local M = modal_machines[key]
+  if not M then M = modal.machine(DEFS[key](modal)); modal_machines[key] = M end
+  return M
+end
+local function floor_machine(key)
+  local M = floor_machines[key]
+  if not M then M = floor_fsm.machine(DEFS[key](floor_lib)); floor_machines[key] = M end
+  return M
+end
+
+-- W2: the caller's callback, made once; it keeps the last value.
+local last_seen
+local function see(v) last_seen = v; return v end
+
+-- W3: the callback each queued call gets, made once; it counts and checks the order.
+local drained, drain_last, drain_order_ok = 0, 0, true
+local function count_drained(v)
+  drained = drained + 1
+  if v ~= drain_last + 1 then drain_order_ok = false end
+  drain_last = v
+  return v
+end
+
+-- Queues n calls on a new instance c of a "dispatch" machine (in connecting); returns c.
+local function queue_calls(c, n)
+  drained, drain_last, drain_order_ok = 0, 0, true
+  for i = 1, n do c:query(i):add_callback(count_drained) end
+  return c
+end
+
+-- After c:fire("ready"): how many fired, or an error when one is missing or out of order.
+local function drained_count(n)
+  if drained ~= n or drain_last ~= n or not drain_order_ok then
+    error(string.format("%d of %d fired, last %s%s", drained, n, tostring(drain_last),
+      drain_order_ok and "" or ", out of order"), 0)
+  end
+  return drained
+end
+
+local function bytes_per_postponed(new, n)
+  collectgarbage("collect"); collectgarbage("collect")
+  local before = collectgarbage("count")
+  local c = queue_calls(new(), n)
+  collectgarbage("collect"); collectgarbage("collect")
+  local after = collectgarbage("count")
+  c:fire("ready")
+  return (after - before) * 1024 / n, drained_count(n)
+end
+
+-- W4: n idle instances, in a preallocated table.
+local function prealloc(n)
+  local keep = {}
+  for i = 1, n do keep[i] = false end
+  return keep
+end
+
+local function idle_count(keep, n)
+  local idle = 0
+  for i = 1, n do if keep[i].state == "idle" then idle = idle + 1 end end
+  return idle
+end
+
+-- The cheap check inside a timed run (W4 checks every instance): the first and last are idle.
+local function ends_idle(keep, n)
+  if keep[1].state == "idle" and keep[n].state == "idle" then return n end
+  return "not idle: " .. tostring(keep[1].state) .. ", " .. tostring(keep[n].state)
+end
+
+local function bytes_per_instance(new, n)
+  local keep = prealloc(n)
+  collectgarbage("collect"); collectgarbage("collect")
+  local before = collectgarbage("count")
+  for i = 1, n do keep[i] = new() end
+  collectgarbage("collect"); collectgarbage("collect")
+  local after = collectgarbage("count")
+  return (after - before) * 1024 / n, idle_count(keep, n)
 end
 
 local WORKLOADS = {
@@ -152,17 +291,119 @@ local WORKLOADS = {
       { name = "bare", run = function(n) return bytes_per_pending(bare.new, n) end },
     },
   },
+  {
+    id = "W1", name = "toggle fire(flip)", kind = "time", n = 1000000, needs = "machine",
+    expect = function(n) return n % 2 == 0 and "a" or "b" end,
+    run_modal = function(n)
+      local c = modal_machine("toggle"):new()
+      for _ = 1, n do c:fire("flip") end
+      return c.state
+    end,
+    floors = {
+      { name = "fsm", target = 0.7, run = function(n)
+        local c = floor_machine("toggle").new()
+        for _ = 1, n do c:fire("flip") end
+        return c.state
+      end },
+      { name = "fsm c:flip()", run = function(n)
+        local c = floor_machine("toggle").new()
+        for _ = 1, n do c:flip() end
+        return c.state
+      end },
+    },
+  },
+  {
+    id = "W2", name = "dispatch query+cb", kind = "time", n = 1000000, needs = "machine",
+    expect = function(n) return n end,
+    run_modal = function(n)
+      local c = modal_machine("dispatch"):new()
+      c:fire("ready")
+      last_seen = nil
+      for i = 1, n do c:query(i):add_callback(see) end
+      return last_seen
+    end,
+    floors = {
+      { name = "fsm+twisted-like", target = 0.45, run = function(n)
+        local c = floor_machine("dispatch").new()
+        c:fire("ready")
+        last_seen = nil
+        for i = 1, n do c:query(i):add_callback(see) end
+        return last_seen
+      end },
+    },
+  },
+  {
+    id = "W3", name = "postpone-drain", kind = "time", n = 100000, needs = "machine",
+    expect = function(n) return n end,
+    run_modal = function(n)
+      queue_calls(modal_machine("dispatch"):new(), n):fire("ready")
+      return drained_count(n)
+    end,
+    floors = {
+      { name = "fsm+twisted-like", target = 1.0, run = function(n)
+        queue_calls(floor_machine("dispatch").new(), n):fire("ready")
+        return drained_count(n)
+      end },
+    },
+  },
+  {
+    id = "W3-mem", name = "postponed call+1cb", kind = "bytes", n = 100000, needs = "machine",
+    expect = function(n) return n end,
+    run_modal = function(n)
+      local M = modal_machine("dispatch")
+      return bytes_per_postponed(function() return M:new() end, n)
+    end,
+    modal_target = 160,
+    floors = {
+      { name = "fsm+twisted-like", run = function(n)
+        return bytes_per_postponed(floor_machine("dispatch").new, n)
+      end },
+    },
+    note = "gen_statem 278 B",
+  },
+  {
+    id = "W4", name = "idle instance", kind = "bytes", n = 100000, needs = "machine",
+    expect = function(n) return n end,
+    run_modal = function(n)
+      local M = modal_machine("connection")
+      return bytes_per_instance(function() return M:new() end, n)
+    end,
+    modal_target = 160,
+    floors = {
+      { name = "fsm", run = function(n) return bytes_per_instance(floor_machine("connection").new, n) end },
+    },
+    note = "Automat 240 B, gen_statem 2.7 KB, XState 3.6 KB",
+  },
+  {
+    id = "W4-new", name = "new instance", kind = "time", n = 100000, needs = "machine",
+    expect = function(n) return n end,
+    setup = prealloc,
+    run_modal = function(n, keep)
+      local M = modal_machine("connection")
+      for i = 1, n do keep[i] = M:new() end
+      return ends_idle(keep, n)
+    end,
+    floors = {
+      { name = "fsm", run = function(n, keep)
+        local new = floor_machine("connection").new
+        for i = 1, n do keep[i] = new() end
+        return ends_idle(keep, n)
+      end },
+    },
+  },
 }
 
 -- Runner ------------------------------------------------------------------------------------
 
 -- One run: the figure (ns/op or B/op), or nil and why it failed.
 local function measure(w, run, n)
+  local ctx
+  if w.setup then ctx = w.setup(n) end
   collectgarbage("collect")
   local ok, figure, got
   if w.kind == "time" then
     local t0 = clock()
-    ok, got = pcall(run, n)
+    ok, got = pcall(run, n, ctx)
     figure = (clock() - t0) * 1e9 / n
   else
     ok, figure, got = pcall(run, n)
@@ -195,7 +436,8 @@ local function bench(w)
   local n = math.max(1, math.floor(w.n * SCALE + 0.5))
   -- the runs: modal first (when there is one and it loaded), then the floors
   local runs = {}
-  if w.run_modal and modal then runs[#runs + 1] = { name = "modal", run = w.run_modal } end
+  local missing = w.needs and modal and modal[w.needs] == nil
+  if w.run_modal and modal and not missing then runs[#runs + 1] = { name = "modal", run = w.run_modal } end
   for _, f in ipairs(w.floors) do runs[#runs + 1] = f end
 
   local samples, errors = {}, {}
@@ -242,7 +484,9 @@ local function bench(w)
     if i == 1 and not w.run_modal then part = part .. " (the unit)" end
     parts[#parts + 1] = part
   end
-  if w.run_modal and not modal then table.insert(parts, 1, "modal -") end
+  if w.run_modal and not modal then table.insert(parts, 1, "modal -")
+  elseif missing then table.insert(parts, 1, "modal." .. w.needs .. " not built — floors only") end
+  if w.note then parts[#parts] = parts[#parts] .. " [for scale: " .. w.note .. "]" end
   print(string.format("%-7s %-21s %s", w.id, w.name, table.concat(parts, " | ")))
   io.stdout:flush()
 end

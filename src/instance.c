@@ -127,8 +127,9 @@ static void hook_error(lua_State *L, modal_instance *c, int ci, const char *what
   int f = lua_gettop(L);
   push_fields(L, c, ci, -1);
   push_state_name(L, c, ci, c->state);
+  luaL_tolstring(L, f, NULL);
   modal__log(L, MODAL_LOG_ERROR, f + 1, "error in %s (state '%s'): %s", what,
-             lua_tostring(L, -1), luaL_tolstring(L, f, NULL));
+             lua_tostring(L, -2), lua_tostring(L, -1));
   lua_settop(L, f);
   enqueue_input(L, ci, c->M->def->in_error, f, 1, 1);
   lua_settop(L, f - 1);
