@@ -10,8 +10,8 @@ source = {
 description = {
   summary = "Consistent interfaces to partially-available services: native Deferreds and state machines on libuv",
   detailed = [[
-modal embeds Lua 5.4 and libuv: native Deferreds, timers on the loop shared with luv,
-and (later) Lua-table state machines driven in C, with hot reload.
+modal embeds Lua 5.4 and libuv: native Deferreds, timers on the loop shared with luv, and
+state machines defined as Lua tables, validated, compiled and driven in C.
 ]],
   license = "MIT",
 }
@@ -36,6 +36,9 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)", "$(LUV_LIBDIR)" },
       libraries = { "lua5.4-luv", "uv" },
     },
+    ["modal.check"] = "lua/modal/check.lua",
+    ["modal.graph"] = "lua/modal/graph.lua",
+    ["modal.cli"] = "lua/modal/cli.lua",
   },
 }
 test = { type = "busted" }
