@@ -167,9 +167,10 @@ static int handle_input(lua_State *L, modal_instance *c, int ci, int in, int arg
 
 /* Processes queued inputs in order until none is left (the instance is busy meanwhile). */
 static void drain(lua_State *L, modal_instance *c, int ci) {
-  int top = lua_gettop(L);
-  if (c->flags & I_BUSY)
-    return;
+  int top;
+  if (c->flags & I_BUSY || !(c->flags & I_HASX))
+    return;                              /* no extras: no queued input */
+  top = lua_gettop(L);
   c->flags |= I_BUSY;
   for (;;) {
     lua_Integer head, n;
@@ -398,8 +399,11 @@ int modal__instance_call(lua_State *L) {
 ** handler postpones again keeps its place; calls postponed meanwhile go after them. */
 static void retry(lua_State *L, modal_instance *c, int ci) {
   lua_Integer n, r, w = 0;
-  int q, fns, top = lua_gettop(L);
+  int q, fns, top;
   modal_compiled *k;
+  if (c->npostponed == 0)
+    return;
+  top = lua_gettop(L);
   if (push_extra(L, ci, X_QUEUE) != LUA_TTABLE || c->npostponed == 0) {
     lua_settop(L, top);
     return;
@@ -591,6 +595,8 @@ static void start_job(lua_State *L, modal_instance *c, int ci) {
 
 /* Leaving a state: its timeout and its job end (the job is cancelled, its outcome ignored). */
 static void end_entry(lua_State *L, modal_instance *c, int ci) {
+  if (!(c->flags & I_HASX))
+    return;
   if (push_extra(L, ci, X_TIMER) != LUA_TNIL) {
     modal_handle *h = (modal_handle *)lua_touserdata(L, -1);
     if (h)
@@ -631,8 +637,11 @@ static int call_hook(lua_State *L, modal_instance *c, int ci, int k, int nextra,
 
 /* Runs the on_transition observers and settles the when() waiters. */
 static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) {
-  int top = lua_gettop(L);
+  int top;
   modal_compiled *k = c->M->def;
+  if (!(c->flags & I_HASX))
+    return;                              /* no observers, no waiters */
+  top = lua_gettop(L);
   if (push_extra(L, ci, X_OBSERVERS) == LUA_TTABLE) {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
     int obs = lua_gettop(L);
@@ -721,7 +730,7 @@ static void enter_state(lua_State *L, modal_instance *c, int ci, int from, int i
 static void transition(lua_State *L, modal_instance *c, int ci, int to, int in, int action,
                        int args, int nargs) {
   modal_compiled *k = c->M->def;
-  int from = c->state, top = lua_gettop(L);
+  int from = c->state;
   if (k->states[from].exit) {
     push_state_name(L, c, ci, to);
     push_input_name(L, ci, in);
@@ -734,7 +743,6 @@ static void transition(lua_State *L, modal_instance *c, int ci, int to, int in, 
   enter_state(L, c, ci, from, in, args, nargs);
   if (to != from)
     retry(L, c, ci);
-  lua_settop(L, top);
 }
 
 /* Handles one input; returns 1 (nothing changed) when the state does not take it. */
