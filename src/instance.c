@@ -318,17 +318,21 @@ enum { R_VALUE, R_POSTPONE, R_ERROR };
 /* Runs handler h (fns index) as h(m, args...); leaves its result (or failure) on top. */
 static int run_handler(lua_State *L, modal_instance *c, int ci, int fns, int h, int args,
                        int nargs) {
-  int i, status;
+  int i, status, base = lua_gettop(L) + 1;
   luaL_checkstack(L, nargs + 4, "too many arguments");
+  lua_pushcfunction(L, modal__msgh);
   lua_rawgeti(L, fns, h);
   lua_pushvalue(L, ci);
   for (i = 0; i < nargs; i++)
     lua_pushvalue(L, args + i);
   c->depth++;
-  status = call_user(L, nargs + 1, 1);
+  status = lua_pcall(L, nargs + 1, 1, base);
   c->depth--;
-  if (status != LUA_OK)
+  lua_remove(L, base);
+  if (status != LUA_OK) {
+    modal__to_failure(L, -1);
     return R_ERROR;
+  }
   if (lua_touserdata(L, -1) == (void *)&postpone_key)
     return R_POSTPONE;
   return R_VALUE;
@@ -661,9 +665,11 @@ static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) 
       else
         lua_pushnil(L);
       if (call_user(L, 4, 0) != LUA_OK) {
+        int f = lua_gettop(L);           /* the failure */
         push_fields(L, c, ci, in);
-        modal__log(L, MODAL_LOG_ERROR, -1, "error in an on_transition observer: %s",
-                   luaL_tolstring(L, -2, NULL));
+        luaL_tolstring(L, f, NULL);
+        modal__log(L, MODAL_LOG_ERROR, f + 1, "error in an on_transition observer: %s",
+                   lua_tostring(L, -1));
         lua_settop(L, obs);
       }
     }
