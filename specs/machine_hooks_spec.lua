@@ -188,6 +188,30 @@ describe("machine hooks", function()
       assert_error_logged(lines, "action_raises", c, "action failed")
     end)
 
+    it("in the action of an internal transition queues 'error' for the same state", function()
+      local lines = capture_log()
+      local M = modal.machine {
+        name = "internal_action_raises", initial = "a", methods = {}, inputs = { "error" },
+        states = {
+          a = { on = { poke = { action = function() error("poke failed") end }, error = "handled" } },
+          handled = {},
+        },
+      }
+      local c = M:new()
+      c:fire("poke")
+      assert.equal("handled", c.state)
+      assert_error_logged(lines, "internal_action_raises", c, "poke failed")
+    end)
+
+    it("in the initial state's enter is taken by that state once new() returns", function()
+      capture_log()
+      local M = modal.machine {
+        name = "initial_error_taken", initial = "a", methods = {}, inputs = { "error" },
+        states = { a = { enter = function() error("no start") end, on = { error = "broken" } }, broken = {} },
+      }
+      assert.equal("broken", M:new().state)
+    end)
+
     it("queues 'error' behind the inputs queued before it", function()
       capture_log()
       local M = modal.machine {
@@ -626,6 +650,41 @@ describe("machine hooks", function()
       assert.equal("succeeded", state)
       assert.equal("a", v)
       assert.equal("b", c.state)
+    end)
+
+    it("cancelled from outside while current fire 'error' with kind 'cancelled'", function()
+      quiet_unhandled()
+      local job
+      local failed = counter()
+      local M = modal.machine {
+        name = "job_cancelled_outside", initial = "a", methods = {},
+        states = {
+          a = { run = function() job = modal.deferred(); return job end,
+                on = { done = "ok", error = { to = "failed", action = failed.fn } } },
+          ok = {}, failed = {},
+        },
+      }
+      local c = M:new()
+      job:cancel()
+      assert.equal("failed", c.state)
+      assert.equal("cancelled", failed.args[1][2].kind)
+    end)
+
+    it("bounded by add_timeout fire 'error' with kind 'timeout'", function()
+      quiet_unhandled()
+      local failed = counter()
+      local M = modal.machine {
+        name = "job_timed_out", initial = "a", methods = {},
+        states = {
+          a = { run = function() return modal.deferred():add_timeout(0.01) end,
+                on = { done = "ok", error = { to = "failed", action = failed.fn } } },
+          ok = {}, failed = {},
+        },
+      }
+      local c = M:new()
+      assert.is_true(run_loop(2))
+      assert.equal("failed", c.state)
+      assert.equal("timeout", failed.args[1][2].kind)
     end)
 
     it("returning a plain value are done at once with it", function()

@@ -89,6 +89,22 @@ describe("machine instances", function()
       assert.equal("cancelled", f.kind)
     end)
 
+    it("that was cancelled is released by the instance at once", function()
+      quiet_unhandled()
+      local c = connection("when_released"):new()
+      local weak = setmetatable({}, { __mode = "v" })
+      ;(function()
+        for i = 1, 10 do
+          local d = c:when("ready")
+          d:cancel()
+          outcome(d)
+          weak[i] = d
+        end
+      end)()
+      collect()
+      assert.is_nil(next(weak), "cancelled when() Deferreds are still referenced")
+    end)
+
     it("succeeds with c at once when the instance is in that state", function()
       local c = connection("when_now"):new()
       local state, v = outcome(c:when("idle"))
@@ -214,6 +230,24 @@ describe("machine instances", function()
       assert.equal(1, hits)
     end)
 
+    it("leaves nothing behind once its handle is cancelled", function()
+      local c = connection("observer_released"):new()
+      local weak = setmetatable({}, { __mode = "v" })
+      collect()
+      local before = collectgarbage("count")
+      ;(function()
+        for i = 1, 20000 do
+          local fn = function() end
+          c:on_transition(fn):cancel()
+          if i <= 10 then weak[i] = fn end
+        end
+      end)()
+      collect()
+      assert.is_nil(next(weak), "cancelled observers are still referenced")
+      local grown = collectgarbage("count") - before
+      assert.is_true(grown < 100, ("20,000 cancelled observers left %.0f KB behind"):format(grown))
+    end)
+
     it("lets an observer cancel itself while it is called; the others are still called", function()
       local first, second = 0, 0
       local c = connection("observer_cancels_itself"):new()
@@ -225,6 +259,25 @@ describe("machine instances", function()
       assert.equal(1, first)
       assert.equal(2, second)
       assert.has_no_error(function() handle:cancel() end)
+    end)
+
+    it("sees transitions made by a hook error, with input 'error'", function()
+      local previous = modal.on_log(function() end)
+      defer(function() modal.on_log(previous) end)
+      local seen = counter()
+      local M = modal.machine {
+        name = "observer_error", initial = "a", methods = {}, inputs = { "error" },
+        states = {
+          a = { on = { go = "b" } },
+          b = { enter = function() error("no") end, on = { error = "c" } },
+          c = {},
+        },
+      }
+      local c = M:new()
+      c:on_transition(seen.fn)
+      c:fire("go")
+      assert.equal(2, seen.n)
+      assert.same({ "b", "c", "error" }, { seen.args[2][2], seen.args[2][3], seen.args[2][4] })
     end)
 
     it("calls every observer", function()

@@ -155,6 +155,35 @@ describe("machine methods", function()
       assert_failed("cancelled", d)
     end)
 
+    it("that returns a pending Deferred that later fails: the call fails with its failure", function()
+      local inner = modal.deferred()
+      local M = modal.machine {
+        name = "returns_pending_fails", initial = "ready", methods = { "query" },
+        states = { ready = { query = function() return inner end } },
+      }
+      local d = M:new():query()
+      inner:errback(modal.failure("refused", "no"))
+      assert.equal("no", assert_failed("refused", d).message)
+    end)
+
+    it("made with modal.async answers once its coroutine finishes", function()
+      local M = modal.machine {
+        name = "async_handler", initial = "ready", methods = { "query" },
+        states = {
+          ready = {
+            query = modal.async(function(m, x)
+              modal.await(modal.sleep(0.01))
+              return m.state .. ":" .. x
+            end),
+          },
+        },
+      }
+      local d = M:new():query("x")
+      assert.equal("pending", d:state())
+      assert.is_true(run_loop(2))
+      assert_succeeded("ready:x", d)
+    end)
+
     it("that returns a plain value succeeds the call with it; returning nothing gives nil", function()
       local M = modal.machine {
         name = "returns_value", initial = "ready", methods = { "query", "close" },
@@ -221,6 +250,20 @@ describe("machine methods", function()
       assert_failed("stopped", c:query())
       c:fire("go")
       assert_succeeded("done", c:query())
+    end)
+  end)
+
+  describe("instances", function()
+    it("each have their own state and queue", function()
+      local M = waiter("independent")
+      local c1, c2 = M:new(), M:new()
+      local d1, d2 = c1:query(1), c2:query(2)
+      c1:fire("go")
+      assert.equal("ready", c1.state)
+      assert.equal("waiting", c2.state)
+      assert_succeeded(1, d1)
+      assert.equal("pending", d2:state())
+      assert.equal(1, c2:postponed())
     end)
   end)
 
@@ -432,6 +475,42 @@ describe("machine methods", function()
       assert.equal(1, handled.n)
       assert.equal("kept", handled.args[1][2])
       assert_succeeded("kept", other)
+    end)
+
+    it("releases it at once: the instance keeps no reference to it", function()
+      quiet_unhandled()
+      local c = waiter("cancel_releases"):new()
+      local weak = setmetatable({}, { __mode = "v" })
+      ;(function()
+        for i = 1, 10 do
+          local d = c:query(i)
+          d:cancel()
+          outcome(d)
+          weak[i] = d
+        end
+      end)()
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(next(weak), "cancelled postponed calls are still referenced")
+      assert.equal(0, c:postponed())
+    end)
+
+    it("releases it no later than the next change of state", function()
+      quiet_unhandled()
+      local c = waiter("cancel_releases_later"):new()
+      local weak = setmetatable({}, { __mode = "v" })
+      ;(function()
+        for i = 1, 10 do
+          local d = c:query(i)
+          d:cancel()
+          outcome(d)
+          weak[i] = d
+        end
+      end)()
+      c:fire("go")
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(next(weak), "cancelled postponed calls are still referenced after a retry")
     end)
 
     it("while the queue is being retried keeps that call from running", function()

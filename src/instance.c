@@ -299,15 +299,73 @@ static void postpone_call(lua_State *L, modal_instance *c, int ci, int method, i
   c->npostponed++;
 }
 
-/* The instance's __call: (c, d) from a postponed call's cancel — it leaves the count now and
-** the queue at the next retry (cancelled Deferreds are skipped). */
+#define AUX_WHEN  (AUX_NOARGS | AUX_PACKED)   /* a when() Deferred; low bits: its state */
+
+/* Sets the first entry of the list at `list` (from index `from`) equal to the value at v to
+** false; returns its index, or 0. */
+static lua_Integer unlist(lua_State *L, int list, lua_Integer from, int v) {
+  lua_Integer i, n = (lua_Integer)lua_rawlen(L, list);
+  for (i = from > 0 ? from : 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    if (lua_rawequal(L, -1, v)) {
+      lua_pop(L, 1);
+      lua_pushboolean(L, 0);
+      lua_rawseti(L, list, i);
+      return i;
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* The instance's __call: (c, d), the canceller of its postponed calls and when() Deferreds.
+** The instance lets go of d at once (its queue slot becomes false). */
 int modal__instance_cancel_call(lua_State *L) {
   modal_instance *c = check_instance(L, 1);
   uint16_t *aux = modal__deferred_aux(L, 2);
-  if (aux && *aux && modal__is_pending(L, 2) && c->npostponed > 0) {
-    c->npostponed--;
-    *aux = 0;
+  uint16_t a;
+  if (!aux || !*aux || !modal__is_pending(L, 2))
+    return 0;
+  a = *aux;
+  *aux = 0;
+  lua_settop(L, 2);
+  if ((a & AUX_WHEN) == AUX_WHEN) {      /* a when() waiter */
+    if (push_extra(L, 1, X_WAITERS) == LUA_TTABLE &&
+        lua_rawgeti(L, 3, (a & AUX_METHOD) + 1) == LUA_TTABLE) {
+      lua_Integer i = unlist(L, 4, 1, 2), n = (lua_Integer)lua_rawlen(L, 4);
+      for (; i > 0 && i < n; i++) {      /* close the gap: waiters stay in order */
+        lua_rawgeti(L, 4, i + 1);
+        lua_rawseti(L, 4, i);
+      }
+      if (i > 0) {
+        lua_pushnil(L);
+        lua_rawseti(L, 4, n);
+      }
+    }
+    return 0;
   }
+  if (c->npostponed > 0)
+    c->npostponed--;
+  if (push_extra(L, 1, X_QUEUE) == LUA_TTABLE) {
+    lua_Integer head, i, n;
+    push_extra(L, 1, X_QHEAD);
+    head = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 1;
+    lua_pop(L, 1);
+    i = unlist(L, 3, head, 2);
+    if (i == head) {                     /* cancels in order (timeouts) stay O(1) */
+      n = (lua_Integer)lua_rawlen(L, 3);
+      while (head <= n && (lua_rawgeti(L, 3, head), lua_toboolean(L, -1) == 0)) {
+        lua_pop(L, 1);
+        head++;
+      }
+      lua_settop(L, 3);
+      lua_pushinteger(L, head);
+      set_extra(L, 1, X_QHEAD);
+    }
+  }
+  lua_settop(L, 2);
+  if (push_extra(L, 1, X_INCOMING) == LUA_TTABLE)
+    unlist(L, 3, 1, 2);
   return 0;
 }
 
@@ -405,8 +463,13 @@ static void retry(lua_State *L, modal_instance *c, int ci) {
   lua_Integer n, r, w = 0;
   int q, fns, top;
   modal_compiled *k;
-  if (c->npostponed == 0)
+  if (c->npostponed == 0) {              /* only cancelled slots, if any: let them go */
+    if (c->flags & I_HASX) {
+      lua_pushnil(L);
+      set_extra(L, ci, X_QUEUE);
+    }
     return;
+  }
   top = lua_gettop(L);
   if (push_extra(L, ci, X_QUEUE) != LUA_TTABLE || c->npostponed == 0) {
     lua_settop(L, top);
@@ -486,6 +549,8 @@ static void retry(lua_State *L, modal_instance *c, int ci) {
     lua_pushnil(L);
     set_extra(L, ci, X_QUEUE);
   }
+  lua_pushnil(L);                        /* compacted: no cancelled slot in front */
+  set_extra(L, ci, X_QHEAD);
   lua_settop(L, top);
 }
 
@@ -648,12 +713,14 @@ static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) 
   top = lua_gettop(L);
   if (push_extra(L, ci, X_OBSERVERS) == LUA_TTABLE) {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
-    int obs = lua_gettop(L);
+    int obs = lua_gettop(L), nested = c->flags & I_ANNOUNCING;
+    c->flags |= I_ANNOUNCING;
     for (i = 1; i <= n; i++) {
-      if (lua_rawgeti(L, obs, i) != LUA_TFUNCTION) {
-        lua_pop(L, 1);
+      if (lua_rawgeti(L, obs, i) != LUA_TTABLE || lua_rawgeti(L, -1, 1) != LUA_TFUNCTION) {
+        lua_settop(L, obs);
         continue;
       }
+      lua_remove(L, -2);
       lua_pushvalue(L, ci);
       if (from >= 0)
         push_state_name(L, c, ci, from);
@@ -673,6 +740,8 @@ static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) 
         lua_settop(L, obs);
       }
     }
+    if (!nested)
+      c->flags &= (uint16_t)~I_ANNOUNCING;
   }
   lua_settop(L, top);
   if (push_extra(L, ci, X_WAITERS) == LUA_TTABLE) {
@@ -869,7 +938,8 @@ static int md_instance_when(lua_State *L) {
   }
   st = (int)lua_tointeger(L, -1);
   lua_settop(L, 2);
-  modal_new_deferred(L);                 /* 3 */
+  modal__deferred_new(L, 1);             /* 3; cancel: the instance lets go of it */
+  *modal__deferred_aux(L, 3) = (uint16_t)(AUX_WHEN | (unsigned)st);
   if (st == c->state) {
     lua_pushvalue(L, 1);
     modal__fire(L, 3, -1, 0);
@@ -899,10 +969,40 @@ static int md_instance_when(lua_State *L) {
   return 1;
 }
 
-/* handle:cancel() of on_transition: upvalues 1 the observers list, 2 the index. */
+/* handle:cancel() of on_transition: upvalue 1 the observer's record {fn}, 2 the instance. */
 static int observer_cancel(lua_State *L) {
-  lua_pushboolean(L, 0);
-  lua_rawseti(L, lua_upvalueindex(1), lua_tointeger(L, lua_upvalueindex(2)));
+  lua_Integer dead, n, i, w = 0;
+  int ci = lua_upvalueindex(2);
+  if (lua_rawgeti(L, lua_upvalueindex(1), 1) == LUA_TNIL)
+    return 0;                            /* cancelled already */
+  lua_pushnil(L);
+  lua_rawseti(L, lua_upvalueindex(1), 1);
+  push_extra(L, ci, X_DEAD);
+  dead = lua_tointeger(L, -1) + 1;
+  if (push_extra(L, ci, X_OBSERVERS) != LUA_TTABLE)
+    return 0;
+  n = (lua_Integer)lua_rawlen(L, -1);
+  if (dead * 2 <= n ||                   /* compact once half the records are dead */
+      (modal__to_instance(L, ci)->flags & I_ANNOUNCING)) {
+    lua_pushinteger(L, dead);
+    set_extra(L, ci, X_DEAD);
+    return 0;
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_rawgeti(L, -1, 1) != LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_rawseti(L, -2, ++w);
+    } else {
+      lua_pop(L, 2);
+    }
+  }
+  for (i = w + 1; i <= n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, 0);
+  set_extra(L, ci, X_DEAD);
   return 0;
 }
 
@@ -919,11 +1019,14 @@ static int md_instance_on_transition(lua_State *L) {
     set_extra(L, 1, X_OBSERVERS);
   }
   n = (lua_Integer)lua_rawlen(L, -1) + 1;
+  lua_createtable(L, 1, 0);              /* 4: the record */
   lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, n);
+  lua_rawseti(L, 4, 1);
+  lua_pushvalue(L, 4);
+  lua_rawseti(L, 3, n);
   lua_createtable(L, 0, 1);
-  lua_pushvalue(L, 3);
-  lua_pushinteger(L, n);
+  lua_pushvalue(L, 4);
+  lua_pushvalue(L, 1);
   lua_pushcclosure(L, observer_cancel, 2);
   lua_setfield(L, -2, "cancel");
   return 1;

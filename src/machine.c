@@ -232,12 +232,12 @@ static int compile(lua_State *L) {
          sizeof(modal_transition) * (size_t)(ntrans ? ntrans : 1) + 16;
   block = (char *)lua_newuserdatauv(L, size, K_NUV);     /* 10 */
   memset(block, 0, size);
-  k = (modal_compiled *)block;
+  k = (modal_compiled *)block;          /* widest alignment first: states hold a double */
   block += sizeof *k;
-  k->trans = (modal_transition *)block;
-  block += sizeof(modal_transition) * (size_t)(ntrans ? ntrans : 1);
   k->states = (modal_state *)block;
   block += sizeof(modal_state) * (size_t)nstates;
+  k->trans = (modal_transition *)block;
+  block += sizeof(modal_transition) * (size_t)(ntrans ? ntrans : 1);
   k->handlers = (int *)block;
   block += sizeof(int) * (size_t)nstates * (size_t)(nmethods ? nmethods : 1);
   k->on_first = (int *)block;

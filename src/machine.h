@@ -68,7 +68,8 @@ enum {                     /* instance flags */
   I_BUSY = 1 << 0,         /* a handler or transition runs: inputs are queued */
   I_RETRYING = 1 << 1,     /* postponed calls are being retried */
   I_STARTED = 1 << 2,      /* the initial state has been entered */
-  I_HASX = 1 << 3          /* user value I_EXTRAS holds the extras table */
+  I_HASX = 1 << 3,         /* user value I_EXTRAS holds the extras table */
+  I_ANNOUNCING = 1 << 4    /* observers are being called: cancelled ones are not compacted */
 };
 
 /* An instance: user value 1 the machine object, 2 the data table (made on first use),
@@ -94,9 +95,11 @@ enum {
   X_INHEAD,                /* index of the next queued input */
   X_TIMER,                 /* the armed state timeout handle */
   X_JOB,                   /* the running job's Deferred */
-  X_OBSERVERS,             /* on_transition functions: {[handle] = fn} in order list */
-  X_WAITERS,               /* when() Deferreds: {state index = {d, ...}} */
-  X_INCOMING               /* calls postponed while retrying */
+  X_OBSERVERS,             /* on_transition records {fn} in order (fn nil once cancelled) */
+  X_WAITERS,               /* when() Deferreds: {state index + 1 = {d, ...}} */
+  X_INCOMING,              /* calls postponed while retrying */
+  X_QHEAD,                 /* first X_QUEUE index that may hold a live call */
+  X_DEAD                   /* cancelled records in X_OBSERVERS, not yet compacted */
 };
 
 #define MACHINE_MAGIC  0x4d444d31u
