@@ -431,6 +431,34 @@ describe("machine hooks", function()
       assert.equal("b", c.state)
     end)
 
+    it("re-armed 10,000 times leave no timer behind once the state is left", function()
+      local M = modal.machine {
+        name = "timeout_rearmed", initial = "a", methods = {},
+        states = { a = { timeout = 10, on = { again = "a", timeout = "b", leave = "b" } }, b = {} },
+      }
+      local c = M:new()
+      for _ = 1, 10000 do c:fire("again") end
+      c:fire("leave")
+      assert.is_true(run_loop(1))                    -- ends at once: nothing armed
+      assert.equal("b", c.state)
+    end)
+
+    it("of 1,000 instances all fire", function()
+      local fired = 0
+      local M = modal.machine {
+        name = "timeout_many", initial = "a", methods = {},
+        states = {
+          a = { timeout = 0.01, on = { timeout = "b" } },
+          b = { enter = function() fired = fired + 1 end },
+        },
+      }
+      local all = {}
+      for i = 1, 1000 do all[i] = M:new() end
+      assert.is_true(run_loop(2))
+      assert.equal(1000, fired)
+      assert.equal("b", all[1000].state)
+    end)
+
     it("from a function returning nil arm nothing", function()
       local armed = counter(function() return nil end)
       local M = modal.machine {

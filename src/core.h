@@ -131,6 +131,8 @@ MODAL__FUNC void modal__mark_handled(lua_State *L, int d);
 MODAL__FUNC int modal__follow(lua_State *L, int d, int r);
 /* A 16-bit field of the Deferred at `d` free for the core's own use (NULL if not one). */
 MODAL__FUNC uint16_t *modal__deferred_aux(lua_State *L, int d);
+/* 1 when the value at `d` is a pending Deferred whose canceller is running. */
+MODAL__FUNC int modal__is_cancelling(lua_State *L, int d);
 /* 1 when the value at `d` is a Deferred that has not fired. */
 MODAL__FUNC int modal__is_pending(lua_State *L, int d);
 /* Pushes a new Deferred already fired with the value at `v` (a failure when `failed`). */

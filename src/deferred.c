@@ -507,6 +507,11 @@ uint16_t *modal__deferred_aux(lua_State *L, int di) {
   return d ? &d->aux : NULL;
 }
 
+int modal__is_cancelling(lua_State *L, int di) {
+  modal_deferred *d = to_deferred(L, di);
+  return d && (d->flags & (DF_CANCELLED | DF_FIRED)) == DF_CANCELLED;
+}
+
 int modal__is_pending(lua_State *L, int di) {
   modal_deferred *d = to_deferred(L, di);
   return d && !(d->flags & DF_FIRED);

@@ -324,7 +324,9 @@ int modal__instance_cancel_call(lua_State *L) {
   modal_instance *c = check_instance(L, 1);
   uint16_t *aux = modal__deferred_aux(L, 2);
   uint16_t a;
-  if (!aux || !*aux || !modal__is_pending(L, 2))
+  if (!aux || !modal__is_cancelling(L, 2))  /* only d:cancel() gets here legitimately */
+    return luaL_error(L, "modal: attempt to call an instance (%s)", luaL_tolstring(L, 1, NULL));
+  if (!*aux)
     return 0;
   a = *aux;
   *aux = 0;
@@ -377,7 +379,8 @@ enum { R_VALUE, R_POSTPONE, R_ERROR };
 static int run_handler(lua_State *L, modal_instance *c, int ci, int fns, int h, int args,
                        int nargs) {
   int i, status, base = lua_gettop(L) + 1;
-  luaL_checkstack(L, nargs + 4, "too many arguments");
+  if (nargs > LUA_MINSTACK / 2 || base > LUA_MINSTACK / 2)
+    luaL_checkstack(L, nargs + 4, "too many arguments");
   lua_pushcfunction(L, modal__msgh);
   lua_rawgeti(L, fns, h);
   lua_pushvalue(L, ci);
@@ -386,7 +389,7 @@ static int run_handler(lua_State *L, modal_instance *c, int ci, int fns, int h, 
   c->depth++;
   status = lua_pcall(L, nargs + 1, 1, base);
   c->depth--;
-  lua_remove(L, base);
+  lua_replace(L, base);                  /* the result where the handler was */
   if (status != LUA_OK) {
     modal__to_failure(L, -1);
     return R_ERROR;
@@ -417,12 +420,14 @@ static void outcome_deferred(lua_State *L, int r) {
     modal__deferred_fired(L, -1, modal__is_failure(L, -1));
   } else if ((taken = modal__take_result(L, -1)) != 0) {
     modal__deferred_fired(L, -1, taken == 2);
-    lua_remove(L, -2);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return;
   } else {
     modal_new_deferred(L);
     modal__follow(L, -1, -2);
   }
-  lua_remove(L, -2);
+  lua_replace(L, -2);
 }
 
 /* c:<method>(...) — upvalue 1: the method index, 2: the fns table. */
