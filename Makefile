@@ -99,6 +99,8 @@ bench: all
 
 demo: all
 	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo.lua
+	@echo
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/connection.lua
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \

@@ -1,0 +1,142 @@
+-- examples/connection.lua — a reconnecting TCP client written as a modal machine: calls made
+-- before the server is up wait (postponed), a lost connection backs off and reconnects, and a
+-- closed client answers every call with a clear failure. Exits by itself.
+--
+--   build/modal run examples/connection.lua      (make demo runs it after demo.lua)
+local modal = require "modal"
+local uv = require "luv"
+
+local started = modal.now()
+local function say(fmt, ...)
+  io.write(string.format("[%6.3fs] " .. fmt .. "\n", modal.now() - started, ...))
+  io.flush()
+end
+
+-- An echo server on loopback that can be started and stopped (dropping its clients).
+local server, clients = nil, {}
+local function start_server(port)
+  server = uv.new_tcp()
+  assert(server:bind("127.0.0.1", port))
+  assert(server:listen(16, function()
+    local conn = uv.new_tcp()
+    server:accept(conn)
+    clients[#clients + 1] = conn
+    conn:read_start(function(err, chunk)
+      if err or not chunk then if not conn:is_closing() then conn:close() end return end
+      conn:write(chunk)
+    end)
+  end))
+  say("server: up on port %d", port)
+end
+local function stop_server()
+  for _, conn in ipairs(clients) do if not conn:is_closing() then conn:close() end end
+  clients = {}
+  server:close()
+  say("server: down (its clients are dropped)")
+end
+
+-- open(m) -> Deferred(connection); the connection reports its loss with m:fire("lost").
+local function open(m)
+  local sock = uv.new_tcp()
+  local d = modal.deferred(function() if not sock:is_closing() then sock:close() end end)
+  sock:connect("127.0.0.1", m.data.port, function(err)
+    if err then
+      sock:close()
+      return d:errback(modal.failure("unavailable", err))
+    end
+    local waiting, buffer = {}, ""
+    sock:read_start(function(rerr, chunk)
+      if rerr or not chunk then
+        if not sock:is_closing() then sock:close() end
+        for _, w in ipairs(waiting) do w:errback(modal.failure("unavailable", "connection lost")) end
+        waiting = {}
+        m:fire("lost")
+        return
+      end
+      buffer = buffer .. chunk                 -- replies are lines, in order
+      for line in buffer:gmatch("([^\n]*)\n") do table.remove(waiting, 1):callback(line) end
+      buffer = buffer:match("[^\n]*$")
+    end)
+    d:callback({
+      echo = function(_, line)
+        local r = modal.deferred()
+        waiting[#waiting + 1] = r
+        sock:write(line .. "\n")
+        return r
+      end,
+      close = function() if not sock:is_closing() then sock:close() end end,
+    })
+  end)
+  return d
+end
+
+local Client = modal.machine {
+  name = "echo_client", version = 1, initial = "idle",
+  methods = { "echo", "close" },
+  defaults = { close = function(m) m:fire("close"); return true end },
+  states = {
+    idle = {
+      echo = function(m) m:fire("connect"); return m:postpone() end,
+      on = { connect = "connecting", close = "closed" },
+    },
+    connecting = {
+      run = open,
+      timeout = 1,
+      echo = "postpone",
+      on = { done = { to = "ready", action = function(m, conn) m.data.conn = conn end },
+             error = "backoff", timeout = "backoff", close = "closed" },
+    },
+    ready = {
+      enter = function(m) m.data.delay = 0.05 end,
+      echo = function(m, line) return m.data.conn:echo(line) end,
+      exit = function(m) m.data.conn:close(); m.data.conn = nil end,
+      on = { lost = "backoff", close = "closed" },
+    },
+    backoff = {
+      timeout = function(m)
+        local delay = m.data.delay or 0.05
+        m.data.delay = math.min(delay * 2, 1)
+        return delay
+      end,
+      echo = "postpone",
+      on = { timeout = "connecting", close = "closed" },
+      ignore = { "lost" },
+    },
+    closed = {
+      final = true,
+      echo = function() return modal.fail("stopped", "client closed") end,
+      close = function() return true end,
+    },
+  },
+}
+
+local port = 9000 + math.random(0, 999)
+local client = Client:new { port = port }
+client:on_transition(function(_, from, to, input)
+  say("client: %s -> %s (%s)", from, to, input)
+end)
+
+local main = modal.async(function()
+  say("client: two calls before the server exists; they wait")
+  local a, b = client:echo("hello"), client:echo("world")
+  modal.call_later(0.2, start_server, port)
+  local replies = modal.await(modal.all({ a, b }))
+  say("client: answered: %q %q", replies[1], replies[2])
+
+  stop_server()
+  modal.await(client:when("backoff"))          -- the client notices the loss
+  say("client: a call while the server is down waits for the reconnect")
+  local late = client:echo("after the restart")
+  modal.call_later(0.3, start_server, port)
+  say("client: answered: %q", modal.await(late))
+
+  modal.await(client:close())
+  local ok, f = pcall(modal.await, client:echo("too late"))
+  say("client: after close, a call %s: %s", ok and "succeeded?!" or "fails", tostring(f))
+  server:close()
+end)
+
+main():add_errback(function(f)
+  say("example failed: %s", tostring(f))
+  os.exit(1)
+end)
