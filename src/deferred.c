@@ -618,15 +618,49 @@ static int md_deferred_errback(lua_State *L) {
 }
 
 /* d:add_callback(cb, ...) — the common case (no extra arguments, room inline) is direct. */
+/* add_callback(fn) on a fired Deferred with nothing left to run: the link runs here, under
+** one pcall, without being stored (stack: 1 d, 2 fn). */
+static void run_now(lua_State *L, modal_deferred *d) {
+  int status;
+  if (d->flags & DF_FAILED)
+    return;                              /* a callback is skipped on the errback path */
+  lua_pushcfunction(L, modal__msgh);     /* 3 */
+  lua_pushvalue(L, 2);
+  lua_getiuservalue(L, 1, 1);
+  d->flags = (uint16_t)((d->flags | DF_RUNNING) & ~DF_HANDLED);
+  status = lua_pcall(L, 1, 1, 3);        /* 4: the new result */
+  d->flags &= (uint16_t)~DF_RUNNING;
+  lua_replace(L, 2);
+  lua_settop(L, 2);
+  if (status != LUA_OK) {
+    modal__to_failure(L, 2);
+    d->flags |= DF_FAILED;
+  } else if (lua_type(L, 2) == LUA_TUSERDATA && to_deferred(L, 2)) {
+    if (chain_onto(L, d))
+      return;                            /* paused on it */
+  } else if (lua_type(L, 2) == LUA_TTABLE && modal__is_failure(L, 2)) {
+    d->flags |= DF_FAILED;
+  } else {
+    d->flags &= (uint16_t)~DF_FAILED;
+  }
+  lua_setiuservalue(L, 1, 1);
+  if (d->head < d->tail)                 /* the callback added links meanwhile */
+    run_chain(L, d, 1, 0);
+  else
+    finish(L, 1, d);
+}
+
 static int md_deferred_add_callback(lua_State *L) {
   modal_deferred *d = check_self(L);
   if (d->tail < NINLINE && lua_gettop(L) == 2 && lua_type(L, 2) == LUA_TFUNCTION &&
       !(d->flags & DF_SPILLED)) {
-    d->codes = (uint16_t)((d->codes & ~(15u << (4 * d->tail))) | (E_CB << (4 * d->tail)));
-    lua_setiuservalue(L, 1, (int)d->tail + 2);
-    d->tail++;
-    if ((d->flags & (DF_FIRED | DF_RUNNING | DF_PAUSED)) == DF_FIRED)
-      run_chain(L, d, 1, 0);             /* fired: the link runs at once */
+    if ((d->flags & (DF_FIRED | DF_RUNNING | DF_PAUSED)) == DF_FIRED && d->head >= d->tail) {
+      run_now(L, d);
+    } else {
+      d->codes = (uint16_t)((d->codes & ~(15u << (4 * d->tail))) | (E_CB << (4 * d->tail)));
+      lua_setiuservalue(L, 1, (int)d->tail + 2);
+      d->tail++;
+    }
     lua_settop(L, 1);
     return 1;
   }
