@@ -137,6 +137,9 @@ MODAL__FUNC int modal__is_cancelling(lua_State *L, int d);
 MODAL__FUNC int modal__is_pending(lua_State *L, int d);
 /* Pushes a new Deferred already fired with the value at `v` (a failure when `failed`). */
 MODAL__FUNC void modal__deferred_fired(lua_State *L, int v, int failed);
+/* The same, with the Deferreds' metatable at index `mt` (0: from the registry). */
+MODAL__FUNC void modal__deferred_fired_mt(lua_State *L, int v, int failed, int mt);
+MODAL__FUNC void modal__push_deferred_mt(lua_State *L);
 /* Pushes a new pending Deferred whose canceller is the function at `canceller` (or 0). */
 MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 

@@ -792,6 +792,10 @@ static int md_deferred_gc(lua_State *L) {
 }
 
 void modal__deferred_fired(lua_State *L, int vi, int failed) {
+  modal__deferred_fired_mt(L, vi, failed, 0);
+}
+
+void modal__deferred_fired_mt(lua_State *L, int vi, int failed, int mt) {
   modal_deferred *d;
   vi = lua_absindex(L, vi);
   if (failed || lua_type(L, vi) == LUA_TTABLE || lua_type(L, vi) == LUA_TUSERDATA) {
@@ -803,16 +807,23 @@ void modal__deferred_fired(lua_State *L, int vi, int failed) {
   memset(d, 0, sizeof *d);
   d->magic = MAGIC;
   d->flags = DF_FIRED;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+  if (mt)
+    lua_pushvalue(L, mt);
+  else
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, vi);
   lua_setiuservalue(L, -2, 1);
 }
 
+void modal__push_deferred_mt(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+}
+
 /* modal.succeed(v) */
 static int md_succeed(lua_State *L) {
   lua_settop(L, 1);
-  modal__deferred_fired(L, 1, 0);
+  modal__deferred_fired_mt(L, 1, 0, lua_upvalueindex(1));
   return 1;
 }
 
@@ -903,7 +914,8 @@ void modal__open_deferred(lua_State *L) {
   lua_pushvalue(L, mt);
   lua_pushcclosure(L, md_deferred, 1);
   lua_setfield(L, mod, "deferred");
-  lua_pushcfunction(L, md_succeed);
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, md_succeed, 1);
   lua_setfield(L, mod, "succeed");
   lua_pushcfunction(L, md_fail);
   lua_setfield(L, mod, "fail");

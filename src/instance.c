@@ -411,15 +411,16 @@ static void settle(lua_State *L, int d, int r) {
 }
 
 /* Pushes the caller's Deferred for a handler outcome on top (replaced). A returned Deferred
-** that has fired hands its outcome over at once (it counts as handled there). */
-static void outcome_deferred(lua_State *L, int r) {
+** that has fired hands its outcome over at once (it counts as handled there). `mt` is the
+** Deferreds' metatable (an upvalue index) or 0. */
+static void outcome_deferred(lua_State *L, int r, int mt) {
   int taken;
   if (r == R_ERROR) {
     modal__deferred_fired(L, -1, 1);
   } else if (!modal__is_deferred(L, -1)) {
-    modal__deferred_fired(L, -1, modal__is_failure(L, -1));
+    modal__deferred_fired_mt(L, -1, modal__is_failure(L, -1), mt);
   } else if ((taken = modal__take_result(L, -1)) != 0) {
-    modal__deferred_fired(L, -1, taken == 2);
+    modal__deferred_fired_mt(L, -1, taken == 2, mt);
     lua_replace(L, -3);
     lua_pop(L, 1);
     return;
@@ -430,7 +431,8 @@ static void outcome_deferred(lua_State *L, int r) {
   lua_replace(L, -2);
 }
 
-/* c:<method>(...) — upvalue 1: the method index, 2: the fns table. */
+/* c:<method>(...) — upvalue 1: the method index, 2: the fns table, 3: the Deferreds'
+** metatable. */
 int modal__instance_call(lua_State *L) {
   modal_instance *c = check_instance(L, 1);
   int method = (int)lua_tointeger(L, lua_upvalueindex(1));
@@ -447,12 +449,12 @@ int modal__instance_call(lua_State *L) {
       lua_pop(L, 1);
       postpone_call(L, c, 1, method, 2, nargs);
     } else {
-      outcome_deferred(L, r);
+      outcome_deferred(L, r, lua_upvalueindex(3));
     }
   } else {
     lua_pushliteral(L, "no handler for this method in this state");
     modal__failure_new(L, "error", lua_tostring(L, -1), 0, 0);
-    outcome_deferred(L, R_ERROR);
+    outcome_deferred(L, R_ERROR, 0);
     lua_remove(L, -2);
   }
   if (outer) {
@@ -872,14 +874,15 @@ static int handle_input(lua_State *L, modal_instance *c, int ci, int in, int arg
 static int md_instance_fire(lua_State *L) {
   modal_instance *c = check_instance(L, 1);
   int in, nargs = lua_gettop(L) - 2;
-  luaL_checkany(L, 2);
+  /* inputs maps names to indices (and indices + 1 back to names): only a name gives a number */
+  if (nargs < 0)
+    return luaL_argerror(L, 2, "input name expected");
   lua_pushvalue(L, 2);
-  if ((lua_rawget(L, lua_upvalueindex(1)) != LUA_TNUMBER || lua_type(L, 2) != LUA_TSTRING) &&
-      (c->flags & I_BUSY)) {
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNUMBER && (c->flags & I_BUSY)) {
     enqueue_input(L, 1, -1, 2, 1, 0);    /* from inside: logged when its turn comes */
     return 0;
   }
-  if (lua_type(L, -1) != LUA_TNUMBER || lua_type(L, 2) != LUA_TSTRING) {
+  if (lua_type(L, -1) != LUA_TNUMBER) {
     const char *input = luaL_tolstring(L, 2, NULL), *state, *name;
     push_state_name(L, c, 1, c->state);
     state = lua_tostring(L, -1);

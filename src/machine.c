@@ -464,7 +464,8 @@ static void push_methods(lua_State *L, int def, int compiled) {
     lua_rawgeti(L, -1, i);
     lua_pushinteger(L, i - 1);
     lua_getiuservalue(L, compiled, K_FNS);
-    lua_pushcclosure(L, modal__instance_call, 2);
+    modal__push_deferred_mt(L);
+    lua_pushcclosure(L, modal__instance_call, 3);
     lua_rawset(L, -4);
   }
   lua_pop(L, 1);
