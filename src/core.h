@@ -84,6 +84,9 @@ MODAL__FUNC void modal__run_stop_handlers(lua_State *L);
 /* The message handler: turns any error into a failure (kind "error", with traceback);
 ** a failure raised as the error value is kept as it is. */
 MODAL__FUNC int modal__msgh(lua_State *L);
+/* Calls the function below `nargs` arguments protected: LUA_OK with `nres` results, or an
+** error status with the failure on top. The one protected-call path of C into Lua. */
+MODAL__FUNC int modal__call(lua_State *L, int nargs, int nres);
 /* Calls the function below `nargs` arguments protected; on error, reports the failure as
 ** unhandled and returns non-zero with nothing pushed. On success, leaves `nres` results. */
 MODAL__FUNC int modal__pcall(lua_State *L, int nargs, int nres);

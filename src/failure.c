@@ -78,15 +78,21 @@ int modal__msgh(lua_State *L) {
   return 1;
 }
 
-int modal__pcall(lua_State *L, int nargs, int nres) {
+int modal__call(lua_State *L, int nargs, int nres) {
   int base = lua_gettop(L) - nargs;      /* the function's index */
   int status;
   lua_pushcfunction(L, modal__msgh);
   lua_insert(L, base);
   status = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
-  if (status != LUA_OK) {
+  if (status != LUA_OK)
     modal__to_failure(L, -1);            /* a memory error skips the handler */
+  return status;
+}
+
+int modal__pcall(lua_State *L, int nargs, int nres) {
+  int status = modal__call(L, nargs, nres);
+  if (status != LUA_OK) {
     modal__report_unhandled(L, -1);
     lua_pop(L, 1);
   }

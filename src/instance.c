@@ -104,20 +104,8 @@ static void push_fields(lua_State *L, modal_instance *c, int ci, int in) {
   }
 }
 
-/* ============================================================== protected user calls */
+/* ============================================================== user code errors */
 
-/* Calls the function below nargs arguments; 0 on success (nres results), else the failure
-** is on top. */
-static int call_user(lua_State *L, int nargs, int nres) {
-  int base = lua_gettop(L) - nargs, status;
-  lua_pushcfunction(L, modal__msgh);
-  lua_insert(L, base);
-  status = lua_pcall(L, nargs, nres, base);
-  lua_remove(L, base);
-  if (status != LUA_OK)
-    modal__to_failure(L, -1);
-  return status;
-}
 
 static void enqueue_input(lua_State *L, int ci, int in, int args, int nargs, int soft);
 
@@ -582,7 +570,7 @@ static void arm_timeout(lua_State *L, modal_instance *c, int ci) {
   if (s->timeout_fn) {
     push_fn(L, c, ci, s->timeout_fn);
     lua_pushvalue(L, ci);
-    if (call_user(L, 1, 1) != LUA_OK) {
+    if (modal__call(L, 1, 1) != LUA_OK) {
       hook_error(L, c, ci, "timeout");
       return;
     }
@@ -647,7 +635,7 @@ static void start_job(lua_State *L, modal_instance *c, int ci) {
     return;
   push_fn(L, c, ci, s->run);
   lua_pushvalue(L, ci);
-  if (call_user(L, 1, 1) != LUA_OK) {
+  if (modal__call(L, 1, 1) != LUA_OK) {
     hook_error(L, c, ci, "run");
     return;
   }
@@ -704,7 +692,7 @@ static int call_hook(lua_State *L, modal_instance *c, int ci, int k, int nextra,
   lua_insert(L, base + 2);
   for (i = 0; i < nargs; i++)
     lua_pushvalue(L, args + i);
-  if (call_user(L, 1 + nextra + nargs, nres) != LUA_OK) {
+  if (modal__call(L, 1 + nextra + nargs, nres) != LUA_OK) {
     hook_error(L, c, ci, what);
     return 1;
   }
@@ -738,7 +726,7 @@ static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) 
         push_input_name(L, ci, in);
       else
         lua_pushnil(L);
-      if (call_user(L, 4, 0) != LUA_OK) {
+      if (modal__call(L, 4, 0) != LUA_OK) {
         int f = lua_gettop(L);           /* the failure */
         push_fields(L, c, ci, in);
         luaL_tolstring(L, f, NULL);
