@@ -148,6 +148,7 @@ MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 
 MODAL__FUNC void modal__open_combine(lua_State *L);
 MODAL__FUNC void modal__open_machine(lua_State *L);
+MODAL__FUNC void modal__open_reload(lua_State *L);
 MODAL__FUNC void modal__open_async(lua_State *L);
 
 #endif

@@ -8,6 +8,9 @@
 
 static const char postpone_key = 'p';   /* what m:postpone() returns */
 
+int modal__in_hook = 0;
+int modal__tracing = 0;
+
 /* ============================================================== access */
 
 modal_instance *modal__to_instance(lua_State *L, int idx) {
@@ -567,10 +570,14 @@ static void arm_timeout(lua_State *L, modal_instance *c, int ci) {
   modal_state *s = &c->M->def->states[c->state];
   double secs = s->timeout;
   modal_handle *h;
+  int i;
   if (s->timeout_fn) {
     push_fn(L, c, ci, s->timeout_fn);
     lua_pushvalue(L, ci);
-    if (modal__call(L, 1, 1) != LUA_OK) {
+    modal__in_hook++;
+    i = modal__call(L, 1, 1);
+    modal__in_hook--;
+    if (i != LUA_OK) {
       hook_error(L, c, ci, "timeout");
       return;
     }
@@ -631,11 +638,15 @@ static int job_settled(lua_State *L) {
 
 static void start_job(lua_State *L, modal_instance *c, int ci) {
   modal_state *s = &c->M->def->states[c->state];
+  int i;
   if (!s->run)
     return;
   push_fn(L, c, ci, s->run);
   lua_pushvalue(L, ci);
-  if (modal__call(L, 1, 1) != LUA_OK) {
+  modal__in_hook++;
+  i = modal__call(L, 1, 1);
+  modal__in_hook--;
+  if (i != LUA_OK) {
     hook_error(L, c, ci, "run");
     return;
   }
@@ -692,15 +703,20 @@ static int call_hook(lua_State *L, modal_instance *c, int ci, int k, int nextra,
   lua_insert(L, base + 2);
   for (i = 0; i < nargs; i++)
     lua_pushvalue(L, args + i);
+  modal__in_hook++;
   if (modal__call(L, 1 + nextra + nargs, nres) != LUA_OK) {
+    modal__in_hook--;
     hook_error(L, c, ci, what);
     return 1;
   }
+  modal__in_hook--;
   return 0;
 }
 
 /* Runs the on_transition observers and settles the when() waiters. */
-static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) {
+/* `from_name`/`in_name`: stack indices of names to use instead of from/in (a reload). */
+static void announce(lua_State *L, modal_instance *c, int ci, int from, int in, int from_name,
+                     int in_name) {
   int top;
   modal_compiled *k = c->M->def;
   if (!(c->flags & I_HASX))
@@ -717,23 +733,31 @@ static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) 
       }
       lua_remove(L, -2);
       lua_pushvalue(L, ci);
-      if (from >= 0)
+      if (from_name)
+        lua_pushvalue(L, from_name);
+      else if (from >= 0)
         push_state_name(L, c, ci, from);
       else
         lua_pushnil(L);
       push_state_name(L, c, ci, c->state);
-      if (in >= 0)
+      if (in_name)
+        lua_pushvalue(L, in_name);
+      else if (in >= 0)
         push_input_name(L, ci, in);
       else
         lua_pushnil(L);
+      modal__in_hook++;
       if (modal__call(L, 4, 0) != LUA_OK) {
         int f = lua_gettop(L);           /* the failure */
+        modal__in_hook--;
         push_fields(L, c, ci, in);
         luaL_tolstring(L, f, NULL);
         modal__log(L, MODAL_LOG_ERROR, f + 1, "error in an on_transition observer: %s",
                    lua_tostring(L, -1));
         lua_settop(L, obs);
+        continue;
       }
+      modal__in_hook--;
     }
     if (!nested)
       c->flags &= (uint16_t)~I_ANNOUNCING;
@@ -775,16 +799,21 @@ static void announce(lua_State *L, modal_instance *c, int ci, int from, int in) 
 
 /* Enters state `to` (from `from`, -1 at creation) by input `in` (-1 at creation). */
 static void enter_state(lua_State *L, modal_instance *c, int ci, int from, int in, int args,
-                        int nargs) {
+                        int nargs, int from_name, int in_name) {
   modal_state *s;
   c->entry++;
+  c->entered_ms = (uint32_t)uv_now(c->M->loop);
   s = &c->M->def->states[c->state];
   if (s->enter) {
-    if (from >= 0)
+    if (from_name)
+      lua_pushvalue(L, from_name);
+    else if (from >= 0)
       push_state_name(L, c, ci, from);
     else
       lua_pushnil(L);
-    if (in >= 0)
+    if (in_name)
+      lua_pushvalue(L, in_name);
+    else if (in >= 0)
       push_input_name(L, ci, in);
     else
       lua_pushnil(L);
@@ -793,7 +822,19 @@ static void enter_state(lua_State *L, modal_instance *c, int ci, int from, int i
   if (s->timeout >= 0 || s->timeout_fn)
     arm_timeout(L, c, ci);
   start_job(L, c, ci);
-  announce(L, c, ci, from, in);
+  announce(L, c, ci, from, in, from_name, in_name);
+}
+
+/* --trace: one line per transition, with the time spent in the old state. */
+static void trace(lua_State *L, modal_instance *c, int ci, int from, int in) {
+  int f = lua_gettop(L) + 1;
+  uint32_t ms = (uint32_t)uv_now(c->M->loop) - c->entered_ms;
+  push_fields(L, c, ci, in);
+  push_state_name(L, c, ci, from);
+  push_input_name(L, ci, in);
+  modal__log(L, MODAL_LOG_INFO, f, "transition from '%s' on '%s' after %u ms", lua_tostring(L, -2),
+             lua_tostring(L, -1), (unsigned)ms);
+  lua_settop(L, f - 1);
 }
 
 /* An external transition to `to` by input `in` with action `action` (fns index or 0). */
@@ -810,7 +851,10 @@ static void transition(lua_State *L, modal_instance *c, int ci, int to, int in, 
   if (action)
     call_hook(L, c, ci, action, 0, args, nargs, 0, "action");
   c->state = (uint16_t)to;
-  enter_state(L, c, ci, from, in, args, nargs);
+  c->M->transitions++;
+  if (modal__tracing)
+    trace(L, c, ci, from, in);
+  enter_state(L, c, ci, from, in, args, nargs, 0, 0);
   if (to != from)
     retry(L, c, ci);
 }
@@ -1086,12 +1130,16 @@ void modal__instance_new(lua_State *L, int mi, int data) {
   lua_setmetatable(L, ci);
   lua_pushvalue(L, mi);
   lua_setiuservalue(L, ci, I_MACHINE);
+  lua_getiuservalue(L, mi, M_INSTANCES);  /* weak: for reloads and stats */
+  lua_pushvalue(L, ci);
+  lua_rawseti(L, -2, (lua_Integer)c->id);
+  lua_pop(L, 1);
   if (data) {
     lua_pushvalue(L, data);
     lua_setiuservalue(L, ci, I_DATA);
   }
   c->flags |= I_BUSY;                    /* enter(m, nil, nil), timeout, run */
-  enter_state(L, c, ci, -1, -1, 0, 0);
+  enter_state(L, c, ci, -1, -1, 0, 0, 0, 0);
   c->flags |= I_STARTED;
   c->flags &= (uint16_t)~I_BUSY;
   drain(L, c, ci);
@@ -1111,4 +1159,88 @@ void modal__open_instance(lua_State *L, int methods, int compiled) {
   lua_getiuservalue(L, compiled, K_STATES);
   lua_pushcclosure(L, md_instance_when, 1);
   lua_setfield(L, methods, "when");
+}
+
+/* ============================================================== reload */
+
+void modal__instance_switch(lua_State *L, int ci, int to, int from_name) {
+  modal_instance *c = modal__to_instance(L, ci);
+  modal_state *s;
+  int top = lua_gettop(L), outer;
+  ci = lua_absindex(L, ci);
+  from_name = from_name ? lua_absindex(L, from_name) : 0;
+  outer = !(c->flags & I_BUSY);
+  c->flags |= I_BUSY;
+  if (!from_name) {                      /* stays: keeps its job, and its timer if any */
+    c->state = (uint16_t)to;
+    s = &c->M->def->states[to];
+    if (s->timeout < 0 && !s->timeout_fn && push_extra(L, ci, X_TIMER) != LUA_TNIL) {
+      modal_handle *h = (modal_handle *)lua_touserdata(L, -1);
+      if (h)
+        modal__timer_stop(L, &h->t);
+      lua_pushnil(L);
+      set_extra(L, ci, X_TIMER);
+    }
+  } else {                               /* migrated: no exit; enter(m, old, "reload") */
+    end_entry(L, c, ci);
+    c->state = (uint16_t)to;
+    c->M->transitions++;
+    lua_pushliteral(L, "reload");
+    enter_state(L, c, ci, -1, -1, 0, 0, from_name, lua_gettop(L));
+  }
+  lua_settop(L, top);
+  if (outer)
+    c->flags &= (uint16_t)~I_BUSY;
+}
+
+void modal__instance_after_reload(lua_State *L, int ci, int map) {
+  modal_instance *c = modal__to_instance(L, ci);
+  int top = lua_gettop(L), outer;
+  ci = lua_absindex(L, ci);
+  map = lua_absindex(L, map);
+  if (c->npostponed > 0) {
+    int q;
+    for (q = 0; q < 2; q++) {            /* the queue, and calls postponed while retrying */
+      lua_Integer i, n;
+      if (push_extra(L, ci, q ? X_INCOMING : X_QUEUE) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        continue;
+      }
+      n = (lua_Integer)lua_rawlen(L, -1);
+      for (i = 1; i <= n; i++) {
+        uint16_t *aux;
+        lua_Integer to;
+        lua_rawgeti(L, -1, i);
+        aux = modal__deferred_aux(L, -1);
+        if (aux && *aux && modal__is_pending(L, -1)) {
+          lua_rawgeti(L, map, (*aux & AUX_METHOD));
+          to = lua_tointeger(L, -1);
+          lua_pop(L, 1);
+          if (to > 0) {
+            *aux = (uint16_t)((*aux & ~AUX_METHOD) | ((unsigned)to & AUX_METHOD));
+          } else {                       /* its method is gone: the call fails */
+            *aux = 0;
+            c->npostponed--;
+            modal__failure_new(L, "error", "the method of this call was removed by a reload",
+                               0, 0);
+            modal__fire(L, -2, -1, 1);
+            lua_pop(L, 1);
+            lua_pushboolean(L, 0);
+            lua_rawseti(L, -3, i);
+          }
+        }
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  outer = !(c->flags & I_BUSY);
+  c->flags |= I_BUSY;
+  if (c->npostponed > 0)
+    retry(L, c, ci);                     /* once, after the switch */
+  if (outer) {
+    c->flags &= (uint16_t)~I_BUSY;
+    drain(L, c, ci);
+  }
+  lua_settop(L, top);
 }

@@ -60,10 +60,13 @@ static int default_sink(lua_State *L) {
   snprintf(stamp + 19, sizeof stamp - 19, ".%03dZ", (int)(ts.tv_nsec / 1000000));
   lua_pushfstring(L, "%s %s ", stamp, level);
   if (lua_getfield(L, 3, "machine") != LUA_TNIL) {
-    lua_getfield(L, 3, "id");
-    lua_pushfstring(L, "%s#%s ", luaL_tolstring(L, -2, NULL), luaL_tolstring(L, -2, NULL));
-    lua_replace(L, -5);
-    lua_pop(L, 3);
+    const char *machine = luaL_tolstring(L, -1, NULL);
+    if (lua_getfield(L, 3, "id") != LUA_TNIL)
+      lua_pushfstring(L, "%s#%s ", machine, luaL_tolstring(L, -1, NULL));
+    else
+      lua_pushfstring(L, "%s ", machine);
+    lua_replace(L, 5);
+    lua_settop(L, 5);
   } else {
     lua_pop(L, 1);
     lua_pushliteral(L, "modal ");

@@ -452,13 +452,20 @@ static int md_machine_tostring(lua_State *L) {
   return 1;
 }
 
-/* Builds the methods table {name = closure(method index, fns)} plus the built-in methods;
-** `compiled` is the compiled definition's index. */
-static void push_methods(lua_State *L, int def, int compiled) {
+void modal__fill_methods(lua_State *L, int methods, int compiled) {
   lua_Integer i, n;
-  lua_newtable(L);
-  modal__open_instance(L, lua_gettop(L), compiled);
-  lua_getfield(L, def, "methods");
+  methods = lua_absindex(L, methods);
+  compiled = lua_absindex(L, compiled);
+  lua_pushnil(L);                         /* cleared first: a reload refills it in place */
+  while (lua_next(L, methods)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, methods);
+  }
+  modal__open_instance(L, methods, compiled);
+  lua_getiuservalue(L, compiled, K_DEF);
+  lua_getfield(L, -1, "methods");
   n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
@@ -466,9 +473,24 @@ static void push_methods(lua_State *L, int def, int compiled) {
     lua_getiuservalue(L, compiled, K_FNS);
     modal__push_deferred_mt(L);
     lua_pushcclosure(L, modal__instance_call, 3);
-    lua_rawset(L, -4);
+    lua_rawset(L, methods);
   }
-  lua_pop(L, 1);
+  lua_pop(L, 2);
+}
+
+static const char machines_key = 'M';   /* registry: every machine (weak keys), for stats */
+
+void modal__push_machines(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &machines_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &machines_key);
+  }
 }
 
 /* modal.machine(def) -> M */
@@ -518,6 +540,7 @@ static int md_machine(lua_State *L) {
   memset(M, 0, sizeof *M);
   M->magic = MACHINE_MAGIC;
   M->def = (modal_compiled *)lua_touserdata(L, 2);
+  M->loop = modal__ctx(L)->loop;
   lua_getfield(L, 1, "version");
   if (lua_type(L, -1) == LUA_TNUMBER) {
     M->version = lua_tonumber(L, -1);
@@ -527,9 +550,23 @@ static int md_machine(lua_State *L) {
   luaL_setmetatable(L, "modal.machine");
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 3, M_DEF);
-  push_methods(L, 1, 2);                  /* 4 */
+  lua_newtable(L);                        /* 4 */
+  modal__fill_methods(L, 4, 2);
   lua_pushvalue(L, 4);
   lua_setiuservalue(L, 3, M_METHODS);
+  lua_newtable(L);                        /* live instances, weak */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, 3, M_INSTANCES);
+  lua_newtable(L);
+  lua_setiuservalue(L, 3, M_INFO);
+  modal__push_machines(L);
+  lua_pushvalue(L, 3);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   lua_createtable(L, 0, 4);               /* 5: the instances' metatable */
   lua_pushvalue(L, 4);
   lua_pushcclosure(L, modal__instance_index, 1);
@@ -554,6 +591,8 @@ void modal__open_machine(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, md_machine);
   lua_setfield(L, -2, "machine");
+  lua_pushcfunction(L, compile);
+  lua_setfield(L, LUA_REGISTRYINDEX, "modal.compile");
   lua_pushcfunction(L, md_check);
   lua_setfield(L, -2, "check");
 }

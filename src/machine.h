@@ -58,11 +58,23 @@ typedef struct modal_machine {
   uint32_t magic;
   uint32_t next_id;
   modal_compiled *def;
+  uv_loop_t *loop;         /* for the time an instance enters a state */
   double version;
   int has_version;
+  uint32_t reloads;        /* successful reloads */
+  uint64_t transitions;    /* external transitions of all its instances */
 } modal_machine;
 
-enum { M_DEF = 1, M_IMT, M_METHODS, M_NUV = M_METHODS };
+/* M's user values: the compiled definition, the instances' metatable, the methods table
+** (updated in place by a reload), the live instances ({[id] = c}, weak values), and an info
+** table (path, last_reload). */
+enum { M_DEF = 1, M_IMT, M_METHODS, M_INSTANCES, M_INFO, M_NUV = M_INFO };
+
+/* Set while a hook, action, guard, timeout function, run or observer runs: reloads come from
+** outside (DESIGN.md section 6). */
+MODAL__FUNC int modal__in_hook;
+/* modal.trace(on): every transition logged at info. */
+MODAL__FUNC int modal__tracing;
 
 enum {                     /* instance flags */
   I_BUSY = 1 << 0,         /* a handler or transition runs: inputs are queued */
@@ -80,6 +92,7 @@ typedef struct modal_instance {
   uint16_t state;
   uint32_t id;
   uint32_t entry;          /* counts entries into states: stale timers and jobs compare it */
+  uint32_t entered_ms;     /* loop time (ms) of the last entry, for the trace */
   int npostponed;          /* live postponed calls */
   int depth;               /* handlers running (m:postpone() is legal when > 0) */
   int pin;                 /* registry ref keeping the instance alive while a job runs */
@@ -109,6 +122,18 @@ MODAL__FUNC modal_machine *modal__to_machine(lua_State *L, int idx);
 MODAL__FUNC modal_instance *modal__to_instance(lua_State *L, int idx);
 /* Pushes the fns table of the instance's machine. */
 MODAL__FUNC void modal__push_fns(lua_State *L, modal_instance *c, int ci);
+/* Builds the methods table of M (index mi) for its current compiled definition at
+** `compiled`, into the table at `methods` (cleared first). */
+MODAL__FUNC void modal__fill_methods(lua_State *L, int methods, int compiled);
+/* A reload's switch of one instance (index ci): to state `to` of the new definition, staying
+** (its timer kept unless the new state has none) or migrated from the state named at
+** `from_name` (old timer and job cancelled, enter(m, old, "reload"), observers told). */
+MODAL__FUNC void modal__instance_switch(lua_State *L, int ci, int to, int from_name);
+/* Remaps the methods of the instance's postponed calls (old index + 1 -> new index + 1 in
+** the array at `map`, 0 = removed: that call fails), then retries them once. */
+MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci, int map);
+/* Pushes the weak-keyed table of every machine object. */
+MODAL__FUNC void modal__push_machines(lua_State *L);
 /* Pushes a new instance of the machine at `mi` with the data at `data` (0: none). */
 MODAL__FUNC void modal__instance_new(lua_State *L, int mi, int data);
 /* The closure behind every method of the instances: upvalue 1 the method index, 2 fns. */

@@ -58,6 +58,7 @@ int luaopen_modal(lua_State *L) {
   modal__open_async(L);
   modal__open_timer(L);
   modal__open_machine(L);
+  modal__open_reload(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;
