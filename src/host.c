@@ -22,6 +22,8 @@ typedef struct host {
   char **argv;
   int script;              /* index in argv of the script */
   int log_level;           /* -1: default */
+  int watch, trace;        /* --watch, --trace */
+  const char *admin;       /* --admin PATH */
   int status;              /* the exit status */
   int stopping;            /* a first stop signal was received */
   uv_signal_t *signals[2];
@@ -43,7 +45,15 @@ static const char usage_text[] =
   "  graph FILE [--format dot|mermaid]\n"
   "                                  print the state diagram (Graphviz renders dot)\n"
   "\n"
+  "  ctl SOCKET status|reload [NAME]|trace on|off\n"
+  "                                  talk to a host started with --admin SOCKET\n"
+  "\n"
   "run options:\n"
+  "  --watch                         reload a definition loaded with modal.load when its\n"
+  "                                  file changes (folders are watched; saves are debounced)\n"
+  "  --admin PATH                    serve status/reload/trace on a unix socket (mode 0600)\n"
+  "  --trace                         log every transition, its input and the time spent\n"
+  "                                  in the old state\n"
   "  --log-level LEVEL               error, warn, info (default) or debug\n"
   "\n"
   "options:\n"
@@ -51,7 +61,7 @@ static const char usage_text[] =
   "  -V, --version                   print the version and exit\n"
   "\n"
   "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain;\n"
-  "a second signal exits at once. See modal(1).\n";
+  "a second signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
 
 static void usage(FILE *to) {
   fputs(usage_text, to);
@@ -200,6 +210,21 @@ static int pmain(lua_State *L) {
     modal__ctx(L)->log_level = H.log_level;
   set_arg(L);
   open_signals(L);
+  lua_getglobal(L, "require");           /* the live host: SIGHUP, --watch, --admin, --trace */
+  lua_pushliteral(L, "modal.host");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "start");
+  lua_createtable(L, 0, 3);
+  lua_pushboolean(L, H.watch);
+  lua_setfield(L, -2, "watch");
+  lua_pushboolean(L, H.trace);
+  lua_setfield(L, -2, "trace");
+  if (H.admin) {
+    lua_pushstring(L, H.admin);
+    lua_setfield(L, -2, "admin");
+  }
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
   if (luaL_loadfile(L, H.argv[H.script]) != LUA_OK)
     return lua_error(L);
   luaL_checkstack(L, nargs + 4, "too many arguments to the script");
@@ -210,6 +235,14 @@ static int pmain(lua_State *L) {
   lua_getfield(L, -1, "run");            /* the modal table is still on the stack */
   if (docall(L, 0, 0) != LUA_OK)
     return lua_error(L);
+  return 0;
+}
+
+/* Closes the live host's handles (watchers, admin socket, SIGHUP) before the state closes. */
+static int pstop(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "modal.host") == LUA_TTABLE && lua_getfield(L, -1, "stop") == LUA_TFUNCTION)
+    lua_call(L, 0, 0);
   return 0;
 }
 
@@ -268,6 +301,14 @@ static int cmd_run(int argc, char **argv) {
         return fail_usage("%s needs a level (error, warn, info, debug)", argv[i]);
       if ((H.log_level = modal__level_parse(argv[++i])) < 0)
         return fail_usage("unknown log level '%s' (use error, warn, info or debug)", argv[i]);
+    } else if (strcmp(argv[i], "--watch") == 0) {
+      H.watch = 1;
+    } else if (strcmp(argv[i], "--trace") == 0) {
+      H.trace = 1;
+    } else if (strcmp(argv[i], "--admin") == 0) {
+      if (i + 1 >= argc)
+        return fail_usage("%s needs the path of a unix socket", argv[i]);
+      H.admin = argv[++i];
     } else if (strcmp(argv[i], "--") == 0) {
       i++;
       break;
@@ -296,6 +337,13 @@ static int cmd_run(int argc, char **argv) {
     lua_pop(L, 1);
     H.status = 1;
   }
+  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, pstop);
+  if (lua_pcall(L, 0, 0, -2) != LUA_OK) {
+    fprintf(stderr, "modal: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   close_signals();
   if (luv_loop(L))                       /* let handles that are closing finish (DESIGN 10) */
     uv_run(luv_loop(L), UV_RUN_NOWAIT);
@@ -320,7 +368,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
-  if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0)
+  if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0 ||
+      strcmp(argv[1], "ctl") == 0)
     return cmd_tool(argc, argv);
   if (argv[1][0] == '-')
     return fail_usage("unknown option '%s'", argv[1]);

@@ -831,9 +831,10 @@ static void trace(lua_State *L, modal_instance *c, int ci, int from, int in) {
   uint32_t ms = (uint32_t)uv_now(c->M->loop) - c->entered_ms;
   push_fields(L, c, ci, in);
   push_state_name(L, c, ci, from);
+  push_state_name(L, c, ci, c->state);
   push_input_name(L, ci, in);
-  modal__log(L, MODAL_LOG_INFO, f, "transition from '%s' on '%s' after %u ms", lua_tostring(L, -2),
-             lua_tostring(L, -1), (unsigned)ms);
+  modal__log(L, MODAL_LOG_INFO, f, "%s -> %s on '%s' after %u ms in %s", lua_tostring(L, -3),
+             lua_tostring(L, -2), lua_tostring(L, -1), (unsigned)ms, lua_tostring(L, -3));
   lua_settop(L, f - 1);
 }
 
