@@ -391,6 +391,55 @@ local WORKLOADS = {
       end },
     },
   },
+  -- W7: hot reload with 100,000 live instances and 10,000 postponed calls; the figure is the
+  -- time modal.reload blocks the loop (plan, switch every instance, retry the queued calls).
+  {
+    id = "W7", name = "reload 100k live", kind = "ms", n = 100000, needs = "reload",
+    expect = function(n) return n end,
+    modal_target = 50,
+    run_modal = function(n)
+      local path = os.tmpname()                   -- a new file (and name) for every run
+      local name = "w7" .. path:gsub("%W", "_")
+      local function write(version)
+        local f = assert(io.open(path, "w"))
+        f:write(string.format([[
+return { name = %q, version = %d, initial = "idle", methods = { "query", "close" },
+  defaults = { close = function(m) m:fire("close") end },
+  states = {
+    idle = { query = function(m) m:fire("connect"); return m:postpone() end,
+             on = { connect = "connecting", close = "closed" } },
+    connecting = { query = "postpone", timeout = 60,
+                   on = { ready = "ready", timeout = "backoff", close = "closed" } },
+    ready = { query = function(_, x) return %d + x end, on = { lost = "backoff", close = "closed" } },
+    backoff = { query = "postpone", timeout = 60, on = { timeout = "connecting", close = "closed" } },
+    closed = { final = true, query = function() return false end, close = function() end },
+  } }
+]], name, version, version))
+        f:close()
+      end
+      write(1)
+      local M = modal.load(path)
+      local keep, postponed = {}, math.max(1, n // 10)
+      for i = 1, n do
+        local c = M:new()
+        keep[i] = c
+        if i <= postponed then c:query(i) end        -- idle -> connecting, the call waits
+        if i > postponed and i % 3 == 0 then c:fire("close") end
+      end
+      write(2)
+      collectgarbage("collect")
+      local t0 = clock()
+      local ok, err = modal.reload(path)
+      local ms = (clock() - t0) * 1000
+      os.remove(path)
+      if not ok then error(err) end
+      local waiting = keep[1]:postponed()
+      for i = 1, postponed do keep[i]:fire("close") end    -- answers every queued call
+      if M.version ~= 2 or waiting ~= 1 then return ms, -1 end
+      return ms, n
+    end,
+    floors = {},
+  },
 }
 
 -- Runner ------------------------------------------------------------------------------------
@@ -432,7 +481,7 @@ end
 local failed = false
 
 local function bench(w)
-  local unit = w.kind == "time" and "ns/op" or "B/op"
+  local unit = w.kind == "time" and "ns/op" or w.kind == "ms" and "ms" or "B/op"
   local n = math.max(1, math.floor(w.n * SCALE + 0.5))
   -- the runs: modal first (when there is one and it loaded), then the floors
   local runs = {}
