@@ -630,8 +630,8 @@ static int job_settled(lua_State *L) {
   lua_pushnil(L);
   set_extra(L, 2, X_JOB);
   unpin(L, c);
-  enqueue_input(L, 2, failed ? c->M->def->in_error : c->M->def->in_done, 1, 1, 0);
-  drain(L, c, 2);
+  enqueue_input(L, 2, failed ? c->M->def->in_error : c->M->def->in_done, 1, 1, 1);
+  drain(L, c, 2);                        /* soft: dropped at debug if no longer taken */
   lua_settop(L, 1);
   return 1;
 }
@@ -1194,47 +1194,87 @@ void modal__instance_switch(lua_State *L, int ci, int to, int from_name) {
     c->flags &= (uint16_t)~I_BUSY;
 }
 
-void modal__instance_after_reload(lua_State *L, int ci, int map) {
+void modal__instance_remap(lua_State *L, int ci, int map, int smap) {
   modal_instance *c = modal__to_instance(L, ci);
-  int top = lua_gettop(L), outer;
+  int top = lua_gettop(L), q;
   ci = lua_absindex(L, ci);
   map = lua_absindex(L, map);
-  if (c->npostponed > 0) {
-    int q;
-    for (q = 0; q < 2; q++) {            /* the queue, and calls postponed while retrying */
-      lua_Integer i, n;
-      if (push_extra(L, ci, q ? X_INCOMING : X_QUEUE) != LUA_TTABLE) {
+  smap = lua_absindex(L, smap);
+  for (q = 0; q < 2 && c->npostponed > 0; q++) {   /* the queue, and calls postponed meanwhile */
+    lua_Integer i, n;
+    if (push_extra(L, ci, q ? X_INCOMING : X_QUEUE) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      continue;
+    }
+    n = (lua_Integer)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      uint16_t *aux;
+      lua_Integer to;
+      lua_rawgeti(L, -1, i);
+      aux = modal__deferred_aux(L, -1);
+      if (aux && *aux && modal__is_pending(L, -1)) {
+        lua_rawgeti(L, map, (*aux & AUX_METHOD));
+        to = lua_tointeger(L, -1);
         lua_pop(L, 1);
-        continue;
-      }
-      n = (lua_Integer)lua_rawlen(L, -1);
-      for (i = 1; i <= n; i++) {
-        uint16_t *aux;
-        lua_Integer to;
-        lua_rawgeti(L, -1, i);
-        aux = modal__deferred_aux(L, -1);
-        if (aux && *aux && modal__is_pending(L, -1)) {
-          lua_rawgeti(L, map, (*aux & AUX_METHOD));
-          to = lua_tointeger(L, -1);
+        if (to > 0) {
+          *aux = (uint16_t)((*aux & ~AUX_METHOD) | ((unsigned)to & AUX_METHOD));
+        } else {                         /* its method is gone: the call fails */
+          *aux = 0;
+          c->npostponed--;
+          modal__failure_new(L, "error", "the method of this call was removed by a reload", 0, 0);
+          modal__fire(L, -2, -1, 1);
           lua_pop(L, 1);
-          if (to > 0) {
-            *aux = (uint16_t)((*aux & ~AUX_METHOD) | ((unsigned)to & AUX_METHOD));
-          } else {                       /* its method is gone: the call fails */
-            *aux = 0;
-            c->npostponed--;
-            modal__failure_new(L, "error", "the method of this call was removed by a reload",
-                               0, 0);
-            modal__fire(L, -2, -1, 1);
-            lua_pop(L, 1);
-            lua_pushboolean(L, 0);
-            lua_rawseti(L, -3, i);
-          }
+          lua_pushboolean(L, 0);
+          lua_rawseti(L, -3, i);
         }
-        lua_pop(L, 1);
       }
       lua_pop(L, 1);
     }
+    lua_pop(L, 1);
   }
+  if (push_extra(L, ci, X_WAITERS) == LUA_TTABLE) {  /* keyed by state index + 1 */
+    int w = lua_gettop(L), moved;
+    lua_newtable(L);                     /* the same, keyed by the new indices */
+    moved = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, w)) {
+      lua_Integer to, i, n = (lua_Integer)lua_rawlen(L, -1);
+      lua_rawgeti(L, smap, lua_tointeger(L, -2));
+      to = lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      for (i = 1; i <= n; i++) {
+        uint16_t *aux;
+        lua_rawgeti(L, -1, i);
+        aux = modal__deferred_aux(L, -1);
+        if (to > 0 && aux) {
+          *aux = (uint16_t)(AUX_WHEN | (unsigned)(to - 1));
+        } else if (modal__is_pending(L, -1)) {
+          if (aux)
+            *aux = 0;
+          modal__failure_new(L, "stopped", "the state waited for was removed by a reload", 0, 0);
+          modal__fire(L, -2, -1, 1);
+          lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+      }
+      if (to > 0) {
+        lua_pushinteger(L, to);
+        lua_insert(L, -2);
+        lua_rawset(L, moved);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+    lua_pushvalue(L, moved);
+    set_extra(L, ci, X_WAITERS);
+  }
+  lua_settop(L, top);
+}
+
+void modal__instance_after_reload(lua_State *L, int ci) {
+  modal_instance *c = modal__to_instance(L, ci);
+  int top = lua_gettop(L), outer;
+  ci = lua_absindex(L, ci);
   outer = !(c->flags & I_BUSY);
   c->flags |= I_BUSY;
   if (c->npostponed > 0)

@@ -130,8 +130,11 @@ MODAL__FUNC void modal__fill_methods(lua_State *L, int methods, int compiled);
 ** `from_name` (old timer and job cancelled, enter(m, old, "reload"), observers told). */
 MODAL__FUNC void modal__instance_switch(lua_State *L, int ci, int to, int from_name);
 /* Remaps the methods of the instance's postponed calls (old index + 1 -> new index + 1 in
-** the array at `map`, 0 = removed: that call fails), then retries them once. */
-MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci, int map);
+** the array at `map`, 0 = removed: that call fails) and the states of its when() waiters
+** (the same through `smap`; a removed state fails them with kind "stopped"). */
+MODAL__FUNC void modal__instance_remap(lua_State *L, int ci, int map, int smap);
+/* After a reload's switch: retries the instance's postponed calls once. */
+MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci);
 /* Pushes the weak-keyed table of every machine object. */
 MODAL__FUNC void modal__push_machines(lua_State *L);
 /* Pushes a new instance of the machine at `mi` with the data at `data` (0: none). */

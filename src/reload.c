@@ -262,14 +262,19 @@ static int md_reload(lua_State *L) {
       status = modal__call(L, 3, 1);
       modal__in_hook--;
       if (status != LUA_OK) {
+        const char *old = lua_tostring(L, -2), *err = luaL_tolstring(L, -1, NULL);
         lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
-                        (int)c->id, lua_tostring(L, -2), luaL_tolstring(L, -1, NULL));
+                        (int)c->id, old, err);
         return reload_failed(L, mi, name, path, lua_tostring(L, -1));
       }
       if (lua_type(L, -1) != LUA_TSTRING || (lua_pushvalue(L, -1), to = state_in(L, newc)) < 0) {
+        const char *old = lua_tostring(L, -2), *got;
+        if (lua_type(L, -1) == LUA_TSTRING)
+          got = lua_pushfstring(L, "'%s'", lua_tostring(L, -1));
+        else
+          got = luaL_tolstring(L, -1, NULL);
         lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the new "
-                        "definition", luaL_tolstring(L, -1, NULL), lua_tostring(L, name),
-                        (int)c->id, lua_tostring(L, -3));
+                        "definition", got, lua_tostring(L, name), (int)c->id, old);
         return reload_failed(L, mi, name, path, lua_tostring(L, -1));
       }
       lua_pop(L, 1);
@@ -303,6 +308,18 @@ static int md_reload(lua_State *L) {
     }
     lua_settop(L, map);
   }
+  /* states: old index + 1 -> new index + 1 (0: removed), for when() waiters */
+  lua_newtable(L);                        /* 13 */
+  {
+    int st;
+    for (st = 0; st < oldk->nstates; st++) {
+      int to;
+      push_state(L, oldc, st);
+      to = state_in(L, newc);
+      lua_pushinteger(L, to + 1);
+      lua_rawseti(L, 13, st + 1);
+    }
+  }
   /* commit: M in place, then every instance, then their postponed calls */
   M->def = newk;
   lua_pushvalue(L, newc);
@@ -314,6 +331,11 @@ static int md_reload(lua_State *L) {
   lua_getiuservalue(L, mi, M_METHODS);
   modal__fill_methods(L, -1, newc);
   lua_pop(L, 1);
+  for (i = 1; i <= n; i++) {              /* queued calls and when() waiters first */
+    if (lua_rawgeti(L, insts, i) != LUA_TNIL)
+      modal__instance_remap(L, -1, map, 13);
+    lua_settop(L, 13);
+  }
   for (i = 1; i <= n; i++) {
     lua_Integer to;
     if (lua_rawgeti(L, plan, i) != LUA_TNUMBER) {
@@ -332,12 +354,12 @@ static int md_reload(lua_State *L) {
       push_state(L, oldc, modal__to_instance(L, -1)->state);
       modal__instance_switch(L, -2, (int)(-to - 1), -1);
     }
-    lua_settop(L, map);
+    lua_settop(L, 13);
   }
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, insts, i) != LUA_TNIL)
-      modal__instance_after_reload(L, -1, map);
-    lua_settop(L, map);
+      modal__instance_after_reload(L, -1);
+    lua_settop(L, 13);
   }
   M->reloads++;
   lua_getiuservalue(L, mi, M_INFO);
