@@ -3,7 +3,7 @@
 local modal = require "modal"
 
 return modal.machine {
-  name = "flaky_call", version = 2, initial = "trying",
+  name = "flaky_call", version = 1, initial = "trying",
   methods = { "get" },
   states = {
     trying = {
@@ -12,7 +12,7 @@ return modal.machine {
       on = { timeout = "answering" },
     },
     answering = {
-      get = function(m) return "answered by policy v2 (attempts: " .. m.data.attempts .. ")" end,
+      get = function(m) return "answered by policy v1 (attempts: " .. m.data.attempts .. ")" end,
       enter = function(m) m.data.attempts = (m.data.attempts or 0) + 1 end,
       timeout = 0.5,                            -- then back to trying
       on = { timeout = "trying" },
