@@ -19,7 +19,10 @@ local function ask()
   end)
   if modal.now() - started < seconds then
     ticker = modal.call_later(0.25, ask)
+  else
+    client:close()                    -- a final state: no timer left, the program ends
+    print(string.format("%d calls, %d answered", asked, answered))
   end
 end
 ask()
-modal.on_stop(function() if ticker then ticker:cancel() end end)
+modal.on_stop(function() if ticker then ticker:cancel() end; client:close() end)
