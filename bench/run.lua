@@ -365,7 +365,8 @@ local WORKLOADS = {
     id = "W4", name = "idle instance", kind = "bytes", n = 100000, needs = "machine",
     expect = function(n) return n end,
     run_modal = function(n)
-      local M = modal_machine("connection")
+      -- a new machine each run, so its table of live instances grows inside the measure
+      local M = modal.machine(DEFS.connection(modal))
       return bytes_per_instance(function() return M:new() end, n)
     end,
     modal_target = 160,
