@@ -452,6 +452,26 @@ static int md_stats(lua_State *L) {
     lua_getfield(L, -1, "last_reload");
     lua_setfield(L, e, "last_reload");
     lua_pop(L, 1);
+    /* same name twice (a file returning modal.machine{} makes a new machine at every run):
+    ** the loaded one wins, else the one with more instances */
+    lua_getfield(L, e, "name");
+    if (lua_rawget(L, 2) == LUA_TTABLE) {
+      int keep;
+      lua_getfield(L, -1, "path");
+      lua_getfield(L, e, "path");
+      if (lua_isnil(L, -1) != lua_isnil(L, -2)) {
+        keep = lua_isnil(L, -1);          /* only the old entry was loaded */
+      } else {
+        lua_getfield(L, -3, "instances");
+        keep = lua_tointeger(L, -1) >= count;
+        lua_pop(L, 1);
+      }
+      if (keep) {
+        lua_settop(L, 4);
+        continue;
+      }
+    }
+    lua_settop(L, e);
     lua_getfield(L, e, "name");
     lua_pushvalue(L, e);
     lua_rawset(L, 2);
