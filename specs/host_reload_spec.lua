@@ -27,10 +27,11 @@ local function write_file(path, text)
 end
 
 -- A valid definition of machine "policy"; every version has the same size (a same-size
--- in-place write must still reload).
-local function definition(version)
+-- in-place write must still reload). With `as_machine`, the file returns
+-- `modal.machine { ... }` (as README's examples do) instead of the plain table.
+local function definition(version, as_machine)
   return string.format([[
-return {
+return %s{
   name = "policy", version = %d, initial = "idle",
   methods = { "query" },
   states = {
@@ -38,7 +39,7 @@ return {
     ready = { query = function() return "ok" end, on = { lost = "idle" } },
   },
 }
-]], version)
+]], as_machine and 'require("modal").machine ' or "", version)
 end
 
 local BAD = 'return { name = "policy", version = 99, initial = "nowhere", methods = {}, ' ..
@@ -291,7 +292,7 @@ describe("the live host", function()
       assert.is_true(wait_for(p.said("reload 1 version 2\n"), 1), p.out .. p.err)
     end)
 
-    it("without --watch, a change on disk reloads nothing", function()
+    it("is off without the flag: a change on disk reloads nothing", function()
       start({})
       write_file(file, definition(2))
       assert_no_reload(0.4)
@@ -391,6 +392,26 @@ describe("the live host", function()
       stop_host()
     end)
 
+    it("ctl status after reloads of a file that returns modal.machine { ... }", function()
+      write_file(file, definition(1, true))
+      start({ "--admin", socket }, { "instances" })
+      for v = 2, 3 do
+        write_file(file, definition(v, true))
+        local status, r, out, err = ctl(socket, "reload", "policy")
+        assert.equal(0, status, out .. err)
+        assert.is_true(r.ok)
+      end
+      local status, r, out = ctl(socket, "status")
+      assert.equal(0, status, out)
+      local m = r.machines.policy
+      assert.equal(3, m.version, out)
+      assert.equal(2, m.reloads, out)
+      assert.equal(file, m.path, out)
+      assert.equal(3, m.instances, out)
+      assert.same({ idle = 1, ready = 2 }, m.states)
+      stop_host()
+    end)
+
     it("ctl trace on|off switches tracing and status shows it", function()
       start({ "--admin", socket })
       local status, r = ctl(socket, "trace", "on")
@@ -438,6 +459,11 @@ describe("the live host", function()
       local huge = raw_client(socket, { string.rep("x", 70 * 1024) }, nil, 1)
       assert.is_true(huge.eof, "the host kept a 70 KiB line open")
       assert.truthy(huge.got:find("too long", 1, true), huge.got)
+      local blank = raw_client(socket, { string.rep("\n", 60000) .. "status\n" }, nil, 0.3)
+      assert.equal(1, count(blank.got, "\n"), blank.got)              -- blank lines: no reply
+      assert.is_true(cjson.decode(blank.got).ok)
+      local lines = raw_client(socket, { "a\nb\r\nc\n" }, nil, 0.3)
+      assert.equal(3, count(lines.got, "unknown command"), lines.got)
       raw_client(socket, { "reload" }, "close")                       -- cut off: never run
       raw_client(socket, { "stat" }, "close")
       raw_client(socket, { "status\n" }, "close")                     -- leaves before the reply
@@ -468,6 +494,27 @@ describe("the live host", function()
       assert.equal(0, status)
       assert.is_true(r.ok)
       stop_host()
+    end)
+
+    it("a second host on a socket another one serves exits 1 and leaves it alone", function()
+      start({ "--admin", socket })
+      local status, stdout, stderr = modal_cmd("run", "--admin", socket,
+        FIXTURES .. "quick_app.lua", file)
+      assert.equal(1, status, stdout .. stderr)
+      assert.truthy(stderr:find("cannot serve the admin socket " .. socket .. ": another process "
+        .. "listens on it", 1, true), stderr)
+      local ctl_status, r = ctl(socket, "status")             -- the first one still serves
+      assert.equal(0, ctl_status)
+      assert.is_true(r.ok)
+      stop_host()
+    end)
+
+    it("a path that is not a socket: the host exits 1 and the file stays", function()
+      local status, _, stderr = modal_cmd("run", "--admin", file, FIXTURES .. "quick_app.lua", file)
+      assert.equal(1, status, stderr)
+      assert.truthy(stderr:find("cannot serve the admin socket " .. file .. ": the file exists "
+        .. "and is not a socket", 1, true), stderr)
+      assert.equal(definition(1), read_file(file))
     end)
   end)
 

@@ -1,5 +1,5 @@
--- lua/modal/cli.lua — the host's `modal check FILE...` and `modal graph FILE [--format F]`
--- (DESIGN.md section 8), in plain Lua.
+-- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE [--format F]` and
+-- `modal ctl SOCKET COMMAND` (DESIGN.md section 8), in plain Lua.
 --
 --   os.exit(require("modal.cli").main("check", { "conn.lua" }))
 --
@@ -39,6 +39,17 @@ with `dot -Tpng -o machine.png`) or Mermaid (stateDiagram-v2). Final states, the
 state, guarded and internal transitions, postponed methods and timeouts are marked.
 Exit status: 0 printed, 1 when FILE does not load or has errors (listed on stderr), 2 on a
 usage error.
+]],
+  ctl = [[
+usage: modal ctl SOCKET status|reload [NAME]|trace on|off
+
+Talks to a host started with `modal run --admin SOCKET`:
+  status          prints the host's state as one JSON line: machines, versions, instances
+                  per state, postponed calls, transitions, reloads and the last reload's result
+  reload [NAME]   reloads the definition NAME, or every loaded definition
+  trace on|off    turns transition tracing on or off
+Prints the host's reply (one JSON line). Exit status: 0 when the reply says ok, 1 when it does
+not or the host cannot be reached, 2 on a usage error.
 ]],
 }
 
@@ -167,9 +178,123 @@ local function run_graph(args, out, err)
   return 0
 end
 
-local COMMANDS = { check = run_check, graph = run_graph }
+-- luv's callbacks report an error by its name only: the usual ones, spelled out.
+local ERRNO_TEXT = {
+  ENOENT = "no such file or directory", ECONNREFUSED = "connection refused",
+  EACCES = "permission denied", ENOTSOCK = "not a socket", EPERM = "operation not permitted",
+  ENOTDIR = "not a directory", ECONNRESET = "connection reset by peer", EPIPE = "broken pipe",
+  ENAMETOOLONG = "file name too long", EPROTOTYPE = "wrong type of socket",
+}
 
---- Runs `modal <command> <args...>`: command is "check" or "graph", args a list of strings.
+local function errno_text(e)
+  e = tostring(e)
+  local text = ERRNO_TEXT[e]
+  return text and (e .. ": " .. text) or e
+end
+
+-- Sends one request line to the admin socket at `path`; returns the reply line, or nil and
+-- what went wrong ("connect" or "reply") and the error.
+local function request(path, line, seconds)
+  local uv = require "luv"
+  local pipe = uv.new_pipe(false)
+  local timer = uv.new_timer()
+  local buf, reply, stage, failure = "", nil, "connect", nil
+  local function finish(err)
+    if err and not failure then failure = err end
+    timer:stop()
+    if not pipe:is_closing() then pipe:close() end
+    if not timer:is_closing() then timer:close() end
+  end
+  timer:start(math.floor(seconds * 1000), 0, function()
+    finish("no reply within " .. seconds .. " seconds")
+  end)
+  pipe:connect(path, function(err)
+    if err then return finish(errno_text(err)) end
+    stage = "reply"
+    pipe:write(line .. "\n", function(werr)
+      if werr then finish(errno_text(werr)) end
+    end)
+    pipe:read_start(function(rerr, data)
+      if rerr then return finish(errno_text(rerr)) end
+      if data == nil then
+        return finish(#buf > 0 and "the reply was cut off" or "the host closed the connection")
+      end
+      buf = buf .. data
+      local nl = buf:find("\n", 1, true)
+      if nl then
+        reply = buf:sub(1, nl - 1)
+        finish()
+      end
+    end)
+  end)
+  uv.run("default")
+  if reply then return reply end
+  return nil, stage, failure or "no reply"
+end
+
+-- modal ctl SOCKET status|reload [NAME]|trace on|off
+local function run_ctl(args, out, err)
+  local words = {}
+  for i, a in ipairs(args) do
+    if a == "-h" or a == "--help" then
+      out:write(cli.USAGE.ctl)
+      return 0
+    elseif a == "--" and #words == 0 then
+      for j = i + 1, #args do words[#words + 1] = args[j] end
+      break
+    elseif a:sub(1, 1) == "-" and #words == 0 then
+      return usage_error(err, "ctl", format("unknown option '%s'", a))
+    end
+    words[#words + 1] = a
+  end
+  local socket, cmd = words[1], words[2]
+  if not socket then return usage_error(err, "ctl", "no SOCKET given") end
+  if not cmd then return usage_error(err, "ctl", "no command given (status, reload, trace)") end
+  local n = #words - 2
+  if cmd == "status" then
+    if n ~= 0 then return usage_error(err, "ctl", "status takes no argument") end
+  elseif cmd == "reload" then
+    if n > 1 then return usage_error(err, "ctl", "reload takes at most one NAME") end
+    if n == 1 and (words[3] == "" or words[3]:find("[%s%c]")) then
+      return usage_error(err, "ctl", format("bad NAME '%s'", words[3]))
+    end
+  elseif cmd == "trace" then
+    if n ~= 1 or (words[3] ~= "on" and words[3] ~= "off") then
+      return usage_error(err, "ctl", "trace takes on or off")
+    end
+  else
+    return usage_error(err, "ctl", format("unknown command '%s' (status, reload, trace)", cmd))
+  end
+
+  local line = table.concat(words, " ", 2)
+  local reply, stage, why = request(socket, line, 10)
+  if not reply then
+    if stage == "connect" then
+      err:write(format("modal ctl: cannot connect to %s: %s\n", socket, why))
+    else
+      err:write(format("modal ctl: %s: %s\n", socket, why))
+    end
+    return 1
+  end
+  out:write(reply, "\n")
+  local has_json, cjson = pcall(require, "cjson")
+  if not has_json then
+    return reply:find('^%s*{%s*"ok"%s*:%s*true') and 0 or 1
+  end
+  local decoded, t = pcall(cjson.decode, reply)
+  if not decoded or type(t) ~= "table" then
+    err:write(format("modal ctl: the reply is not JSON: %s\n", reply))
+    return 1
+  end
+  if t.ok == true then return 0 end
+  err:write(format("modal ctl: %s\n", type(t.error) == "string" and t.error or "request failed"))
+  return 1
+end
+
+local COMMANDS = { check = run_check, graph = run_graph, ctl = run_ctl }
+
+--- Runs `modal <command> <args...>`: command is "check", "graph" or "ctl", args a list of
+-- strings.
 -- Writes to `out` (default: io.output() at the time of the call) and `err` (default
 -- io.stderr), any objects with a :write method; returns the exit status (0, 1, or 2).
 function cli.main(command, args, out, err)
@@ -177,7 +302,7 @@ function cli.main(command, args, out, err)
   args = type(args) == "table" and args or {}
   local run = COMMANDS[command]
   if not run then
-    err:write(format("modal: unknown command '%s' (check or graph)\n", message_of(command)))
+    err:write(format("modal: unknown command '%s' (check, graph or ctl)\n", message_of(command)))
     return 2
   end
   for i = 1, #args do
