@@ -39,6 +39,24 @@ describe("require 'modal'", function()
     assert.matches("rc=0", out, 1, true)
   end)
 
+  it("survives a test runner unloading luv and modal between files", function()
+    local out = lua_child([[
+      require "modal"
+      package.loaded.modal, package.loaded.luv = nil, nil
+      collectgarbage(); collectgarbage()
+      local uv = require "luv"
+      local pipe = uv.new_pipe(false)
+      local modal = require "modal"
+      local ran = false
+      modal.call_later(0, function() ran = true end)
+      modal.run()
+      pipe:close()
+      uv.run("nowait")
+      print("alive", ran)]])
+    assert.matches("alive\ttrue", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
   it("shares luv's loop: the same module table comes back from a second require", function()
     local out = lua_child([[
       local a = require "modal"

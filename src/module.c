@@ -10,6 +10,8 @@
 #define MODAL_VERSION "0.0.0"
 #endif
 
+static const char loop_anchor = 'a';    /* registry: luv's loop userdata, held */
+
 const char *modal_version(void) {
   return MODAL_VERSION;
 }
@@ -46,6 +48,12 @@ int luaopen_modal(lua_State *L) {
   check_luv(L, luv);
   if (!luv_loop(L))
     return luaL_error(L, "modal: luv has no loop in this state");
+  /* luv anchors its loop only in its module table (field _loop): a test runner that unloads
+  ** modules would let the loop be collected and closed under modal's feet. Hold it. */
+  if (lua_getfield(L, luv, "_loop") == LUA_TUSERDATA)
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_anchor);
+  else
+    lua_pop(L, 1);
   signal(SIGPIPE, SIG_IGN);              /* a write to a reset peer must not kill the process */
   if (!modal__ctx(L))
     modal__ctx_open(L, luv_loop(L));

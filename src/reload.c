@@ -6,7 +6,15 @@
 #include <string.h>
 #include "machine.h"
 
-static const char loaded_key = 'l';     /* registry: {paths = {[path] = M}, names = {[name] = path}} */
+static const char loaded_key = 'l';
+
+/* Wall-clock seconds since the epoch, for last_reload.at (operators read it). */
+static double wall_now(void) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0)
+    return 0;
+  return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}     /* registry: {paths = {[path] = M}, names = {[name] = path}} */
 
 static void push_loaded(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loaded_key) != LUA_TTABLE) {
@@ -153,7 +161,7 @@ static int reload_failed(lua_State *L, int mi, int name, const char *path, const
   lua_setfield(L, -2, "ok");
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "error");
-  lua_pushnumber(L, (double)uv_now(modal__ctx(L)->loop) / 1000.0);
+  lua_pushnumber(L, wall_now());
   lua_setfield(L, -2, "at");
   lua_setfield(L, -2, "last_reload");
   lua_pop(L, 1);
@@ -366,7 +374,7 @@ static int md_reload(lua_State *L) {
   lua_createtable(L, 0, 2);
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, "ok");
-  lua_pushnumber(L, (double)uv_now(modal__ctx(L)->loop) / 1000.0);
+  lua_pushnumber(L, wall_now());
   lua_setfield(L, -2, "at");
   lua_setfield(L, -2, "last_reload");
   lua_pushboolean(L, 1);
