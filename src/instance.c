@@ -554,6 +554,22 @@ static void retry(lua_State *L, modal_instance *c, int ci) {
 
 /* ============================================================== timeouts and jobs */
 
+/* Calls the state's timeout function or run (fns index k) as fn(m): 0 with its result on
+** top, else the error has been reported (hook_error) and nothing is pushed. */
+static int call_state_fn(lua_State *L, modal_instance *c, int ci, int k, const char *what) {
+  int status;
+  push_fn(L, c, ci, k);
+  lua_pushvalue(L, ci);
+  modal__in_hook++;                      /* no reload from here */
+  status = modal__call(L, 1, 1);
+  modal__in_hook--;
+  if (status != LUA_OK) {
+    hook_error(L, c, ci, what);
+    return 1;
+  }
+  return 0;
+}
+
 /* The state timeout's handle function: (c, entry). */
 static int timeout_fired(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
@@ -570,17 +586,9 @@ static void arm_timeout(lua_State *L, modal_instance *c, int ci) {
   modal_state *s = &c->M->def->states[c->state];
   double secs = s->timeout;
   modal_handle *h;
-  int i;
   if (s->timeout_fn) {
-    push_fn(L, c, ci, s->timeout_fn);
-    lua_pushvalue(L, ci);
-    modal__in_hook++;
-    i = modal__call(L, 1, 1);
-    modal__in_hook--;
-    if (i != LUA_OK) {
-      hook_error(L, c, ci, "timeout");
+    if (call_state_fn(L, c, ci, s->timeout_fn, "timeout"))
       return;
-    }
     if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
       return;
@@ -638,18 +646,8 @@ static int job_settled(lua_State *L) {
 
 static void start_job(lua_State *L, modal_instance *c, int ci) {
   modal_state *s = &c->M->def->states[c->state];
-  int i;
-  if (!s->run)
+  if (!s->run || call_state_fn(L, c, ci, s->run, "run"))
     return;
-  push_fn(L, c, ci, s->run);
-  lua_pushvalue(L, ci);
-  modal__in_hook++;
-  i = modal__call(L, 1, 1);
-  modal__in_hook--;
-  if (i != LUA_OK) {
-    hook_error(L, c, ci, "run");
-    return;
-  }
   if (!modal__is_deferred(L, -1)) {      /* a plain value: done at once */
     enqueue_input(L, ci, c->M->def->in_done, lua_gettop(L), 1, 0);
     lua_pop(L, 1);

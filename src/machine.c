@@ -404,6 +404,15 @@ static void push_name(lua_State *L, int mi, int which) {
   lua_pop(L, 1);
 }
 
+void modal__push_version(lua_State *L, modal_machine *M) {
+  if (!M->has_version)
+    lua_pushnil(L);
+  else if (M->version == (double)(lua_Integer)M->version)
+    lua_pushinteger(L, (lua_Integer)M->version);   /* version = 3 reads back as 3, not 3.0 */
+  else
+    lua_pushnumber(L, M->version);
+}
+
 static int md_machine_index(lua_State *L) {
   modal_machine *M = check_machine(L, 1);
   const char *key = lua_tostring(L, 2);
@@ -412,14 +421,7 @@ static int md_machine_index(lua_State *L) {
   if (strcmp(key, "name") == 0) {
     push_name(L, 1, 0);
   } else if (strcmp(key, "version") == 0) {
-    if (M->has_version)
-      lua_pushnumber(L, M->version);
-    else
-      lua_pushnil(L);
-    if (M->has_version && M->version == (double)(lua_Integer)M->version) {
-      lua_pop(L, 1);
-      lua_pushinteger(L, (lua_Integer)M->version);
-    }
+    modal__push_version(L, M);
   } else if (strcmp(key, "new") == 0) {
     lua_pushcfunction(L, md_machine_new);
   } else if (strcmp(key, "definition") == 0) {

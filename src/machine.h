@@ -135,6 +135,8 @@ MODAL__FUNC void modal__instance_switch(lua_State *L, int ci, int to, int from_n
 MODAL__FUNC void modal__instance_remap(lua_State *L, int ci, int map, int smap);
 /* After a reload's switch: retries the instance's postponed calls once. */
 MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci);
+/* Pushes M.version: an integer when it is one, nil when the definition has none. */
+MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
 /* Pushes the weak-keyed table of every machine object. */
 MODAL__FUNC void modal__push_machines(lua_State *L);
 /* Pushes a new instance of the machine at `mi` with the data at `data` (0: none). */

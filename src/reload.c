@@ -258,14 +258,7 @@ static int md_reload(lua_State *L) {
       lua_remove(L, -2);
       lua_pushvalue(L, -3);               /* m */
       lua_pushvalue(L, -3);               /* old state */
-      if (M->has_version)
-        lua_pushnumber(L, M->version);
-      else
-        lua_pushnil(L);
-      if (M->has_version && M->version == (double)(lua_Integer)M->version) {
-        lua_pop(L, 1);
-        lua_pushinteger(L, (lua_Integer)M->version);
-      }
+      modal__push_version(L, M);
       modal__in_hook++;                   /* migrate only reads: no reload from it either */
       status = modal__call(L, 3, 1);
       modal__in_hook--;
