@@ -19,7 +19,8 @@ else
 fi
 # Run busted's own script on lua5.4 in this process (--ignore-lua: no re-exec), so the
 # sanitizer preload and valgrind see the very process that loads modal.so.
-"$@" /usr/bin/busted --ignore-lua -o TAP "${SPECS:-specs}" >"$out" 2>&1
+"$@" /usr/bin/busted --ignore-lua --cpath="./${MODAL_BUILD:-build}/?.so" -o TAP "${SPECS:-specs}" \
+  >"$out" 2>&1
 rc=$?
 cat "$out"
 passed=$(grep -c '^ok ' "$out")
