@@ -590,6 +590,29 @@ return {
       assert.equal("v2", select(2, outcome(c:query())))
     end)
 
+    it("from a handler that fired inputs first: the queued inputs keep their meaning", function()
+      local own = def_file(function(version, name)
+        local a = { on = { step = "b" }, kick = function(m, path)
+          m:fire("step")                     -- queued: the handler runs
+          return { modal.reload(path) }
+        end }
+        local states = { a = a, b = {}, gone = {} }
+        if version == 2 then               -- new inputs sort before "step" and shift its index
+          a.on.aaa, a.on.abc = "gone", "gone"
+        end
+        return { name = name, version = version, initial = "a", methods = { "kick" },
+                 defaults = { kick = function() return "no" end }, states = states }
+      end)
+      own.set(1)
+      local M = modal.load(own.path)
+      local c = M:new()
+      own.set(2)
+      local a = answers(c:kick(own.path))
+      assert.same({ true }, a.results[1])
+      assert.equal(2, M.version)
+      assert.equal("b", c.state)             -- "step" was handled as "step", not "aaa"
+    end)
+
     it("is allowed in a timer callback and in a callback of a Deferred fired by the loop", function()
       local file = def_file(simple)
       file.set(1)

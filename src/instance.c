@@ -195,7 +195,11 @@ static void drain(lua_State *L, modal_instance *c, int ci) {
     lua_pop(L, 1);
     lua_pushinteger(L, head + 3 + nargs);
     set_extra(L, ci, X_INHEAD);
-    if (in < 0) {                        /* an input no state takes, fired from inside */
+    if (in == -2) {                      /* queued before a reload that removed it */
+      push_fields(L, c, ci, -1);
+      modal__log(L, MODAL_LOG_DEBUG, -1, "a queued input was dropped: the reloaded definition "
+                 "does not have it");
+    } else if (in < 0) {                 /* an input no state takes, fired from inside */
       int f = lua_gettop(L) + 1;
       push_fields(L, c, ci, -1);
       lua_pushvalue(L, args);
@@ -1192,12 +1196,39 @@ void modal__instance_switch(lua_State *L, int ci, int to, int from_name) {
     c->flags &= (uint16_t)~I_BUSY;
 }
 
-void modal__instance_remap(lua_State *L, int ci, int map, int smap) {
+void modal__instance_remap(lua_State *L, int ci, int map, int smap, int imap) {
   modal_instance *c = modal__to_instance(L, ci);
   int top = lua_gettop(L), q;
   ci = lua_absindex(L, ci);
   map = lua_absindex(L, map);
   smap = lua_absindex(L, smap);
+  imap = lua_absindex(L, imap);
+  if (push_extra(L, ci, X_INPUTS) == LUA_TTABLE) {   /* queued: (input, nargs, args..., soft) */
+    lua_Integer head, n = (lua_Integer)lua_rawlen(L, -1);
+    push_extra(L, ci, X_INHEAD);
+    head = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 1;
+    lua_pop(L, 1);
+    while (head <= n) {
+      lua_Integer in, nargs;
+      lua_rawgeti(L, -1, head);
+      in = lua_tointeger(L, -1);
+      lua_rawgeti(L, -2, head + 1);
+      nargs = lua_tointeger(L, -1);
+      lua_pop(L, 2);
+      if (in >= 0) {
+        lua_rawgeti(L, imap, in + 1);
+        lua_pushinteger(L, lua_tointeger(L, -1) - 1);   /* the new index */
+        if (lua_tointeger(L, -2) == 0) {
+          lua_pop(L, 1);
+          lua_pushinteger(L, -2);                       /* dropped at its turn */
+        }
+        lua_rawseti(L, -3, head);
+        lua_pop(L, 1);
+      }
+      head += nargs + 3;
+    }
+  }
+  lua_settop(L, top);
   for (q = 0; q < 2 && c->npostponed > 0; q++) {   /* the queue, and calls postponed meanwhile */
     lua_Integer i, n;
     if (push_extra(L, ci, q ? X_INCOMING : X_QUEUE) != LUA_TTABLE) {

@@ -131,8 +131,9 @@ MODAL__FUNC void modal__fill_methods(lua_State *L, int methods, int compiled);
 MODAL__FUNC void modal__instance_switch(lua_State *L, int ci, int to, int from_name);
 /* Remaps the methods of the instance's postponed calls (old index + 1 -> new index + 1 in
 ** the array at `map`, 0 = removed: that call fails) and the states of its when() waiters
-** (the same through `smap`; a removed state fails them with kind "stopped"). */
-MODAL__FUNC void modal__instance_remap(lua_State *L, int ci, int map, int smap);
+** (the same through `smap`; a removed state fails them with kind "stopped") and its queued
+** inputs (through `imap`; an input the new definition lacks is dropped at debug). */
+MODAL__FUNC void modal__instance_remap(lua_State *L, int ci, int map, int smap, int imap);
 /* After a reload's switch: retries the instance's postponed calls once. */
 MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci);
 /* Pushes M.version: an integer when it is one, nil when the definition has none. */

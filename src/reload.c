@@ -321,6 +321,20 @@ static int md_reload(lua_State *L) {
       lua_rawseti(L, 13, st + 1);
     }
   }
+  /* inputs: old index + 1 -> new index + 1 (0: gone), for inputs queued meanwhile */
+  lua_newtable(L);                        /* 14 */
+  {
+    int in;
+    lua_getiuservalue(L, oldc, K_INPUTS);
+    lua_getiuservalue(L, newc, K_INPUTS);
+    for (in = 0; in < oldk->ninputs; in++) {
+      lua_rawgeti(L, -2, in + 1);
+      lua_pushinteger(L, lua_rawget(L, -2) == LUA_TNUMBER ? lua_tointeger(L, -1) + 1 : 0);
+      lua_rawseti(L, 14, in + 1);
+      lua_pop(L, 1);
+    }
+    lua_settop(L, 14);
+  }
   /* commit: M in place, then every instance, then their postponed calls */
   M->def = newk;
   lua_pushvalue(L, newc);
@@ -334,8 +348,8 @@ static int md_reload(lua_State *L) {
   lua_pop(L, 1);
   for (i = 1; i <= n; i++) {              /* queued calls and when() waiters first */
     if (lua_rawgeti(L, insts, i) != LUA_TNIL)
-      modal__instance_remap(L, -1, map, 13);
-    lua_settop(L, 13);
+      modal__instance_remap(L, -1, map, 13, 14);
+    lua_settop(L, 14);
   }
   for (i = 1; i <= n; i++) {
     lua_Integer to;
@@ -355,12 +369,12 @@ static int md_reload(lua_State *L) {
       push_state(L, oldc, modal__to_instance(L, -1)->state);
       modal__instance_switch(L, -2, (int)(-to - 1), -1);
     }
-    lua_settop(L, 13);
+    lua_settop(L, 14);
   }
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, insts, i) != LUA_TNIL)
       modal__instance_after_reload(L, -1);
-    lua_settop(L, 13);
+    lua_settop(L, 14);
   }
   M->reloads++;
   lua_getiuservalue(L, mi, M_INFO);
