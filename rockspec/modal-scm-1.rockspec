@@ -39,6 +39,7 @@ build = {
     ["modal.check"] = "lua/modal/check.lua",
     ["modal.graph"] = "lua/modal/graph.lua",
     ["modal.cli"] = "lua/modal/cli.lua",
+    ["modal.host"] = "lua/modal/host.lua",
   },
 }
 test = { type = "busted" }
