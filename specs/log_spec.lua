@@ -2,6 +2,8 @@
 -- stderr sink, and the default unhandled-failure reporter that logs through it.
 local modal = require "modal"
 local support = require "support"
+local defer = support.defer
+local run_undo = support.run_undo
 
 local run_loop = support.run_loop
 local BUILD = os.getenv("MODAL_BUILD") or "build"
@@ -29,14 +31,6 @@ local function child(code)
   return status, stdout, stderr
 end
 
--- Undo steps for the current test, run last-in first-out by after_each (busted's finally()
--- keeps only one function per test).
-local undo = {}
-local function defer(fn) undo[#undo + 1] = fn end
-local function run_undo()
-  for i = #undo, 1, -1 do undo[i]() end
-  undo = {}
-end
 
 -- Installs a capturing sink (and, with `default_reporter`, the default unhandled reporter) for
 -- the current test; returns the list of { level, message, fields } it fills.

@@ -2,37 +2,14 @@
 -- exit, the order of a transition, state timeouts, run jobs, final states and contained hook errors.
 local modal = require "modal"
 local support = require "support"
+local run_undo = support.run_undo
+local quiet_unhandled = support.quiet_unhandled
+local capture_log = support.capture_log
 
 local outcome, counter, run_loop = support.outcome, support.counter, support.run_loop
 
--- Undo steps for the current test, run last-in first-out by after_each.
-local undo = {}
-local function defer(fn) undo[#undo + 1] = fn end
-local function run_undo()
-  for i = #undo, 1, -1 do undo[i]() end
-  undo = {}
-end
 
--- Silences unhandled-failure reports for the current test (cancelled or failed jobs).
-local function quiet_unhandled()
-  local previous = modal.on_unhandled(function() end)
-  defer(function()
-    collectgarbage()
-    collectgarbage()
-    run_loop(0.05)
-    modal.on_unhandled(previous)
-  end)
-end
 
--- Installs a capturing log sink for the current test; returns the list of lines it fills.
-local function capture_log()
-  local lines = {}
-  local previous = modal.on_log(function(level, message, fields)
-    lines[#lines + 1] = { level = level, message = message, fields = fields or {} }
-  end)
-  defer(function() modal.on_log(previous) end)
-  return lines
-end
 
 -- The captured lines at `level` for machine `name`.
 local function logged(lines, level, name)

@@ -2,27 +2,13 @@
 -- when(), on_transition(), garbage collection, and the fields of instances and machines.
 local modal = require "modal"
 local support = require "support"
+local defer = support.defer
+local run_undo = support.run_undo
+local quiet_unhandled = support.quiet_unhandled
 
 local outcome, counter, run_loop = support.outcome, support.counter, support.run_loop
 
--- Undo steps for the current test, run last-in first-out by after_each.
-local undo = {}
-local function defer(fn) undo[#undo + 1] = fn end
-local function run_undo()
-  for i = #undo, 1, -1 do undo[i]() end
-  undo = {}
-end
 
--- Silences unhandled-failure reports for the current test (cancelled Deferreds).
-local function quiet_unhandled()
-  local previous = modal.on_unhandled(function() end)
-  defer(function()
-    collectgarbage()
-    collectgarbage()
-    run_loop(0.05)
-    modal.on_unhandled(previous)
-  end)
-end
 
 local function collect()
   collectgarbage()

@@ -12,6 +12,7 @@
 -- to read the file again to see the new VERSION. A few files are self-contained sources.
 local modal = require "modal"
 local support = require "support"
+local run_undo = support.run_undo
 local uv = require "luv"
 
 local outcome, counter, run_loop = support.outcome, support.counter, support.run_loop
@@ -67,30 +68,13 @@ local function assert_mentions(text, fragments)
   end
 end
 
--- Undo steps for the current test, run last-in first-out by after_each.
-local undo = {}
-local function defer(fn) undo[#undo + 1] = fn end
-local function run_undo()
-  for i = #undo, 1, -1 do undo[i]() end
-  undo = {}
-end
 
 -- Every test runs with a capturing log sink (restored after it) and quiet unhandled reports
 -- (cancelled jobs); `lines` holds what the current test logged.
 local lines
 local function capture()
-  lines = {}
-  local previous_log = modal.on_log(function(level, message, fields)
-    lines[#lines + 1] = { level = level, message = message, fields = fields or {} }
-  end)
-  local previous_reporter = modal.on_unhandled(function() end)
-  defer(function()
-    collectgarbage()
-    collectgarbage()
-    run_loop(0.05)
-    modal.on_unhandled(previous_reporter)
-    modal.on_log(previous_log)
-  end)
+  lines = support.capture_log()
+  support.quiet_unhandled()               -- undone first: collects, then restores the reporter
 end
 
 -- The captured lines at `level` for machine `name`.

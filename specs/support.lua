@@ -8,6 +8,12 @@
 --                                  returns fn(...) when fn is given.
 --   support.outcome(d)             the state and current result of a fired Deferred d (read
 --                                  through a last link, so the chain ends handled).
+--   support.defer(fn)              an undo step for the current test; support.run_undo (give it
+--                                  to after_each) runs them last-in first-out (busted's finally()
+--                                  keeps only one function per test).
+--   support.quiet_unhandled()      silences unhandled-failure reports for the current test.
+--   support.capture_log()          a capturing log sink for the current test; returns the list
+--                                  of { level, message, fields } it fills.
 local modal = require "modal"
 local uv = require "luv"
 
@@ -44,6 +50,32 @@ function support.outcome(d)
   d:add_both(function(r) got = r; runs = runs + 1 end)
   if runs ~= 1 then error("the Deferred has not fired", 2) end
   return state, got
+end
+
+local undo = {}
+function support.defer(fn) undo[#undo + 1] = fn end
+function support.run_undo()
+  for i = #undo, 1, -1 do undo[i]() end
+  undo = {}
+end
+
+function support.quiet_unhandled()
+  local previous = modal.on_unhandled(function() end)
+  support.defer(function()
+    collectgarbage()
+    collectgarbage()
+    support.run_loop(0.05)
+    modal.on_unhandled(previous)
+  end)
+end
+
+function support.capture_log()
+  local lines = {}
+  local previous = modal.on_log(function(level, message, fields)
+    lines[#lines + 1] = { level = level, message = message, fields = fields or {} }
+  end)
+  support.defer(function() modal.on_log(previous) end)
+  return lines
 end
 
 return support
