@@ -4,6 +4,7 @@
 -- can disturb, and `modal ctl` talks to it. The host runs as a child process on fixtures from
 -- specs/fixtures/reload/; each test writes its definition files in a fresh temp folder.
 local uv = require "luv"
+local support = require "support"
 local cjson = require "cjson"
 
 local BUILD = os.getenv("MODAL_BUILD") or "build"
@@ -53,56 +54,13 @@ local function mktemp_dir()
   return dir
 end
 
--- Runs the luv loop until pred() is true or `seconds` pass; returns pred().
-local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + seconds * 1e9
-  local tick = uv.new_timer()
-  tick:start(10, 10, function() end)      -- wakes uv.run("once") up to check the deadline
-  while not pred() and uv.hrtime() < deadline do uv.run("once") end
-  tick:close()
-  uv.run("nowait")
-  return pred()
-end
+local wait_for = support.wait_for
 
 local function sleep(seconds)
   wait_for(function() return false end, seconds)
 end
 
--- Starts the host in the background; the record collects stdout, stderr and, once it ends,
--- code and signal (done = exited and both pipes closed).
-local function spawn(args)
-  local p = { out = "", err = "", open = 2 }
-  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-  local handle, pid = uv.spawn(HOST, { args = args, stdio = { nil, stdout, stderr } },
-    function(code, signal)
-      p.code, p.signal, p.exited = code, signal, true
-      p.handle:close()
-    end)
-  assert(handle, pid)
-  p.handle, p.pid = handle, pid
-  local function reader(pipe, field)
-    pipe:read_start(function(_, data)
-      if data then
-        p[field] = p[field] .. data
-      else
-        pipe:close()
-        p.open = p.open - 1
-      end
-    end)
-  end
-  reader(stdout, "out")
-  reader(stderr, "err")
-  function p.done() return p.exited == true and p.open == 0 end
-  function p.said(text) return function() return p.out:find(text, 1, true) ~= nil end end
-  function p.logged(text) return function() return p.err:find(text, 1, true) ~= nil end end
-  function p.reap()
-    if not p.exited then
-      p.handle:kill("sigkill")
-      wait_for(p.done, 2)
-    end
-  end
-  return p
-end
+local spawn = support.spawn_host
 
 -- Runs `modal ARGS...` to the end (arguments shell-quoted here); returns status, stdout, stderr.
 local function quote(s)

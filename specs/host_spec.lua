@@ -3,6 +3,7 @@
 -- SIGTERM/SIGINT stop sequence. The host runs as a child process; fixtures live in
 -- specs/fixtures/host/.
 local uv = require "luv"
+local support = require "support"
 
 local BUILD = os.getenv("MODAL_BUILD") or "build"
 local HOST = BUILD .. "/modal"
@@ -28,52 +29,9 @@ local function host(args, env)
   return status, stdout, stderr
 end
 
--- Runs the luv loop until pred() is true or `seconds` pass; returns pred().
-local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + seconds * 1e9
-  local tick = uv.new_timer()
-  tick:start(10, 10, function() end)      -- wakes uv.run("once") up to check the deadline
-  while not pred() and uv.hrtime() < deadline do uv.run("once") end
-  tick:close()
-  uv.run("nowait")
-  return pred()
-end
+local wait_for = support.wait_for
 
--- Starts the host in the background with luv; the returned record collects stdout, stderr
--- and, once it ends, code and signal (done = exited and both pipes closed).
-local function spawn(args)
-  local p = { out = "", err = "", open = 2 }
-  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-  local handle, pid = uv.spawn(HOST, { args = args, stdio = { nil, stdout, stderr } },
-    function(code, signal)
-      p.code, p.signal, p.exited = code, signal, true
-      p.handle:close()
-    end)
-  assert(handle, pid)
-  p.handle, p.pid = handle, pid
-  local function reader(pipe, field)
-    pipe:read_start(function(_, data)
-      if data then
-        p[field] = p[field] .. data
-      else
-        pipe:close()
-        p.open = p.open - 1
-      end
-    end)
-  end
-  reader(stdout, "out")
-  reader(stderr, "err")
-  function p.done() return p.exited == true and p.open == 0 end
-  function p.said(text) return function() return p.out:find(text, 1, true) ~= nil end end
-  -- Kills a host a failed test left running.
-  function p.reap()
-    if not p.exited then
-      p.handle:kill("sigkill")
-      wait_for(p.done, 2)
-    end
-  end
-  return p
-end
+local spawn = support.spawn_host
 
 local function since(t0)
   return (uv.hrtime() - t0) / 1e9

@@ -14,6 +14,10 @@
 --   support.quiet_unhandled()      silences unhandled-failure reports for the current test.
 --   support.capture_log()          a capturing log sink for the current test; returns the list
 --                                  of { level, message, fields } it fills.
+--   support.wait_for(pred, s)      runs the luv loop until pred() or s seconds; returns pred().
+--   support.spawn_host(args)       starts the modal host (MODAL_BUILD/modal) in the background;
+--                                  the record collects out, err, code, signal; p.done(),
+--                                  p.said(text), p.logged(text) (predicates), p.reap().
 local modal = require "modal"
 local uv = require "luv"
 
@@ -76,6 +80,51 @@ function support.capture_log()
   end)
   support.defer(function() modal.on_log(previous) end)
   return lines
+end
+
+function support.wait_for(pred, seconds)
+  local deadline = uv.hrtime() + seconds * 1e9
+  local tick = uv.new_timer()
+  tick:start(10, 10, function() end)      -- wakes uv.run("once") up to check the deadline
+  while not pred() and uv.hrtime() < deadline do uv.run("once") end
+  tick:close()
+  uv.run("nowait")
+  return pred()
+end
+
+function support.spawn_host(args)
+  local p = { out = "", err = "", open = 2 }
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local handle, pid = uv.spawn((os.getenv("MODAL_BUILD") or "build") .. "/modal",
+    { args = args, stdio = { nil, stdout, stderr } },
+    function(code, signal)
+      p.code, p.signal, p.exited = code, signal, true
+      p.handle:close()
+    end)
+  assert(handle, pid)
+  p.handle, p.pid = handle, pid
+  local function reader(pipe, field)
+    pipe:read_start(function(_, data)
+      if data then
+        p[field] = p[field] .. data
+      else
+        pipe:close()
+        p.open = p.open - 1
+      end
+    end)
+  end
+  reader(stdout, "out")
+  reader(stderr, "err")
+  function p.done() return p.exited == true and p.open == 0 end
+  function p.said(text) return function() return p.out:find(text, 1, true) ~= nil end end
+  function p.logged(text) return function() return p.err:find(text, 1, true) ~= nil end end
+  function p.reap()                       -- kills a host a failed test left running
+    if not p.exited then
+      p.handle:kill("sigkill")
+      support.wait_for(p.done, 2)
+    end
+  end
+  return p
 end
 
 return support
