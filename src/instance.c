@@ -92,6 +92,17 @@ static void set_extra(lua_State *L, int ci, int field) {
   lua_pop(L, 1);
 }
 
+/* Pushes extras[field], a list made empty on first use; returns 1 when it was just made. */
+static int push_extra_list(lua_State *L, int ci, int field) {
+  if (push_extra(L, ci, field) == LUA_TTABLE)
+    return 0;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  set_extra(L, ci, field);
+  return 1;
+}
+
 /* Pushes the log fields {machine, id, state[, input]}. */
 static void push_fields(lua_State *L, modal_instance *c, int ci, int in) {
   lua_createtable(L, 0, 4);
@@ -132,11 +143,7 @@ static void hook_error(lua_State *L, modal_instance *c, int ci, const char *what
 static void enqueue_input(lua_State *L, int ci, int in, int args, int nargs, int soft) {
   lua_Integer n;
   int i;
-  if (push_extra(L, ci, X_INPUTS) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 8, 0);
-    lua_pushvalue(L, -1);
-    set_extra(L, ci, X_INPUTS);
+  if (push_extra_list(L, ci, X_INPUTS)) {
     lua_pushinteger(L, 1);
     set_extra(L, ci, X_INHEAD);
   }
@@ -281,12 +288,7 @@ static void postpone_call(lua_State *L, modal_instance *c, int ci, int method, i
     lua_setfield(L, -2, "n");
     lua_setiuservalue(L, d, 1);
   }
-  if (push_extra(L, ci, (c->flags & I_RETRYING) ? X_INCOMING : X_QUEUE) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    set_extra(L, ci, (c->flags & I_RETRYING) ? X_INCOMING : X_QUEUE);
-  }
+  push_extra_list(L, ci, (c->flags & I_RETRYING) ? X_INCOMING : X_QUEUE);
   n = (lua_Integer)lua_rawlen(L, -1);
   lua_pushvalue(L, d);
   lua_rawseti(L, -2, n + 1);
@@ -992,12 +994,7 @@ static int md_instance_when(lua_State *L) {
     modal__failure_new(L, "stopped", lua_tostring(L, -1), 0, 0);
     modal__fire(L, 3, -1, 1);
   } else {
-    if (push_extra(L, 1, X_WAITERS) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, -1);
-      set_extra(L, 1, X_WAITERS);
-    }
+    push_extra_list(L, 1, X_WAITERS);
     if (lua_rawgeti(L, -1, st + 1) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_newtable(L);
@@ -1055,12 +1052,7 @@ static int md_instance_on_transition(lua_State *L) {
   check_instance(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
-  if (push_extra(L, 1, X_OBSERVERS) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    set_extra(L, 1, X_OBSERVERS);
-  }
+  push_extra_list(L, 1, X_OBSERVERS);
   n = (lua_Integer)lua_rawlen(L, -1) + 1;
   lua_createtable(L, 1, 0);              /* 4: the record */
   lua_pushvalue(L, 2);

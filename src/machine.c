@@ -495,92 +495,115 @@ void modal__push_machines(lua_State *L) {
   }
 }
 
-/* modal.machine(def) -> M */
-static int md_machine(lua_State *L) {
-  modal_machine *M;
+/* build(def, where) -> compiled: every problem modal.check finds raises at once as
+** "<where>: invalid definition 'name':" with one problem per line; warnings are logged. The one
+** path from a definition table to a compiled one (modal.machine, modal.load, modal.reload). */
+static int build(lua_State *L) {
   int n, i;
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  luaL_checkstring(L, 2);
+  lua_settop(L, 2);
   push_checker(L);                        /* every problem at once, with paths */
   lua_pushvalue(L, 1);
-  lua_call(L, 1, 3);                      /* 2 ok, 3 errors, 4 warnings */
-  if (!lua_toboolean(L, 2)) {
+  lua_call(L, 1, 3);                      /* 3 ok, 4 errors, 5 warnings */
+  lua_getfield(L, 1, "name");             /* 6 */
+  if (!lua_toboolean(L, 3)) {
     luaL_Buffer buf;
-    lua_getfield(L, 1, "name");
     luaL_buffinit(L, &buf);
-    luaL_addstring(&buf, "modal.machine: invalid definition");
-    if (lua_type(L, 5) == LUA_TSTRING) {
+    luaL_addstring(&buf, lua_tostring(L, 2));
+    luaL_addstring(&buf, ": invalid definition");
+    if (lua_type(L, 6) == LUA_TSTRING) {
       luaL_addstring(&buf, " '");
-      luaL_addstring(&buf, lua_tostring(L, 5));
+      luaL_addstring(&buf, lua_tostring(L, 6));
       luaL_addstring(&buf, "'");
     }
     luaL_addchar(&buf, ':');
-    n = lua_istable(L, 3) ? (int)lua_rawlen(L, 3) : 0;
+    n = lua_istable(L, 4) ? (int)lua_rawlen(L, 4) : 0;
     for (i = 1; i <= n; i++) {
       luaL_addstring(&buf, "\n  ");
-      lua_rawgeti(L, 3, i);
+      lua_rawgeti(L, 4, i);
       luaL_addvalue(&buf);
     }
     luaL_pushresult(&buf);
     return lua_error(L);
   }
-  n = lua_istable(L, 4) ? (int)lua_rawlen(L, 4) : 0;
-  lua_getfield(L, 1, "name");             /* 5 */
+  n = lua_istable(L, 5) ? (int)lua_rawlen(L, 5) : 0;
   for (i = 1; i <= n; i++) {
     lua_createtable(L, 0, 1);
-    lua_pushvalue(L, 5);
+    lua_pushvalue(L, 6);
     lua_setfield(L, -2, "machine");
-    lua_rawgeti(L, 4, i);
+    lua_rawgeti(L, 5, i);
     modal__log(L, MODAL_LOG_WARN, -2, "definition warning: %s", lua_tostring(L, -1));
     lua_pop(L, 2);
   }
-  lua_settop(L, 1);
   lua_pushcfunction(L, compile);
   lua_pushvalue(L, 1);
-  lua_call(L, 1, 1);                      /* 2: compiled */
-  M = (modal_machine *)lua_newuserdatauv(L, sizeof *M, M_NUV);   /* 3 */
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+void modal__machine_new(lua_State *L, int def, int compiled) {
+  modal_machine *M;
+  int mi, methods, imt;
+  def = lua_absindex(L, def);
+  compiled = lua_absindex(L, compiled);
+  M = (modal_machine *)lua_newuserdatauv(L, sizeof *M, M_NUV);
+  mi = lua_gettop(L);
   memset(M, 0, sizeof *M);
   M->magic = MACHINE_MAGIC;
-  M->def = (modal_compiled *)lua_touserdata(L, 2);
+  M->def = (modal_compiled *)lua_touserdata(L, compiled);
   M->loop = modal__ctx(L)->loop;
-  lua_getfield(L, 1, "version");
+  lua_getfield(L, def, "version");
   if (lua_type(L, -1) == LUA_TNUMBER) {
     M->version = lua_tonumber(L, -1);
     M->has_version = 1;
   }
   lua_pop(L, 1);
   luaL_setmetatable(L, "modal.machine");
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 3, M_DEF);
-  lua_newtable(L);                        /* 4 */
-  modal__fill_methods(L, 4, 2);
-  lua_pushvalue(L, 4);
-  lua_setiuservalue(L, 3, M_METHODS);
+  lua_pushvalue(L, compiled);
+  lua_setiuservalue(L, mi, M_DEF);
+  lua_newtable(L);
+  methods = lua_gettop(L);
+  modal__fill_methods(L, methods, compiled);
+  lua_pushvalue(L, methods);
+  lua_setiuservalue(L, mi, M_METHODS);
   lua_newtable(L);                        /* live instances, weak */
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "v");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_setiuservalue(L, 3, M_INSTANCES);
+  lua_setiuservalue(L, mi, M_INSTANCES);
   lua_newtable(L);
-  lua_setiuservalue(L, 3, M_INFO);
+  lua_setiuservalue(L, mi, M_INFO);
   modal__push_machines(L);
-  lua_pushvalue(L, 3);
+  lua_pushvalue(L, mi);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  lua_createtable(L, 0, 4);               /* 5: the instances' metatable */
-  lua_pushvalue(L, 4);
+  lua_createtable(L, 0, 4);               /* the instances' metatable */
+  imt = lua_gettop(L);
+  lua_pushvalue(L, methods);
   lua_pushcclosure(L, modal__instance_index, 1);
-  lua_setfield(L, 5, "__index");
+  lua_setfield(L, imt, "__index");
   lua_pushcfunction(L, modal__instance_cancel_call);
-  lua_setfield(L, 5, "__call");
+  lua_setfield(L, imt, "__call");
   lua_pushcfunction(L, modal__instance_tostring);
-  lua_setfield(L, 5, "__tostring");
+  lua_setfield(L, imt, "__tostring");
   lua_pushliteral(L, "modal.instance");
-  lua_setfield(L, 5, "__name");
-  lua_setiuservalue(L, 3, M_IMT);
-  lua_settop(L, 3);
+  lua_setfield(L, imt, "__name");
+  lua_setiuservalue(L, mi, M_IMT);
+  lua_settop(L, mi);
+}
+
+/* modal.machine(def) -> M */
+static int md_machine(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushcfunction(L, build);
+  lua_pushvalue(L, 1);
+  lua_pushliteral(L, "modal.machine");
+  lua_call(L, 2, 1);                      /* 2: compiled */
+  modal__machine_new(L, 1, 2);
   return 1;
 }
 
@@ -593,8 +616,8 @@ void modal__open_machine(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, md_machine);
   lua_setfield(L, -2, "machine");
-  lua_pushcfunction(L, compile);
-  lua_setfield(L, LUA_REGISTRYINDEX, "modal.compile");
+  lua_pushcfunction(L, build);
+  lua_setfield(L, LUA_REGISTRYINDEX, "modal.build");
   lua_pushcfunction(L, md_check);
   lua_setfield(L, -2, "check");
 }

@@ -138,6 +138,9 @@ MODAL__FUNC void modal__instance_remap(lua_State *L, int ci, int map, int smap, 
 MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci);
 /* Pushes M.version: an integer when it is one, nil when the definition has none. */
 MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
+/* Pushes a new machine object M for the definition at `def` compiled at `compiled` (the
+** registry's "modal.build"(def, where) validates and compiles: it raises with every problem). */
+MODAL__FUNC void modal__machine_new(lua_State *L, int def, int compiled);
 /* Pushes the weak-keyed table of every machine object. */
 MODAL__FUNC void modal__push_machines(lua_State *L);
 /* Pushes a new instance of the machine at `mi` with the data at `data` (0: none). */

@@ -42,32 +42,11 @@ static int obtain(lua_State *L) {
     lua_getiuservalue(L, 3, K_DEF);       /* 4: definition */
     lua_insert(L, 3);
   } else if (lua_istable(L, 2)) {
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "modal.check");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "check");
-    lua_pushvalue(L, 2);
-    lua_call(L, 1, 2);
-    if (!lua_toboolean(L, -2)) {
-      luaL_Buffer b;
-      lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
-      int errs = lua_gettop(L);
-      luaL_buffinit(L, &b);
-      lua_pushfstring(L, "%s: invalid definition:", path);
-      luaL_addvalue(&b);
-      for (i = 1; i <= n; i++) {
-        luaL_addstring(&b, "\n  ");
-        lua_rawgeti(L, errs, i);
-        luaL_addvalue(&b);
-      }
-      luaL_pushresult(&b);
-      return lua_error(L);
-    }
-    lua_settop(L, 2);
     lua_pushvalue(L, 2);                  /* 3: definition */
-    lua_getfield(L, LUA_REGISTRYINDEX, "modal.compile");
+    lua_getfield(L, LUA_REGISTRYINDEX, "modal.build");
     lua_pushvalue(L, 2);
-    lua_call(L, 1, 1);                    /* 4: compiled */
+    lua_pushvalue(L, 1);
+    lua_call(L, 2, 1);                    /* 4: compiled (or every problem, with the path) */
   } else {
     return luaL_error(L, "%s: expected a definition table or a machine, got %s", path,
                       luaL_typename(L, 2));
@@ -110,14 +89,9 @@ static int md_load(lua_State *L) {
     return luaL_error(L, "modal.load: %s defines machine '%s', already loaded from %s", path,
                       lua_tostring(L, 8), lua_tostring(L, -1));
   lua_pop(L, 1);
-  if (!modal__to_machine(L, 7)) {         /* a table: make the machine now */
-    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_getfield(L, -1, "modal");
-    lua_getfield(L, -1, "machine");
-    lua_pushvalue(L, 5);
-    lua_call(L, 1, 1);
+  if (!modal__to_machine(L, 7)) {         /* a table: its machine, from what obtain built */
+    modal__machine_new(L, 5, 6);
     lua_replace(L, 7);
-    lua_pop(L, 2);
   }
   lua_getiuservalue(L, 7, M_INFO);
   lua_pushvalue(L, 1);
