@@ -1135,7 +1135,6 @@ void modal__instance_new(lua_State *L, int mi, int data) {
   }
   c->flags |= I_BUSY;                    /* enter(m, nil, nil), timeout, run */
   enter_state(L, c, ci, -1, -1, 0, 0, 0, 0);
-  c->flags |= I_STARTED;
   c->flags &= (uint16_t)~I_BUSY;
   drain(L, c, ci);
   lua_settop(L, ci);
