@@ -79,9 +79,8 @@ MODAL__FUNC int modal__tracing;
 enum {                     /* instance flags */
   I_BUSY = 1 << 0,         /* a handler or transition runs: inputs are queued */
   I_RETRYING = 1 << 1,     /* postponed calls are being retried */
-  /* 1 << 2: free */
-  I_HASX = 1 << 3,         /* user value I_EXTRAS holds the extras table */
-  I_ANNOUNCING = 1 << 4    /* observers are being called: cancelled ones are not compacted */
+  I_HASX = 1 << 2,         /* user value I_EXTRAS holds the extras table */
+  I_ANNOUNCING = 1 << 3    /* observers are being called: cancelled ones are not compacted */
 };
 
 /* An instance: user value 1 the machine object, 2 the data table (made on first use),
