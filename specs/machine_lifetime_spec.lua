@@ -364,23 +364,48 @@ describe("machine instances", function()
       assert.is_true(weak[1] == nil, "an instance held only by its observer was kept")
     end)
 
-    it("collects an idle instance with calls postponed that nobody holds", function()
+    it("keeps an instance with postponed calls alive until they are answered, held or not", function()
+      -- Nothing could answer those calls once the instance is gone: it stays until they are
+      -- answered or cancelled (at host exit they fail 'stopped'; doc/machines.md, rule 11).
       local M = modal.machine {
         name = "gc_postponed", initial = "waiting", methods = { "query" },
         states = {
           waiting = { query = "postpone", on = { go = "ready" } },
-          ready = { query = function() end },
+          ready = { query = function() return "answered" end },
         },
+      }
+      local weak = setmetatable({}, { __mode = "v" })
+      local calls = {}
+      ;(function()
+        local c = M:new()
+        calls[1], calls[2] = c:query(), c:query()
+        weak[1] = c
+      end)()
+      collect()
+      assert.is_true(weak[1] ~= nil, "an instance with postponed calls was collected")
+      weak[1]:fire("go")
+      assert.equal("succeeded", calls[1]:state())
+      assert.equal("succeeded", calls[2]:state())
+      collect()
+      assert.is_true(weak[1] == nil, "an idle instance whose calls were answered was kept")
+    end)
+
+    it("lets an instance go once its postponed calls were cancelled", function()
+      local M = modal.machine {
+        name = "gc_postponed_cancel", initial = "waiting", methods = { "query" },
+        states = { waiting = { query = "postpone", on = { go = "ready" } },
+                   ready = { query = function() end } },
       }
       local weak = setmetatable({}, { __mode = "v" })
       ;(function()
         local c = M:new()
-        c:query()
-        c:query()
+        local d1, d2 = c:query(), c:query()
+        d1:add_errback(function() end); d2:add_errback(function() end)
+        d1:cancel(); d2:cancel()
         weak[1] = c
       end)()
       collect()
-      assert.is_true(weak[1] == nil, "an idle instance with postponed calls was kept")
+      assert.is_true(weak[1] == nil, "an instance whose calls were cancelled was kept")
     end)
 
     it("collects an instance whose timeout and job were left behind", function()

@@ -225,7 +225,7 @@ describe("hot reload under load", function()
         local kind = (good % 2 == 0) and "B" or "A"
         set(kind)
         local ok, err = modal.reload(PATH)
-        if ok ~= true then
+        if ok ~= M then
           problem(("step %d: reload to %s failed: %s"):format(k, kind, tostring(err)))
         else
           good = good + 1

@@ -203,7 +203,7 @@ describe("hot reload", function()
       local state, v = outcome(M:new():query())
       assert.equal("succeeded", state)
       assert.equal("v1 a", v)
-      assert.is_true(modal.reload(first.name))       -- the name still means the first file
+      support.reloaded(modal.reload(first.name))       -- the name still means the first file
       assert.equal(1, second.runs())
     end)
 
@@ -239,7 +239,7 @@ describe("hot reload", function()
       assert.equal(file.name, M.name)
       local c = M:new()
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal(2, M.version)
       assert.is_true(rawequal(M, c.machine))
       local state, v = outcome(c:query())
@@ -264,7 +264,7 @@ return {
       local c = M:new()
       assert.equal("first", select(2, outcome(c:query())))
       write(path, source:format(2, "second"))
-      assert.is_true(modal.reload(path))
+      support.reloaded(modal.reload(path))
       assert.equal(2, M.version)
       assert.equal("second", select(2, outcome(c:query())))
     end)
@@ -479,7 +479,7 @@ return {
       assert.is_nil((modal.reload(S.file.path)))
       builders[S.file.name] = function(version, name) return scenario_def(name, version, S.P) end
       S.file.set(3)
-      assert.is_true(modal.reload(S.file.path))
+      support.reloaded(modal.reload(S.file.path))
       assert.equal(3, S.M.version)
       assert.equal("v3 idle", select(2, outcome(S.c.idle:query())))
       S.c.waiting:fire("release")
@@ -537,15 +537,15 @@ return {
         end
         assert.equal(1, M.version)
         assert.equal(1, OM.version)
-        assert.is_true(modal.reload(other.path))       -- from outside it is allowed
+        support.reloaded(modal.reload(other.path))       -- from outside it is allowed
         assert.equal(2, OM.version)
-        assert.is_true(modal.reload(own.path))
+        support.reloaded(modal.reload(own.path))
         assert.equal(2, M.version)
         assert.is_true(run_loop(1))
       end)
     end
 
-    it("is allowed in a method handler, of its own machine and of another", function()
+    it("raises in a method handler, for its own machine and for another, naming the way out", function()
       local other = def_file(simple)
       other.set(1)
       local OM = modal.load(other.path)
@@ -554,7 +554,7 @@ return {
           name = name, version = version, initial = "a", methods = { "query", "reload" },
           states = { a = {
             query = function() return "v" .. version end,
-            reload = function(_, path) return { modal.reload(path) } end,
+            reload = function(_, path) return { pcall(modal.reload, path) } end,
           } },
         }
       end)
@@ -563,25 +563,33 @@ return {
       own.set(2)
       other.set(2)
       local c = M:new()
-      local a1 = answers(c:reload(other.path))
-      assert.equal(1, a1.n)
-      assert.same({ true }, a1.results[1])
-      assert.equal(2, OM.version)
-      local a2 = answers(c:reload(own.path))
-      assert.equal(1, a2.n)
-      assert.same({ true }, a2.results[1])
+      for _, path in ipairs { other.path, own.path } do
+        local a = answers(c:reload(path))
+        assert.equal(1, a.n)
+        assert.is_false(a.results[1][1])
+        assert.matches("modal.call_later(0, modal.reload", tostring(a.results[1][2]), 1, true)
+      end
+      assert.equal(1, OM.version)
+      assert.equal(1, M.version)
+      assert.equal("v1", select(2, outcome(c:query())))
+      local done = {}
+      modal.call_later(0, function()                -- the way out the message names
+        done[1] = modal.reload(own.path)
+      end)
+      assert.is_true(run_loop(1))
+      assert.equal(M, done[1])
       assert.equal(2, M.version)
       assert.equal("v2", select(2, outcome(c:query())))
     end)
 
-    it("from a handler that fired inputs first: the queued inputs keep their meaning", function()
+    it("raises in a handler that fired inputs first: the queued inputs still run, as before", function()
       local own = def_file(function(version, name)
         local a = { on = { step = "b" }, kick = function(m, path)
           m:fire("step")                     -- queued: the handler runs
-          return { modal.reload(path) }
+          return { pcall(modal.reload, path) }
         end }
         local states = { a = a, b = {}, gone = {} }
-        if version == 2 then               -- new inputs sort before "step" and shift its index
+        if version == 2 then
           a.on.aaa, a.on.abc = "gone", "gone"
         end
         return { name = name, version = version, initial = "a", methods = { "kick" },
@@ -592,9 +600,9 @@ return {
       local c = M:new()
       own.set(2)
       local a = answers(c:kick(own.path))
-      assert.same({ true }, a.results[1])
-      assert.equal(2, M.version)
-      assert.equal("b", c.state)             -- "step" was handled as "step", not "aaa"
+      assert.is_false(a.results[1][1])
+      assert.equal(1, M.version)
+      assert.equal("b", c.state)             -- "step" was handled after the handler
     end)
 
     it("is allowed in a timer callback and in a callback of a Deferred fired by the loop", function()
@@ -612,8 +620,8 @@ return {
         end)
       end)
       assert.is_true(run_loop(2))
-      assert.same({ true }, results[1])
-      assert.same({ true }, results[2])
+      assert.same({ M }, results[1])
+      assert.same({ M }, results[2])
       assert.equal(3, M.version)
       assert.equal("v3 a", select(2, outcome(c:query())))
     end)
@@ -641,7 +649,7 @@ return {
       old_b:on_transition(P.seen.fn)
       local enters, exits = P.enter.n, P.exit.n
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal(2, M.version)
       assert.equal(file.name, M.name)
       assert.equal(file.path, modal.loaded()[file.name])
@@ -678,7 +686,7 @@ return {
       local seen = counter()
       c:on_transition(seen.fn)
       file.set(2)                                      -- renumbers the states
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       c:fire("go")
       assert.equal("b", c.state)
       assert.equal(1, seen.n)
@@ -693,7 +701,7 @@ return {
       local c = M:new()
       for version = 2, 6 do
         file.set(version)
-        assert.is_true(modal.reload(version % 2 == 0 and file.name or file.path))
+        support.reloaded(modal.reload(version % 2 == 0 and file.name or file.path))
         assert.equal(version, M.version)
         assert.equal("v" .. version .. " a", select(2, outcome(c:query())))
       end
@@ -713,7 +721,7 @@ return {
       local M = modal.load(file.path)
       local c = M:new()
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       local state, v = outcome(c:ping())
       assert.equal("succeeded", state)
       assert.equal("pong", v)
@@ -732,7 +740,7 @@ return {
       local M = modal.load(file.path)
       local c = M:new()
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal("a", c.state)
       assert.equal(2, M.version)
     end)
@@ -743,7 +751,7 @@ return {
       modal.load(file.path)
       local before = modal.stats().machines[file.name].reloads
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal(0, #logged("error", file.name))
       local st = modal.stats().machines[file.name]
       assert.equal(2, st.version)
@@ -779,7 +787,7 @@ return {
         end)
       end)
       assert.is_true(run_loop(3))
-      assert.is_true(reloaded)
+      support.reloaded(reloaded)
       assert.equal(0, asked.n)                         -- the new timeout function was not asked
       assert.equal("new_after", c.state)
       local elapsed = fired_at - t0
@@ -799,7 +807,7 @@ return {
       uv.update_time()                                 -- the timeout counts from now
       local c = M:new()
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       local started = wall()
       assert.is_true(run_loop(2))
       assert.is_true(wall() - started < 0.3, "the old timeout kept the loop running")
@@ -833,7 +841,7 @@ return {
       local ok_c, err_c = M:new(), M:new()
       local ok_job, err_job = jobs[ok_c.id], jobs[err_c.id]
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.same({ 2, 0 }, started)                  -- no new job was started
       assert.equal("pending", ok_job:state())
       assert.equal("pending", err_job:state())
@@ -864,7 +872,7 @@ return {
       local M = modal.load(file.path)
       local c = M:new()
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       jobs[c.id]:callback("late")
       assert.is_true(run_loop(1))
       assert.equal("work", c.state)
@@ -926,7 +934,7 @@ return {
       local stays, moves = M:new(), M:new()
       moves:fire("go")
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal(1, P.migrate.n)                     -- not called for the instance that stays
       local args = P.migrate.args[1]
       assert.is_true(rawequal(moves, args[1]))
@@ -954,7 +962,7 @@ return {
       assert.equal(0, reached.n)
       file.set(2)
       uv.update_time()                                 -- the new timeout counts from now
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal("modern", c.state)
       assert.equal(0, P.exit.n, "the old exit ran")
       local state, f = outcome(job)
@@ -1004,7 +1012,7 @@ return {
       e:fire("one")
       w:fire("two")
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.equal("north", e.state)
       assert.equal("south", w.state)
       table.sort(entered, function(x, y) return x[1] < y[1] end)
@@ -1050,7 +1058,7 @@ return {
       assert.equal(3, c1:postponed())
       assert.equal(3, c2:postponed())
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.is_true(run_loop(1))
       assert.equal(0, c1:postponed())
       assert.equal(0, c2:postponed())
@@ -1083,7 +1091,7 @@ return {
         got[i] = answers(d)
       end
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.is_true(run_loop(1))
       assert.equal(3, c:postponed())
       assert.same({ 1, 2, 3 }, { tries.args[1][1], tries.args[2][1], tries.args[3][1] })
@@ -1112,7 +1120,7 @@ return {
       c:fire("hold")
       local got = { answers(c:query("a")), answers(c:query("b")) }
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.is_true(run_loop(1))
       assert.equal("ready", c.state)
       assert.equal(2, tries.n)
@@ -1128,7 +1136,7 @@ return {
       local queued = {}
       for i = 1, 5 do queued[i] = c:query(i) end
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       assert.is_true(run_loop(1))
       assert.equal(5, c:postponed())
       for i = 1, 5 do assert.equal("pending", queued[i]:state()) end
@@ -1179,7 +1187,7 @@ return {
       assert.equal(0, st.reloads)
       -- a good reload, then a bad one
       file.set(2)
-      assert.is_true(modal.reload(file.path))
+      support.reloaded(modal.reload(file.path))
       st = modal.stats().machines[file.name]
       assert.equal(2, st.version)
       assert.equal(1, st.reloads)

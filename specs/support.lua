@@ -14,6 +14,8 @@
 --   support.quiet_unhandled()      silences unhandled-failure reports for the current test.
 --   support.capture_log()          a capturing log sink for the current test; returns the list
 --                                  of { level, message, fields } it fills.
+--   support.reloaded(M, err)       what modal.reload returned, checked: the machine M (it
+--                                  raises with err otherwise); returns M.
 --   support.wait_for(pred, s)      runs the luv loop until pred() or s seconds; returns pred().
 --   support.spawn_host(args)       starts the modal host (MODAL_BUILD/modal) in the background;
 --                                  the record collects out, err, code, signal; p.done(),
@@ -54,6 +56,13 @@ function support.outcome(d)
   d:add_both(function(r) got = r; runs = runs + 1 end)
   if runs ~= 1 then error("the Deferred has not fired", 2) end
   return state, got
+end
+
+function support.reloaded(M, err)
+  if type(M) ~= "userdata" or not tostring(M):find("^modal%.machine") then
+    error("modal.reload did not return the machine: " .. tostring(M) .. ", " .. tostring(err), 2)
+  end
+  return M
 end
 
 local undo = {}

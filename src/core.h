@@ -47,6 +47,10 @@ typedef struct modal_ctx {
   int running;           /* modal.run() depth (0 or 1) */
   int closed;            /* handles closed: the state is going away */
   int log_level;         /* threshold of the default stderr sink */
+  /* What the driver is doing (DESIGN: re-entry): */
+  int driving;           /* entries into the machine driver in progress: user code may run */
+  int planning;          /* a reload is planning (migrate runs): M:new, fire and calls raise */
+  int tracing;           /* modal.trace(true): every transition logged at info */
 } modal_ctx;
 
 MODAL__FUNC modal_ctx *modal__ctx(lua_State *L);
@@ -132,8 +136,8 @@ MODAL__FUNC void modal__mark_handled(lua_State *L, int d);
 /* Fires the pending Deferred at `d` by following the Deferred at `r`: r's outcome becomes
 ** d's (at once if r has one; else d waits, paused, and a cancel of d goes to r). */
 MODAL__FUNC int modal__follow(lua_State *L, int d, int r);
-/* A 16-bit field of the Deferred at `d` free for the core's own use (NULL if not one). */
-MODAL__FUNC uint16_t *modal__deferred_aux(lua_State *L, int d);
+/* A 32-bit field of the Deferred at `d` free for the core's own use (NULL if not one). */
+MODAL__FUNC uint32_t *modal__deferred_aux(lua_State *L, int d);
 /* 1 when the value at `d` is a pending Deferred whose canceller is running. */
 MODAL__FUNC int modal__is_cancelling(lua_State *L, int d);
 /* 1 when the value at `d` is a Deferred that has not fired. */
@@ -147,7 +151,9 @@ MODAL__FUNC void modal__push_deferred_mt(lua_State *L);
 MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 
 MODAL__FUNC void modal__open_combine(lua_State *L);
+MODAL__FUNC void modal__open_compile(lua_State *L);
 MODAL__FUNC void modal__open_machine(lua_State *L);
+MODAL__FUNC void modal__open_stats(lua_State *L);
 MODAL__FUNC void modal__open_reload(lua_State *L);
 MODAL__FUNC void modal__open_async(lua_State *L);
 

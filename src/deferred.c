@@ -45,9 +45,10 @@ enum {                     /* flags */
 
 typedef struct modal_deferred {
   uint16_t magic;          /* MAGIC: the cheap self check (see to_deferred) */
-  uint16_t aux;            /* free for the core: a postponed call's method and arguments */
   uint16_t flags;
   uint16_t codes;          /* 4 bits per inline entry */
+  uint16_t pad_;
+  uint32_t aux;            /* free for the core: a postponed call's method and arguments */
   uint32_t head, tail;     /* entries [head, tail) are links still to run */
 } modal_deferred;          /* 16 bytes: a Deferred is 120 bytes with its 4 user values */
 
@@ -502,7 +503,7 @@ int modal__follow(lua_State *L, int di, int ri) {
   return 0;
 }
 
-uint16_t *modal__deferred_aux(lua_State *L, int di) {
+uint32_t *modal__deferred_aux(lua_State *L, int di) {
   modal_deferred *d = to_deferred(L, di);
   return d ? &d->aux : NULL;
 }

@@ -20,7 +20,8 @@ enum {                     /* user values of a compiled definition */
   K_INPUTS,                /* {input name = input index} */
   K_STATES,                /* {state name = state index} */
   K_DEF,                   /* the definition table as given */
-  K_NUV = K_DEF
+  K_METHODS,               /* {method name, ...} in order */
+  K_NUV = K_METHODS
 };
 
 typedef struct modal_transition {
@@ -52,107 +53,217 @@ typedef struct modal_compiled {
   modal_transition *trans; /* [ntrans] */
 } modal_compiled;
 
-/* The machine object M: user value 1 the compiled definition, 2 the instances' metatable,
-** 3 the methods table ({name = closure}, also the instances' __index fast path). */
+
+/* Pushes a new compiled definition for the definition table at `def`: "<where>: invalid
+** definition" with every problem raises (the one path from a table to a compiled form). */
+MODAL__FUNC void modal__build(lua_State *L, int def, const char *where);
+
+/* ======================================================================= the machine object */
+
+/* M: user values below; the compiled definition it serves now is `def` (a reload swaps it). */
 typedef struct modal_machine {
   uint32_t magic;
-  uint32_t next_id;
+  uint32_t next_id;        /* ids of its instances: 1, 2, ... */
+  uint32_t gen;            /* successful reloads: bound methods compare it */
+  uint32_t pad_;
   modal_compiled *def;
-  uv_loop_t *loop;         /* for the time an instance enters a state */
+  modal_ctx *ctx;
   double version;
   int has_version;
-  uint32_t reloads;        /* successful reloads */
   uint64_t transitions;    /* external transitions of all its instances */
 } modal_machine;
 
 /* M's user values: the compiled definition, the instances' metatable, the methods table
-** (updated in place by a reload), the live instances ({[id] = c}, weak values), and an info
-** table (path, last_reload). */
-enum { M_DEF = 1, M_IMT, M_METHODS, M_INSTANCES, M_INFO, M_NUV = M_INFO };
+** ({name = bound method}, the instances' __index fast path; refilled in place by a reload),
+** the live instances (a weak-keyed set: the cost of a walk follows live instances, not the
+** instances ever made), an info table (path, last_reload), and {method name = index}. */
+enum { M_DEF = 1, M_IMT, M_METHODS, M_INSTANCES, M_INFO, M_MINDEX, M_NUV = M_MINDEX };
 
-/* Set while a hook, action, guard, timeout function, run or observer runs: reloads come from
-** outside (DESIGN.md section 6). */
-MODAL__FUNC int modal__in_hook;
-/* modal.trace(on): every transition logged at info. */
-MODAL__FUNC int modal__tracing;
+#define MACHINE_MAGIC  0x4d444d31u
+#define INSTANCE_MAGIC 0x4d444931u
+
+static inline modal_machine *modal__to_machine(lua_State *L, int idx) {
+  modal_machine *M = (modal_machine *)lua_touserdata(L, idx);
+  if (M && lua_rawlen(L, idx) == sizeof *M && M->magic == MACHINE_MAGIC)
+    return M;
+  return NULL;
+}
+
+/* ======================================================================= instances */
 
 enum {                     /* instance flags */
-  I_BUSY = 1 << 0,         /* a handler or transition runs: inputs are queued */
-  I_RETRYING = 1 << 1,     /* postponed calls are being retried */
-  I_HASX = 1 << 2,         /* user value I_EXTRAS holds the extras table */
-  I_ANNOUNCING = 1 << 3    /* observers are being called: cancelled ones are not compacted */
+  I_BUSY = 1 << 0,         /* the driver is working on it: inputs fired now are queued */
+  I_RETRYING = 1 << 1,     /* its postponed calls are being retried */
+  I_ANNOUNCING = 1 << 2,   /* observers are being called: no compaction of their list */
+  I_PINNED = 1 << 3,       /* `pin` holds a registry ref (a job runs or calls wait) */
+  I_QUEUED = 1 << 4,       /* inputs wait in its queue */
+  I_HASX = 1 << 5          /* it has extras (user value I_EXTRAS) */
 };
 
-/* An instance: user value 1 the machine object, 2 the data table (made on first use),
-** 3 the extras table (queues, timer, job, observers; made on first use). */
+/* An instance: user value I_DATA the data table (made on first use), I_EXTRAS the extras
+** (made on first need). Its metatable (one per machine) holds M at index 1. */
 typedef struct modal_instance {
   uint32_t magic;
   uint16_t flags;
   uint16_t state;
   uint32_t id;
-  uint32_t entry;          /* counts entries into states: stale timers and jobs compare it */
+  uint32_t entry;          /* entries into states: timers and job outcomes carry theirs */
   uint32_t entered_ms;     /* loop time (ms) of the last entry, for the trace */
-  int npostponed;          /* live postponed calls */
-  int depth;               /* handlers running (m:postpone() is legal when > 0) */
-  int pin;                 /* registry ref keeping the instance alive while a job runs */
+  int32_t npostponed;      /* postponed calls still waiting */
+  int32_t depth;           /* method handlers running (m:postpone() is legal when > 0) */
+  int32_t pin;             /* registry ref while I_PINNED */
   modal_machine *M;
 } modal_instance;
 
-enum { I_MACHINE = 1, I_DATA, I_EXTRAS, I_NUV = I_EXTRAS };
+enum { I_DATA = 1, I_EXTRAS, I_NUV = I_EXTRAS };
 
-/* Fields of the extras table. */
-enum {
-  X_QUEUE = 1,             /* postponed calls: a list of Deferreds (aux: method, nargs) */
-  X_INPUTS,                /* queued inputs: flat list of (input, nargs, args..., soft) */
-  X_INHEAD,                /* index of the next queued input */
-  X_TIMER,                 /* the armed state timeout handle */
-  X_JOB,                   /* the running job's Deferred */
-  X_OBSERVERS,             /* on_transition records {fn} in order (fn nil once cancelled) */
-  X_WAITERS,               /* when() Deferreds: {state index + 1 = {d, ...}} */
-  X_INCOMING,              /* calls postponed while retrying */
-  X_QHEAD,                 /* first X_QUEUE index that may hold a live call */
-  X_DEAD                   /* cancelled records in X_OBSERVERS, not yet compacted */
-};
+/* A FIFO of Lua values in a table, with explicit counts: the live slots are [head, tail);
+** `live` counts entries that have not left (lazy removal leaves dead slots behind). */
+typedef struct modal_list {
+  uint32_t head, tail, live;
+} modal_list;
 
-#define MACHINE_MAGIC  0x4d444d31u
-#define INSTANCE_MAGIC 0x4d444931u
+/* What an instance needs beyond its state: made the first time it queues an input,
+** postpones a call, is observed, arms a timeout or runs a job. */
+typedef struct modal_extras {
+  modal_timer timer;       /* the state timeout; armed while timer.slot >= 0 */
+  uint32_t timer_entry;    /* the entry it was armed for */
+  modal_list inputs;       /* queued inputs: (name, tag, nargs, args...) per input */
+  modal_list calls;        /* postponed calls: their Deferreds (aux 0 once a call left) */
+  modal_list waiters;      /* when() Deferreds (aux 0 once a waiter left) */
+  modal_list observers;    /* on_transition records {fn} (fn nil once cancelled) */
+  int job;                 /* a job runs: user value X_JOB is its Deferred */
+} modal_extras;
 
-MODAL__FUNC modal_machine *modal__to_machine(lua_State *L, int idx);
+/* User values of the extras: the instance, then one table per list, then the job. */
+enum { X_INSTANCE = 1, X_INPUTS, X_CALLS, X_WAITERS, X_OBSERVERS, X_JOB, X_NUV = X_JOB };
+
+/* A Deferred's aux word, for the Deferreds an instance keeps: 0 = none (or left). */
+#define AUX_WHEN     0x80000000u   /* a when() waiter; low bits: the state index */
+#define AUX_NOARGS   0x40000000u   /* a postponed call without arguments */
+#define AUX_PACKED   0x20000000u   /* a postponed call's arguments are a table {n=, ...} */
+#define AUX_INDEX    0x0fffffffu   /* a call's method index + 1, or a waiter's state */
+
+/* instance.c: the object */
 MODAL__FUNC modal_instance *modal__to_instance(lua_State *L, int idx);
-/* Pushes the fns table of the instance's machine. */
-MODAL__FUNC void modal__push_fns(lua_State *L, modal_instance *c, int ci);
-/* Builds the methods table of M (index mi) for its current compiled definition at
-** `compiled`, into the table at `methods` (cleared first). */
-MODAL__FUNC void modal__fill_methods(lua_State *L, int methods, int compiled);
-/* A reload's switch of one instance (index ci): to state `to` of the new definition, staying
-** (its timer kept unless the new state has none) or migrated from the state named at
-** `from_name` (old timer and job cancelled, enter(m, old, "reload"), observers told). */
-MODAL__FUNC void modal__instance_switch(lua_State *L, int ci, int to, int from_name);
-/* Remaps the methods of the instance's postponed calls (old index + 1 -> new index + 1 in
-** the array at `map`, 0 = removed: that call fails) and the states of its when() waiters
-** (the same through `smap`; a removed state fails them with kind "stopped") and its queued
-** inputs (through `imap`; an input the new definition lacks is dropped at debug). */
-MODAL__FUNC void modal__instance_remap(lua_State *L, int ci, int map, int smap, int imap);
-/* After a reload's switch: retries the instance's postponed calls once. */
-MODAL__FUNC void modal__instance_after_reload(lua_State *L, int ci);
-/* Pushes M.version: an integer when it is one, nil when the definition has none. */
-MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
-/* Pushes a new machine object M for the definition at `def` compiled at `compiled` (the
-** registry's "modal.build"(def, where) validates and compiles: it raises with every problem). */
+MODAL__FUNC modal_instance *modal__check_instance(lua_State *L, int idx);
+/* Pushes the machine object of the instance at ci. */
+MODAL__FUNC void modal__push_machine(lua_State *L, int ci);
+/* Pushes fns[k] of the definition the instance at ci now serves. */
+MODAL__FUNC void modal__push_fn(lua_State *L, int ci, int k);
+/* Pushes the name of state `st` (nil when out of range) / of input `in`. */
+MODAL__FUNC void modal__push_state_name(lua_State *L, modal_instance *c, int ci, int st);
+MODAL__FUNC void modal__push_input_name(lua_State *L, int ci, int in);
+/* Pushes the {input name = index} table of the definition the instance at ci serves. */
+MODAL__FUNC void modal__push_inputs(lua_State *L, int ci);
+/* Pushes the log fields {machine, id, state[, input]} (input: a name at `input`, or 0). */
+MODAL__FUNC void modal__push_fields(lua_State *L, modal_instance *c, int ci, int input);
+/* The extras of the instance at ci, pushed; made when `make` (else NULL and nil pushed). */
+MODAL__FUNC modal_extras *modal__extras(lua_State *L, int ci, int make);
+/* Pushes the table of list `which` (X_INPUTS...) of the extras at xi. */
+MODAL__FUNC void modal__push_list(lua_State *L, int xi, int which);
+/* Pins the instance while it runs a job or keeps calls or waiters, and lets go after. */
+MODAL__FUNC void modal__update_pin(lua_State *L, modal_instance *c, int ci);
+/* Pushes a new instance of the machine at mi with the data at `data` (0: none), in its
+** initial state, not yet entered (its first entry is the driver's). */
+MODAL__FUNC modal_instance *modal__instance_alloc(lua_State *L, int mi, int data);
+/* Pushes a new metatable for the instances of the machine at mi (index: its methods). */
+MODAL__FUNC void modal__instance_mt(lua_State *L, int mi, int methods);
+/* The instances' __call: the canceller of their postponed calls and when() waiters. */
+MODAL__FUNC int modal__instance_cancel(lua_State *L);
+/* Frees the dead slots of a list whose table is at t (order kept; head back to 1). `kind`:
+** 1 for Deferreds (dead once aux is 0), 0 for observer records (dead once [1] is nil). */
+MODAL__FUNC void modal__list_compact(lua_State *L, modal_list *l, int t, int kind);
+/* Appends the value on top (popped) to the list whose table is at t. */
+MODAL__FUNC void modal__list_push(lua_State *L, modal_list *l, int t);
+
+/* observe.c: when() and on_transition() */
+MODAL__FUNC void modal__open_observe(lua_State *L, int methods);
+/* After an entry: calls the observers (from/in: names at those indices, or 0 for nil) and
+** settles the when() waiters. */
+MODAL__FUNC void modal__announce(lua_State *L, modal_instance *c, int ci, int from, int in);
+/* Fails every waiter with a failure of kind `kind`; returns how many. */
+MODAL__FUNC int modal__fail_waiters(lua_State *L, modal_instance *c, int ci, const char *kind,
+                                    const char *message);
+/* Reload: state indices through the array at smap (old + 1 -> new + 1, 0 = gone). */
+MODAL__FUNC void modal__remap_waiters(lua_State *L, modal_instance *c, int ci, int smap);
+
+/* calls.c: method handlers and the postponed-call record */
+/* Adds postpone and postponed to the methods table at `methods`. */
+MODAL__FUNC void modal__open_calls(lua_State *L, int methods);
+enum { R_VALUE, R_POSTPONE, R_ERROR };
+/* Runs the handler at `fn` as fn(m, args...) protected; its result or failure replaces fn. */
+MODAL__FUNC int modal__run_handler(lua_State *L, modal_instance *c, int ci, int fn, int nargs);
+/* Replaces the handler outcome on top with the caller's Deferred (mt: Deferred metatable
+** index, or 0). */
+MODAL__FUNC void modal__outcome_deferred(lua_State *L, int r, int mt);
+/* Settles the pending Deferred at d with the handler outcome on top (popped). */
+MODAL__FUNC void modal__settle(lua_State *L, int d, int r);
+/* Pushes the Deferred of a new postponed call of `method` with nargs arguments from args
+** (a failed Deferred when the queue is full or the state is final). */
+MODAL__FUNC void modal__postpone(lua_State *L, modal_instance *c, int ci, int method, int args,
+                                 int nargs);
+/* The call whose Deferred is at d leaves the queue (answered or cancelled). */
+MODAL__FUNC void modal__call_left(lua_State *L, modal_instance *c, int ci, int d);
+/* Pushes the arguments of the postponed call at d; returns how many. */
+MODAL__FUNC int modal__call_args(lua_State *L, int d, uint32_t aux);
+/* Reload: methods through the array at map (old index + 1 -> new + 1, 0 = removed). */
+MODAL__FUNC void modal__remap_calls(lua_State *L, modal_instance *c, int ci, int map);
+/* Fails every postponed call with kind/message; returns how many. */
+MODAL__FUNC int modal__fail_calls(lua_State *L, modal_instance *c, int ci, const char *kind,
+                                  const char *message);
+
+/* drive.c: the run-to-completion engine */
+/* Runs body(c, args...) (nargs values on top) as an entry into the instance at ci: busy and
+** driving while it runs, both restored on every exit path. The pcall status; the failure on
+** top on error, else nres results. */
+MODAL__FUNC int modal__drive_protected(lua_State *L, modal_instance *c, int ci,
+                                       lua_CFunction body, int nargs, int nres);
+/* Logs an error of modal's own while it drove the instance (failure on top, popped). */
+MODAL__FUNC void modal__drive_internal_error(lua_State *L, modal_instance *c, int ci);
+/* Drains the instance's queue as an entry of its own, unless one further out will. */
+MODAL__FUNC void modal__drive_drain_entry(lua_State *L, modal_instance *c, int ci);
+/* Inside an entry: processes the queued inputs in order until none is left. */
+MODAL__FUNC void modal__drive_drain(lua_State *L, modal_instance *c, int ci);
+/* Queues the input named at `name` with its tag and arguments [args, args + nargs). */
+MODAL__FUNC void modal__drive_enqueue(lua_State *L, modal_instance *c, int ci, int name,
+                                      int tag, int args, int nargs);
+/* Handles input `in` (named at `name`) now; 1 when the state does not take it. */
+MODAL__FUNC int modal__drive_input(lua_State *L, modal_instance *c, int ci, int in, int name,
+                                   int args, int nargs);
+/* Enters the current state: enter hook (from/in: names at those indices, or 0), timeout,
+** run, observers. */
+MODAL__FUNC void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int in,
+                                    int args, int nargs);
+MODAL__FUNC void modal__drive_arm_timeout(lua_State *L, modal_instance *c, int ci);
+MODAL__FUNC void modal__drive_start_job(lua_State *L, modal_instance *c, int ci);
+/* Leaving a state: stops its timeout, cancels its job. */
+MODAL__FUNC void modal__drive_end_entry(lua_State *L, modal_instance *c, int ci);
+/* Retries the postponed calls once (after a change of state name, or a reload). */
+MODAL__FUNC void modal__drive_retry(lua_State *L, modal_instance *c, int ci);
+
+/* entry.c: the ways in from Lua */
+/* Enters the initial state of the new instance at ci (enter, timeout, run) and drains. */
+MODAL__FUNC void modal__drive_start(lua_State *L, int ci);
+/* Reload: switches the instance at ci to state `to` of the new definition: it stays
+** (from_name 0; `had` says whether its old state had a timeout (1) and a run (2)) or is
+** migrated from the state named at from_name. */
+MODAL__FUNC void modal__drive_switch(lua_State *L, int ci, int to, int from_name, int had);
+/* Reload: retries the instance's calls once after every instance was switched. */
+MODAL__FUNC void modal__drive_after_reload(lua_State *L, int ci);
+/* Pushes a bound method for the name at `name` (index `method`) of the machine at mi. */
+MODAL__FUNC void modal__push_method(lua_State *L, int mi, int name, int method);
+/* Adds fire to the methods table at `methods` of the machine at mi. */
+MODAL__FUNC void modal__open_drive(lua_State *L, int methods, int mi);
+/* The loop has no work left: calls still postponed and when() waiters nobody can answer
+** any more fail with kind "stopped" when `exiting` (the host), else they are logged. */
+MODAL__FUNC void modal__drive_strand(lua_State *L, int exiting);
+
+/* machine.c: the machine object */
 MODAL__FUNC void modal__machine_new(lua_State *L, int def, int compiled);
-/* Pushes the weak-keyed table of every machine object. */
 MODAL__FUNC void modal__push_machines(lua_State *L);
-/* Pushes a new instance of the machine at `mi` with the data at `data` (0: none). */
-MODAL__FUNC void modal__instance_new(lua_State *L, int mi, int data);
-/* The closure behind every method of the instances: upvalue 1 the method index, 2 fns. */
-MODAL__FUNC int modal__instance_call(lua_State *L);
-/* The instances' __index (upvalue 1 the methods table) and __call (a postponed call's
-** canceller). */
-MODAL__FUNC int modal__instance_index(lua_State *L);
-MODAL__FUNC int modal__instance_cancel_call(lua_State *L);
-MODAL__FUNC int modal__instance_tostring(lua_State *L);
-/* Adds the built-in methods (fire, when, on_transition, postponed, postpone) to the methods
-** table at `methods`, as closures over the compiled definition at `compiled`. */
-MODAL__FUNC void modal__open_instance(lua_State *L, int methods, int compiled);
+MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
+/* Fills the methods table (cleared first) for M's current compiled definition. */
+MODAL__FUNC void modal__fill_methods(lua_State *L, int mi);
 
 #endif

@@ -65,8 +65,10 @@ int luaopen_modal(lua_State *L) {
   modal__open_combine(L);
   modal__open_async(L);
   modal__open_timer(L);
+  modal__open_compile(L);
   modal__open_machine(L);
   modal__open_reload(L);
+  modal__open_stats(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -1,8 +1,8 @@
 /*
-** reload.c — hot reload (DESIGN.md section 6): modal.load, modal.reload (plan every live
-** instance, then switch them all or change nothing), and what the live host reads and sets:
-** modal.loaded, modal.stats, modal.trace, modal.log_level.
+** reload.c — hot reload (doc/reload.md): modal.load, modal.loaded and modal.reload — plan
+** every live instance (migrate only reads), then switch them all, or change nothing.
 */
+#include <stdlib.h>
 #include <string.h>
 #include "machine.h"
 
@@ -43,10 +43,7 @@ static int obtain(lua_State *L) {
     lua_insert(L, 3);
   } else if (lua_istable(L, 2)) {
     lua_pushvalue(L, 2);                  /* 3: definition */
-    lua_getfield(L, LUA_REGISTRYINDEX, "modal.build");
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 1);
-    lua_call(L, 2, 1);                    /* 4: compiled (or every problem, with the path) */
+    modal__build(L, 2, path);             /* 4: compiled (or every problem, with the path) */
   } else {
     return luaL_error(L, "%s: expected a definition table or a machine, got %s", path,
                       luaL_typename(L, 2));
@@ -127,18 +124,25 @@ static int state_in(lua_State *L, int k) {
   return r;
 }
 
-static int reload_failed(lua_State *L, int mi, int name, const char *path, const char *msg) {
-  lua_pushstring(L, msg);
+/* Records the outcome in M's info (last_reload) and, on failure, logs it; pushes the
+** results of modal.reload: M, or nil and the message at `msg`. */
+static int reload_result(lua_State *L, int mi, int name, const char *path, const char *msg) {
   lua_getiuservalue(L, mi, M_INFO);
   lua_createtable(L, 0, 3);
-  lua_pushboolean(L, 0);
+  lua_pushboolean(L, msg == NULL);
   lua_setfield(L, -2, "ok");
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "error");
+  if (msg) {
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "error");
+  }
   lua_pushnumber(L, wall_now());
   lua_setfield(L, -2, "at");
   lua_setfield(L, -2, "last_reload");
   lua_pop(L, 1);
+  if (!msg) {
+    lua_pushvalue(L, mi);
+    return 1;
+  }
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, name);
   lua_setfield(L, -2, "machine");
@@ -146,21 +150,234 @@ static int reload_failed(lua_State *L, int mi, int name, const char *path, const
              "keeps serving: %s", lua_tostring(L, name), path, msg);
   lua_pop(L, 1);
   lua_pushnil(L);
-  lua_insert(L, -2);
+  lua_pushstring(L, msg);
   return 2;
 }
 
-/* modal.reload(path_or_name) -> true | nil, err */
-static int md_reload(lua_State *L) {
-  const char *key = luaL_checkstring(L, 1), *path;
-  modal_machine *M;
-  modal_compiled *oldk, *newk;
+typedef struct by_id {
+  uint32_t id;
+  lua_Integer at;                         /* its index in the unsorted list */
+} by_id;
+
+static int cmp_id(const void *a, const void *b) {
+  uint32_t x = ((const by_id *)a)->id, y = ((const by_id *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Sorts the instances in the list at `list` by id: creation order, whatever the weak set's
+** iteration order. O(n log n); the buffer is a userdata, so a memory error leaks nothing. */
+static void sort_by_id(lua_State *L, int list) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, list), i;
+  by_id *v;
+  if (n < 2)
+    return;
+  v = (by_id *)lua_newuserdatauv(L, sizeof *v * (size_t)n, 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    v[i - 1].id = modal__to_instance(L, -1)->id;
+    v[i - 1].at = i;
+    lua_pop(L, 1);
+  }
+  qsort(v, (size_t)n, sizeof *v, cmp_id);
+  lua_createtable(L, (int)n, 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, v[i - 1].at);
+    lua_rawseti(L, -2, i);
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, list, i);
+  }
+  lua_pop(L, 2);
+}
+
+/* The array at `map` gets old index + 1 -> new index + 1 (0: gone) for the names of the
+** lists `from` and `to`. */
+static void index_map(lua_State *L, int map, int from, int to) {
+  lua_Integer a, na, b, nb;
+  from = lua_absindex(L, from);
+  to = lua_absindex(L, to);
+  na = (lua_Integer)lua_rawlen(L, from);
+  nb = (lua_Integer)lua_rawlen(L, to);
+  lua_newtable(L);                        /* name -> new index + 1 */
+  for (b = 1; b <= nb; b++) {
+    lua_rawgeti(L, to, b);
+    lua_pushinteger(L, b);
+    lua_rawset(L, -3);
+  }
+  for (a = 1; a <= na; a++) {
+    lua_rawgeti(L, from, a);
+    lua_rawget(L, -2);
+    lua_pushinteger(L, lua_tointeger(L, -1));
+    lua_rawseti(L, map, a);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* The work of modal.reload, protected: (path, M, name) -> M | nil, err. */
+static int reload_body(lua_State *L) {
+  const char *path = lua_tostring(L, 1);
+  modal_machine *M = modal__to_machine(L, 2);
+  modal_ctx *ctx = M->ctx;
+  modal_compiled *oldk = M->def, *newk;
   lua_Integer i, n;
-  int mi, name, oldc, newc, def, insts, plan, map;
-  if (modal__in_hook)
-    return luaL_error(L, "modal.reload: called from a hook, action, guard, run, timeout "
-                         "function or on_transition observer; reloads come from outside (a "
-                         "handler, a timer, a signal, the admin socket)");
+  int mi = 2, name = 3, oldc, newc, def, list, plan, map, smap, st;
+  lua_settop(L, 3);
+  lua_getiuservalue(L, mi, M_DEF);        /* 4: old compiled */
+  oldc = 4;
+  lua_pushcfunction(L, obtain);
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, 3, 0) != LUA_OK)    /* 5 definition, 6 compiled, 7 result */
+    return reload_result(L, mi, name, path, luaL_tolstring(L, -1, NULL));
+  def = 5;
+  newc = 6;
+  newk = (modal_compiled *)lua_touserdata(L, newc);
+  lua_pushliteral(L, "name");
+  lua_rawget(L, def);
+  if (!lua_rawequal(L, -1, name)) {
+    lua_pushfstring(L, "the file now defines machine '%s', not '%s' (a reload keeps the name)",
+                    luaL_tolstring(L, -1, NULL), lua_tostring(L, name));
+    return reload_result(L, mi, name, path, lua_tostring(L, -1));
+  }
+  lua_settop(L, 7);
+  /* plan: every live instance's state in the new definition; nothing changes yet */
+  lua_newtable(L);                        /* 8: the live instances, by id */
+  list = 8;
+  lua_getiuservalue(L, mi, M_INSTANCES);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+  }
+  lua_pop(L, 1);
+  sort_by_id(L, list);
+  n = (lua_Integer)lua_rawlen(L, list);
+  lua_createtable(L, (int)n, 0);          /* 9: plan[i] = state, or -(state + 1) if migrated */
+  plan = 9;
+  ctx->planning++;                        /* migrate only reads: M:new, fire, calls raise */
+  for (i = 1; i <= n; i++) {
+    modal_instance *c;
+    int to, status;
+    lua_rawgeti(L, list, i);              /* 10 */
+    c = modal__to_instance(L, 10);
+    push_state(L, oldc, c->state);        /* 11: the old state's name */
+    lua_pushvalue(L, 11);
+    to = state_in(L, newc);
+    if (to >= 0) {
+      lua_pushinteger(L, to);
+      lua_rawseti(L, plan, i);
+      lua_settop(L, plan);
+      continue;
+    }
+    if (!newk->migrate) {
+      ctx->planning--;
+      lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not have, "
+                      "and it has no migrate", lua_tostring(L, name), (int)c->id,
+                      lua_tostring(L, 11));
+      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+    }
+    lua_getiuservalue(L, newc, K_FNS);
+    lua_rawgeti(L, -1, newk->migrate);
+    lua_remove(L, -2);
+    lua_pushvalue(L, 10);                 /* m */
+    lua_pushvalue(L, 11);                 /* old state */
+    modal__push_version(L, M);
+    status = modal__call(L, 3, 1);        /* 12: a state name, or the failure */
+    if (status != LUA_OK) {
+      ctx->planning--;
+      lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
+                      (int)c->id, lua_tostring(L, 11), luaL_tolstring(L, 12, NULL));
+      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+    }
+    if (lua_type(L, 12) != LUA_TSTRING || (lua_pushvalue(L, 12), to = state_in(L, newc)) < 0) {
+      ctx->planning--;
+      if (lua_type(L, 12) == LUA_TSTRING)
+        lua_pushfstring(L, "'%s'", lua_tostring(L, 12));
+      else
+        lua_pushstring(L, luaL_typename(L, 12));
+      lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the new "
+                      "definition", lua_tostring(L, -1), lua_tostring(L, name), (int)c->id,
+                      lua_tostring(L, 11));
+      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+    }
+    lua_pushinteger(L, -(to + 1));
+    lua_rawseti(L, plan, i);
+    lua_settop(L, plan);
+  }
+  ctx->planning--;
+  lua_newtable(L);                        /* 10: methods, old index + 1 -> new index + 1 */
+  map = 10;
+  lua_getiuservalue(L, oldc, K_METHODS);
+  lua_getiuservalue(L, newc, K_METHODS);
+  index_map(L, map, -2, -1);
+  lua_settop(L, map);
+  lua_createtable(L, oldk->nstates, 0);   /* 11: states, old index + 1 -> new index + 1 */
+  smap = 11;
+  for (st = 0; st < oldk->nstates; st++) {
+    push_state(L, oldc, st);
+    lua_pushinteger(L, state_in(L, newc) + 1);
+    lua_rawseti(L, smap, st + 1);
+  }
+  /* commit: M in place, then every instance's calls and waiters, then its state */
+  ctx->driving++;                         /* user code from here on may not reload */
+  M->def = newk;
+  M->gen++;
+  lua_pushvalue(L, newc);
+  lua_setiuservalue(L, mi, M_DEF);
+  lua_pushliteral(L, "version");
+  M->has_version = lua_rawget(L, def) == LUA_TNUMBER;
+  M->version = M->has_version ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  modal__fill_methods(L, mi);
+  for (i = 1; i <= n; i++) {
+    modal_instance *c;
+    lua_rawgeti(L, list, i);
+    c = modal__to_instance(L, -1);
+    modal__remap_calls(L, c, -1, map);
+    modal__remap_waiters(L, c, -1, smap);
+    lua_settop(L, smap);
+  }
+  for (i = 1; i <= n; i++) {
+    lua_Integer to;
+    modal_instance *c;
+    lua_rawgeti(L, plan, i);
+    to = lua_tointeger(L, -1);
+    lua_rawgeti(L, list, i);              /* 13 */
+    c = modal__to_instance(L, -1);
+    if (to >= 0) {
+      modal_state *old = &oldk->states[c->state];
+      modal__drive_switch(L, 13, (int)to, 0, (old->timeout >= 0 || old->timeout_fn ? 1 : 0) |
+                                             (old->run ? 2 : 0));
+    } else {
+      push_state(L, oldc, c->state);
+      modal__drive_switch(L, 13, (int)(-to - 1), 14, 0);
+    }
+    lua_settop(L, smap);
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    modal__drive_after_reload(L, -1);
+    lua_settop(L, smap);
+  }
+  ctx->driving--;
+  return reload_result(L, mi, name, path, NULL);
+}
+
+/* modal.reload(path_or_name) -> M | nil, err */
+static int md_reload(lua_State *L) {
+  const char *key = luaL_checkstring(L, 1);
+  modal_ctx *ctx = modal__ctx(L);
+  modal_machine *M;
+  int driving = ctx->driving, planning = ctx->planning, status;
+  if (driving || planning)
+    return luaL_error(L, "modal.reload: called while %s; reloads come from outside (the "
+                      "main chunk, a timer, a signal, the admin socket): use "
+                      "modal.call_later(0, modal.reload, '%s')",
+                      planning ? "another reload plans (from migrate)" :
+                      "a machine runs user code (a handler, hook, guard, action, run, timeout "
+                      "function, observer, or a callback a transition fired)", key);
   lua_settop(L, 1);
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
@@ -176,190 +393,25 @@ static int md_reload(lua_State *L) {
     lua_pop(L, 1);
     lua_getfield(L, 3, lua_tostring(L, 1));
   }
-  path = lua_tostring(L, 1);
-  mi = 4;
-  M = modal__to_machine(L, mi);
-  oldk = M->def;
-  lua_getiuservalue(L, mi, M_DEF);        /* 5: old compiled */
-  oldc = 5;
-  lua_getiuservalue(L, oldc, K_FNS);
-  lua_rawgeti(L, -1, oldk->name);         /* 7: name */
-  lua_remove(L, -2);
-  name = 6;
-  lua_pushcfunction(L, obtain);
+  M = modal__to_machine(L, 4);
+  lua_pushcfunction(L, modal__msgh);      /* 5 */
+  lua_pushcfunction(L, reload_body);
   lua_pushvalue(L, 1);
-  if (lua_pcall(L, 1, 3, 0) != LUA_OK)    /* 7 definition, 8 compiled, 9 result */
-    return reload_failed(L, mi, name, path, luaL_tolstring(L, -1, NULL));
-  def = 7;
-  newc = 8;
-  newk = (modal_compiled *)lua_touserdata(L, newc);
-  lua_getfield(L, def, "name");
-  if (!lua_rawequal(L, -1, name)) {
-    lua_pushfstring(L, "the file now defines machine '%s', not '%s' (a reload keeps the name)",
-                    luaL_tolstring(L, -1, NULL), lua_tostring(L, name));
-    return reload_failed(L, mi, name, path, lua_tostring(L, -1));
-  }
-  lua_settop(L, 9);
-  /* plan: every live instance's state in the new definition; nothing changes yet */
-  lua_getiuservalue(L, mi, M_INSTANCES);  /* 10 */
-  insts = 10;
-  lua_newtable(L);                        /* 11: plan[id] = state, or -(state + 1) if migrated */
-  plan = 11;
-  n = (lua_Integer)M->next_id;
-  for (i = 1; i <= n; i++) {
-    modal_instance *c;
-    int to;
-    if (lua_rawgeti(L, insts, i) == LUA_TNIL) {
-      lua_pop(L, 1);
-      continue;
-    }
-    c = modal__to_instance(L, -1);
-    push_state(L, oldc, c->state);        /* the old state's name */
-    lua_pushvalue(L, -1);
-    to = state_in(L, newc);
-    if (to >= 0) {
-      lua_pushinteger(L, to);
-    } else {
-      int status;
-      if (!newk->migrate) {
-        lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not have, "
-                        "and it has no migrate", lua_tostring(L, name), (int)c->id,
-                        lua_tostring(L, -1));
-        return reload_failed(L, mi, name, path, lua_tostring(L, -1));
-      }
-      lua_getiuservalue(L, newc, K_FNS);
-      lua_rawgeti(L, -1, newk->migrate);
-      lua_remove(L, -2);
-      lua_pushvalue(L, -3);               /* m */
-      lua_pushvalue(L, -3);               /* old state */
-      modal__push_version(L, M);
-      modal__in_hook++;                   /* migrate only reads: no reload from it either */
-      status = modal__call(L, 3, 1);
-      modal__in_hook--;
-      if (status != LUA_OK) {
-        const char *old = lua_tostring(L, -2), *err = luaL_tolstring(L, -1, NULL);
-        lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
-                        (int)c->id, old, err);
-        return reload_failed(L, mi, name, path, lua_tostring(L, -1));
-      }
-      if (lua_type(L, -1) != LUA_TSTRING || (lua_pushvalue(L, -1), to = state_in(L, newc)) < 0) {
-        const char *old = lua_tostring(L, -2), *got;
-        if (lua_type(L, -1) == LUA_TSTRING)
-          got = lua_pushfstring(L, "'%s'", lua_tostring(L, -1));
-        else
-          got = luaL_tolstring(L, -1, NULL);
-        lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the new "
-                        "definition", got, lua_tostring(L, name), (int)c->id, old);
-        return reload_failed(L, mi, name, path, lua_tostring(L, -1));
-      }
-      lua_pop(L, 1);
-      lua_pushinteger(L, -(to + 1));
-    }
-    lua_rawseti(L, plan, i);
-    lua_settop(L, plan);
-  }
-  /* methods: old index + 1 -> new index + 1 (0: removed) */
-  lua_newtable(L);                        /* 12 */
-  map = 12;
-  {
-    lua_Integer a, na, b, nb;
-    lua_getiuservalue(L, oldc, K_DEF);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, def, "methods");
-    na = lua_istable(L, -2) ? (lua_Integer)lua_rawlen(L, -2) : 0;
-    nb = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
-    for (a = 1; a <= na; a++) {
-      lua_Integer to = 0;
-      lua_rawgeti(L, -2, a);
-      for (b = 1; b <= nb && !to; b++) {
-        lua_rawgeti(L, -2, b);
-        if (lua_rawequal(L, -1, -2))
-          to = b;
-        lua_pop(L, 1);
-      }
-      lua_pop(L, 1);
-      lua_pushinteger(L, to);
-      lua_rawseti(L, map, a);
-    }
-    lua_settop(L, map);
-  }
-  /* states: old index + 1 -> new index + 1 (0: removed), for when() waiters */
-  lua_newtable(L);                        /* 13 */
-  {
-    int st;
-    for (st = 0; st < oldk->nstates; st++) {
-      int to;
-      push_state(L, oldc, st);
-      to = state_in(L, newc);
-      lua_pushinteger(L, to + 1);
-      lua_rawseti(L, 13, st + 1);
-    }
-  }
-  /* inputs: old index + 1 -> new index + 1 (0: gone), for inputs queued meanwhile */
-  lua_newtable(L);                        /* 14 */
-  {
-    int in;
-    lua_getiuservalue(L, oldc, K_INPUTS);
-    lua_getiuservalue(L, newc, K_INPUTS);
-    for (in = 0; in < oldk->ninputs; in++) {
-      lua_rawgeti(L, -2, in + 1);
-      lua_pushinteger(L, lua_rawget(L, -2) == LUA_TNUMBER ? lua_tointeger(L, -1) + 1 : 0);
-      lua_rawseti(L, 14, in + 1);
-      lua_pop(L, 1);
-    }
-    lua_settop(L, 14);
-  }
-  /* commit: M in place, then every instance, then their postponed calls */
-  M->def = newk;
-  lua_pushvalue(L, newc);
-  lua_setiuservalue(L, mi, M_DEF);
-  lua_getfield(L, def, "version");
-  M->has_version = lua_type(L, -1) == LUA_TNUMBER;
-  M->version = M->has_version ? lua_tonumber(L, -1) : 0;
+  lua_pushvalue(L, 4);
+  lua_getiuservalue(L, 4, M_DEF);
+  lua_getiuservalue(L, -1, K_FNS);
+  lua_rawgeti(L, -1, M->def->name);
+  lua_replace(L, -3);
   lua_pop(L, 1);
-  lua_getiuservalue(L, mi, M_METHODS);
-  modal__fill_methods(L, -1, newc);
+  status = lua_pcall(L, 3, 2, 5);
+  ctx->driving = driving;                 /* however it ended */
+  ctx->planning = planning;
+  if (status != LUA_OK)
+    return lua_error(L);
+  if (lua_isnil(L, -2))
+    return 2;                             /* nil, err */
   lua_pop(L, 1);
-  for (i = 1; i <= n; i++) {              /* queued calls and when() waiters first */
-    if (lua_rawgeti(L, insts, i) != LUA_TNIL)
-      modal__instance_remap(L, -1, map, 13, 14);
-    lua_settop(L, 14);
-  }
-  for (i = 1; i <= n; i++) {
-    lua_Integer to;
-    if (lua_rawgeti(L, plan, i) != LUA_TNUMBER) {
-      lua_pop(L, 1);
-      continue;
-    }
-    to = lua_tointeger(L, -1);
-    lua_rawgeti(L, insts, i);             /* kept alive by the plan's pass: still there */
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 2);
-      continue;
-    }
-    if (to >= 0) {
-      modal__instance_switch(L, -1, (int)to, 0);
-    } else {
-      push_state(L, oldc, modal__to_instance(L, -1)->state);
-      modal__instance_switch(L, -2, (int)(-to - 1), -1);
-    }
-    lua_settop(L, 14);
-  }
-  for (i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, insts, i) != LUA_TNIL)
-      modal__instance_after_reload(L, -1);
-    lua_settop(L, 14);
-  }
-  M->reloads++;
-  lua_getiuservalue(L, mi, M_INFO);
-  lua_createtable(L, 0, 2);
-  lua_pushboolean(L, 1);
-  lua_setfield(L, -2, "ok");
-  lua_pushnumber(L, wall_now());
-  lua_setfield(L, -2, "at");
-  lua_setfield(L, -2, "last_reload");
-  lua_pushboolean(L, 1);
-  return 1;
+  return 1;                               /* M */
 }
 
 /* modal.loaded() -> {[name] = path} */
@@ -376,131 +428,11 @@ static int md_loaded(lua_State *L) {
   return 1;
 }
 
-/* modal.stats() -> {machines = {[name] = {name, version, path, instances, states, postponed,
-** transitions, reloads, last_reload}}} */
-static int md_stats(lua_State *L) {
-  lua_settop(L, 0);
-  lua_createtable(L, 0, 1);               /* 1 */
-  lua_newtable(L);                        /* 2 */
-  lua_pushvalue(L, 2);
-  lua_setfield(L, 1, "machines");
-  modal__push_machines(L);                /* 3 */
-  lua_pushnil(L);
-  while (lua_next(L, 3)) {
-    modal_machine *M = modal__to_machine(L, -2);
-    modal_compiled *k = M->def;
-    lua_Integer id, count = 0, postponed = 0;
-    int e, st;
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 9);             /* 5: the entry */
-    e = lua_gettop(L);
-    lua_getiuservalue(L, -2, M_DEF);
-    lua_getiuservalue(L, -1, K_FNS);
-    lua_rawgeti(L, -1, k->name);
-    lua_setfield(L, e, "name");
-    lua_createtable(L, 0, k->nstates);    /* states, each at 0 */
-    for (st = 0; st < k->nstates; st++) {
-      lua_rawgeti(L, -2, k->states[st].name);
-      lua_pushinteger(L, 0);
-      lua_rawset(L, -3);
-    }
-    lua_getiuservalue(L, e - 1, M_INSTANCES);
-    for (id = 1; id <= (lua_Integer)M->next_id; id++) {
-      modal_instance *c;
-      if (lua_rawgeti(L, -1, id) == LUA_TNIL) {
-        lua_pop(L, 1);
-        continue;
-      }
-      c = modal__to_instance(L, -1);
-      lua_pop(L, 1);
-      count++;
-      postponed += c->npostponed;
-      lua_rawgeti(L, -3, k->states[c->state].name);
-      lua_pushvalue(L, -1);
-      lua_rawget(L, -4);
-      lua_pushinteger(L, lua_tointeger(L, -1) + 1);
-      lua_replace(L, -2);
-      lua_rawset(L, -4);
-    }
-    lua_pop(L, 1);
-    lua_setfield(L, e, "states");
-    lua_settop(L, e);
-    lua_pushinteger(L, count);
-    lua_setfield(L, e, "instances");
-    lua_pushinteger(L, postponed);
-    lua_setfield(L, e, "postponed");
-    lua_pushinteger(L, (lua_Integer)M->transitions);
-    lua_setfield(L, e, "transitions");
-    lua_pushinteger(L, (lua_Integer)M->reloads);
-    lua_setfield(L, e, "reloads");
-    lua_getfield(L, e - 1, "version");
-    lua_setfield(L, e, "version");
-    lua_getiuservalue(L, e - 1, M_INFO);
-    lua_getfield(L, -1, "path");
-    lua_setfield(L, e, "path");
-    lua_getfield(L, -1, "last_reload");
-    lua_setfield(L, e, "last_reload");
-    lua_pop(L, 1);
-    /* same name twice (a file returning modal.machine{} makes a new machine at every run):
-    ** the loaded one wins, else the one with more instances */
-    lua_getfield(L, e, "name");
-    if (lua_rawget(L, 2) == LUA_TTABLE) {
-      int keep;
-      lua_getfield(L, -1, "path");
-      lua_getfield(L, e, "path");
-      if (lua_isnil(L, -1) != lua_isnil(L, -2)) {
-        keep = lua_isnil(L, -1);          /* only the old entry was loaded */
-      } else {
-        lua_getfield(L, -3, "instances");
-        keep = lua_tointeger(L, -1) >= count;
-        lua_pop(L, 1);
-      }
-      if (keep) {
-        lua_settop(L, 4);
-        continue;
-      }
-    }
-    lua_settop(L, e);
-    lua_getfield(L, e, "name");
-    lua_pushvalue(L, e);
-    lua_rawset(L, 2);
-    lua_settop(L, 4);
-  }
-  lua_settop(L, 1);
-  return 1;
-}
-
-/* modal.trace(on) -> previous */
-static int md_trace(lua_State *L) {
-  int previous = modal__tracing;
-  if (!lua_isnone(L, 1))
-    modal__tracing = lua_toboolean(L, 1);
-  lua_pushboolean(L, previous);
-  return 1;
-}
-
-/* modal.log_level([level]) -> previous level */
-static int md_log_level(lua_State *L) {
-  modal_ctx *ctx = modal__ctx(L);
-  int previous = ctx->log_level;
-  if (!lua_isnoneornil(L, 1)) {
-    int lv = modal__level_parse(luaL_checkstring(L, 1));
-    if (lv < 0)
-      return luaL_argerror(L, 1, "level must be error, warn, info or debug");
-    ctx->log_level = lv;
-  }
-  lua_pushstring(L, modal__level_name(previous));
-  return 1;
-}
-
 void modal__open_reload(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"load", md_load},
     {"reload", md_reload},
     {"loaded", md_loaded},
-    {"stats", md_stats},
-    {"trace", md_trace},
-    {"log_level", md_log_level},
     {NULL, NULL}
   };
   luaL_setfuncs(L, funcs, 0);
