@@ -5,7 +5,8 @@
 #   make test       luacheck + the busted specs; ends with "N passed, N failed"
 #   make asan       the same specs against an ASan + UBSan build (build-asan/)
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
-#   make bench      the workloads of DESIGN.md section 9, each beside its plain-Lua floor
+#   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
+#                   BENCH_STRICT=1 makes a missed target fail
 #   make demo       the example program
 #   make install    PREFIX=/usr/local: host, module, Lua files, man page
 

@@ -1,5 +1,6 @@
 -- floor_deferred.lua — two plain-Lua Deferreds that modal's native one is measured against
--- (DESIGN.md section 9, W5): a Twisted-like one and a bare minimal one.
+-- (W5, as project floors beside the judged one in floor_plain.lua): a Twisted-like one and a
+-- bare minimal one.
 --
 -- Both are written to be as fast as idiomatic plain Lua 5.4 allows, so that a ratio against
 -- them means something: fields are all set in the constructor (one table, hash part sized

@@ -1,5 +1,6 @@
 -- floor_fsm.lua — the plain-Lua finite-state machine modal's machines are measured against
--- (DESIGN.md section 9, W1–W4): the smallest plain-Lua implementation of the same job.
+-- (W1–W4, as a project floor beside the judged one in floor_plain.lua): the smallest plain-Lua
+-- implementation of the same job.
 --
 -- An instance is a plain table whose metatable is its current state's table; switching state is
 -- setmetatable(obj, States[new]). Each state's table holds:
