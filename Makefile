@@ -31,7 +31,7 @@ CFLAGS    = -std=c99 -fPIC -fvisibility=hidden $(OPT) $(WARN) $(SAN) \
 UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
 CORE_SRC := src/context.c src/log.c src/failure.c src/deferred.c src/combine.c src/async.c \
-            src/timer.c src/loop.c src/machine.c src/instance.c src/reload.c src/module.c
+            src/timer.c src/loop.c src/compile.c src/machine.c src/instance.c src/reload.c src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)

@@ -1,11 +1,12 @@
 /*
-** machine.h — compiled machine definitions and instances, shared by machine.c (compile, the
-** machine object) and instance.c (driving instances).
+** machine.h — compiled machine definitions and instances, shared by compile.c (the compile),
+** machine.c (reading a definition, the machine object) and instance.c (driving instances).
 **
 ** A definition compiles into one userdata block: states, handler and transition tables
 ** indexed by (state, method) and (state, input), with every Lua value (functions, names)
 ** kept in the `fns` table at integer indices. Dispatch builds no strings and allocates
-** nothing beyond the caller's Deferred.
+** nothing beyond the caller's Deferred. Nothing after the compile reads the user's
+** definition table: the user values hold every name and function it had.
 */
 #ifndef MODAL_MACHINE_H
 #define MODAL_MACHINE_H
@@ -15,12 +16,21 @@
 #define H_NONE      0      /* no handler (validation makes this unreachable) */
 #define H_POSTPONE  (-1)   /* the handler "postpone" */
 
+/* What the compiled form can hold; lua/modal/check.lua (check.LIMITS) refuses a definition
+** past one of them at validation, with the limit named. */
+#define MODAL_MAX_STATES      65535       /* an instance keeps its state in a uint16_t */
+#define MODAL_MAX_METHODS     65535       /* the driver packs a method index in 28 bits */
+#define MODAL_MAX_CHOICES     255         /* transitions for one input of one state (on_count) */
+#define MODAL_MAX_CELLS       (1 << 22)   /* nstates * nmethods, and nstates * ninputs */
+#define MODAL_MAX_TRANSITIONS (1 << 22)   /* ntrans */
+
 enum {                     /* user values of a compiled definition */
-  K_FNS = 1,               /* {[i] = function or name string} */
-  K_INPUTS,                /* {input name = input index} */
+  K_FNS = 1,               /* {[i] = function or name string}, each distinct value once */
+  K_INPUTS,                /* {input name = input index, [input index + 1] = input name} */
   K_STATES,                /* {state name = state index} */
-  K_DEF,                   /* the definition table as given */
-  K_NUV = K_DEF
+  K_DEF,                   /* the definition table as given, for M.definition only */
+  K_METHODS,               /* {[method index + 1] = method name}, in order */
+  K_NUV = K_METHODS
 };
 
 typedef struct modal_transition {
@@ -44,6 +54,8 @@ typedef struct modal_compiled {
   int name;                /* fns index of the machine's name */
   int in_timeout, in_done, in_error;   /* input indices of the built-in inputs */
   int migrate;             /* fns index, or 0 */
+  int has_version;         /* the definition has a version: */
+  double version;          /* this one */
   modal_state *states;     /* [nstates] */
   int *handlers;           /* [state * nmethods + method]: fns index, H_POSTPONE or H_NONE */
   int *on_first;           /* [state * ninputs + input]: first transition */
@@ -117,6 +129,9 @@ enum {
 #define MACHINE_MAGIC  0x4d444d31u
 #define INSTANCE_MAGIC 0x4d444931u
 
+/* compile(norm[, def]) -> the compiled userdata for the normalized form `norm` (made by
+** lua/modal/check.lua's normalize; `def` is kept as K_DEF). Raises on a malformed form. */
+MODAL__FUNC int modal__compile(lua_State *L);
 MODAL__FUNC modal_machine *modal__to_machine(lua_State *L, int idx);
 MODAL__FUNC modal_instance *modal__to_instance(lua_State *L, int idx);
 /* Pushes the fns table of the instance's machine. */
