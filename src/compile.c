@@ -90,6 +90,7 @@ static int opt_fn(compiler *c, int t, const char *key, const char *path, int i) 
 static int input_of(compiler *c, int idx, const char *path, int i) {
   lua_State *L = c->L;
   int r;
+  idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TSTRING)
     malformed(L, "%s[%d]: expected an input name, got %s", path, i, luaL_typename(L, idx));
   lua_pushvalue(L, idx);
@@ -294,15 +295,31 @@ static void read_state(compiler *c, int st, int si) {
   read_on(c, st, si);
 }
 
-/* The index of the state named by the string on top (popped). */
-static int resolve(compiler *c, const char *what) {
+/* Raises for transition t, whose target names no state (the string on top): finds where it
+** came from, which only an error needs. */
+static int unknown_target(compiler *c, int t) {
   lua_State *L = c->L;
-  int r;
+  const modal_compiled *k = c->k;
+  int cell, ncells = k->nstates * k->ninputs;
+  for (cell = 0; cell < ncells; cell++) {
+    if (k->on_count[cell] && t >= k->on_first[cell] && t < k->on_first[cell] + k->on_count[cell]) {
+      lua_rawgeti(L, c->inputs, cell % k->ninputs + 1);
+      malformed(L, "states[%d].on (input '%s'): transitions[%d].to: unknown state '%s'",
+                cell / k->ninputs + 1, lua_tostring(L, -1), t - k->on_first[cell] + 1,
+                lua_tostring(L, -2));
+    }
+  }
+  return malformed(L, "transition %d: unknown state '%s'", t, lua_tostring(L, -1));
+}
+
+/* The index of the state named by the string on top (left there), or -1 when none is. */
+static int state_of(compiler *c) {
+  lua_State *L = c->L;
+  int r = -1;
   lua_pushvalue(L, -1);
-  if (lua_rawget(L, c->states) != LUA_TNUMBER)
-    malformed(L, "%s: unknown state '%s'", what, lua_tostring(L, -2));
-  r = (int)lua_tointeger(L, -1);
-  lua_pop(L, 2);
+  if (lua_rawget(L, c->states) == LUA_TNUMBER)
+    r = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
   return r;
 }
 
@@ -430,13 +447,15 @@ int modal__compile(lua_State *L) {
     malformed(L, "ntransitions: %d, but the states have %d", c.k->ntrans, c.tcount);
   if (field(L, norm, "initial") != LUA_TSTRING)
     malformed(L, "initial: expected a state name, got %s", luaL_typename(L, -1));
-  c.k->initial = resolve(&c, "initial");
+  if ((c.k->initial = state_of(&c)) < 0)
+    malformed(L, "initial: unknown state '%s'", lua_tostring(L, -1));
+  lua_pop(L, 1);
   lua_pushnil(L);                         /* targets, now that every state has its index */
   while (lua_next(L, c.pending)) {
-    lua_Integer t = lua_tointeger(L, -2);
-    if (t < 1 || t > c.tcount)
-      malformed(L, "pending target out of range");
-    c.k->trans[t - 1].to = resolve(&c, "a transition's 'to'");
+    int t = (int)lua_tointeger(L, -2) - 1;   /* keys are ours: 1..tcount */
+    if ((c.k->trans[t].to = state_of(&c)) < 0)
+      unknown_target(&c, t);
+    lua_pop(L, 1);
   }
   lua_pushvalue(L, c.fns);
   lua_setiuservalue(L, ki, K_FNS);

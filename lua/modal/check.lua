@@ -107,7 +107,10 @@ local function show(v)
   local t = type(v)
   if t == "string" then return quote(v)
   elseif t == "number" then
-    if mtype(v) == "integer" then return format("%d", v) end
+    if mtype(v) == "integer" then return format("%d", v)
+    elseif v ~= v then return "nan"      -- not the C library's spelling ("-nan" on glibc)
+    elseif v == huge or v == -huge then return v > 0 and "inf" or "-inf"
+    end
     return format("%.14g", v)
   elseif t == "boolean" or t == "nil" then return t == "nil" and "nil" or (v and "true" or "false")
   end
@@ -324,8 +327,8 @@ function Run:list(path, v, noun)
       n = k
     else
       if mtype(k) == "integer" and k > n then
-        self:err(path, nil, format("expected a list of %s, but it has a hole before [%s]",
-          noun, show(k)))
+        self:err(path, nil, format("expected a list of %s, but [%d] is missing (a hole "
+          .. "before [%s])", noun, n + 1, show(k)))
       elseif type(k) == "number" then
         self:err(path, nil, format("expected a list of %s, got key [%s]", noun, show(k)))
       else
