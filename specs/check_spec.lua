@@ -315,6 +315,49 @@ describe("modal.check", function()
         assert.matches(": unknown key 'exitt' %(did you mean 'exit'%?%)$", found)
       end)
 
+      it("suggests the state key behind on_enter and other near misses", function()
+        local cases = {
+          { "on_enter", print, "unknown key 'on_enter' (did you mean 'enter'?)" },
+          { "onExit", print, "unknown key 'onExit' (did you mean 'exit'?)" },
+          { "on_entry", print, "unknown key 'on_entry' (did you mean 'enter'?)" },
+          { "is_final", true, "unknown key 'is_final' (did you mean 'final'?)" },
+          { "timeout_secs", 3, "unknown key 'timeout_secs' (did you mean 'timeout'?)" },
+          { "transitions", {}, "unknown key 'transitions' (did you mean 'on'?)" },
+          { "job", print, "unknown key 'job' (did you mean 'run'?)" },
+          { "on_done", "opened", "unknown key 'on_done' (did you mean 'on.done'?)" },
+          { "onTimeout", "opened", "unknown key 'onTimeout' (did you mean 'on.timeout'?)" },
+          { "on_close", print, "handler for undeclared method 'on_close' (did you mean 'close'?)" },
+          { "reopen", print, "handler for undeclared method 'reopen' (did you mean 'open'?)" },
+          { "frobnicate", print, "handler for undeclared method 'frobnicate'" },
+          { "one", "x", "unknown key 'one' (did you mean 'on'?)" },
+        }
+        for _, case in ipairs(cases) do
+          local def = door()
+          def.states.closed[case[1]] = case[2]
+          local _, errors = check.check(def)
+          assert.are.equal(1, #errors, case[1])
+          assert.are.equal("states.closed." .. case[1], (errors[1]:match("^(.-)[ :]")))
+          assert.are.equal(case[3], errors[1]:match(": (.*)$"))
+        end
+      end)
+
+      it("suggests the machine or transition key behind a near miss", function()
+        local def = door()
+        def.initial_state = "closed"
+        def.events = { "x" }
+        def.states.closed.on.open = { target = "opened" }
+        def.states.opened.on.close = { to = "closed", when = print }
+        local _, errors = check.check(def)
+        table.sort(errors)
+        assert.are.equal("events: unknown key 'events' (did you mean 'inputs'?)", errors[1])
+        assert.are.equal("initial_state: unknown key 'initial_state' (did you mean 'initial'?)",
+          errors[2])
+        assert.are.equal("states.closed.on.open.target: unknown key 'target' (did you mean 'to'?)",
+          errors[3])
+        assert.are.equal("states.opened.on.close.when: unknown key 'when' (did you mean 'guard'?)",
+          errors[4])
+      end)
+
       it("nearest() takes transpositions and case as one edit, and the closest wins", function()
         assert.are.equal("idle", check.nearest("idel", { "ready", "idle" }))
         assert.are.equal("ready", check.nearest("Ready", { "ready", "read" }))
