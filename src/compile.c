@@ -2,10 +2,12 @@
 ** compile.c — compiles the normalized form of a definition (modal.check's normalize; its shape
 ** is described at the top of lua/modal/check.lua) into one block of C arrays (machine.h).
 **
-** It reads only the normalized form, raw (lua_rawget*, never a metamethod), each table once,
-** in one pass, and checks every count against what it allocated before it writes: a form that
-** differs from what it expects raises a clear error, never writes out of bounds. Nothing after
-** the compile reads the user's definition again: the user values hold every name and function.
+** It reads only the normalized form, raw (lua_raw*, never a metamethod), in one pass over its
+** contents: the lengths that size the block are read first, and every write is checked against
+** what was allocated, so a form that differs from what it expects raises a clear error and
+** never writes out of bounds. A target may name a later state: targets are resolved after the
+** pass, from the compile's own table. Nothing after the compile reads the user's definition:
+** the user values hold every name and function it had.
 */
 #include <limits.h>
 #include <math.h>

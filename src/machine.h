@@ -13,13 +13,13 @@
 
 #include "core.h"
 
-#define H_NONE      0      /* no handler (validation makes this unreachable) */
+#define H_NONE      0      /* no handler (the compile never writes it: each cell has one) */
 #define H_POSTPONE  (-1)   /* the handler "postpone" */
 
 /* What the compiled form can hold; lua/modal/check.lua (check.LIMITS) refuses a definition
 ** past one of them at validation, with the limit named. */
 #define MODAL_MAX_STATES      65535       /* an instance keeps its state in a uint16_t */
-#define MODAL_MAX_METHODS     65535       /* the driver packs a method index in 28 bits */
+#define MODAL_MAX_METHODS     65535       /* well inside the 28 bits the driver keeps one in */
 #define MODAL_MAX_CHOICES     255         /* transitions for one input of one state (on_count) */
 #define MODAL_MAX_CELLS       (1 << 22)   /* nstates * nmethods, and nstates * ninputs */
 #define MODAL_MAX_TRANSITIONS (1 << 22)   /* ntrans */
@@ -54,8 +54,8 @@ typedef struct modal_compiled {
   int name;                /* fns index of the machine's name */
   int in_timeout, in_done, in_error;   /* input indices of the built-in inputs */
   int migrate;             /* fns index, or 0 */
-  int has_version;         /* the definition has a version: */
-  double version;          /* this one */
+  int has_version;         /* 0: the definition has no version */
+  double version;          /* the definition's version (M.version) */
   modal_state *states;     /* [nstates] */
   int *handlers;           /* [state * nmethods + method]: fns index, H_POSTPONE or H_NONE */
   int *on_first;           /* [state * ninputs + input]: first transition */
@@ -130,7 +130,8 @@ enum {
 #define INSTANCE_MAGIC 0x4d444931u
 
 /* compile(norm[, def]) -> the compiled userdata for the normalized form `norm` (made by
-** lua/modal/check.lua's normalize; `def` is kept as K_DEF). Raises on a malformed form. */
+** lua/modal/check.lua's normalize; `def` is kept as K_DEF). Raises on a malformed form. Also
+** the registry's "modal.compile", for specs. */
 MODAL__FUNC int modal__compile(lua_State *L);
 MODAL__FUNC modal_machine *modal__to_machine(lua_State *L, int idx);
 MODAL__FUNC modal_instance *modal__to_instance(lua_State *L, int idx);
