@@ -103,6 +103,9 @@ describe("the compile", function()
         "states[2].handlers: 1 handlers for 2 methods" },
       { "a handler that is neither", function(n) n.states[1].handlers[1] = "later" end,
         "states[1].handlers[1]: expected a function or 'postpone', got string" },
+      { "a handler that only starts with postpone", function(n)
+          n.states[2].handlers[1] = "postpone\0"
+        end, "states[2].handlers[1]: expected a function or 'postpone', got string" },
       { "two states of one name", function(n) n.states[2].name = "closed" end,
         "states[2]: duplicate state 'closed'" },
       { "no state", function(n) n.states = {} end, "states: no state" },

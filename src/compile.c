@@ -34,6 +34,13 @@ static int malformed(lua_State *L, const char *fmt, ...) {
   return lua_error(L);
 }
 
+/* True when the value at idx is the string `s`, byte for byte ("postpone\0x" is not). */
+static int is_string(lua_State *L, int idx, const char *s) {
+  size_t len;
+  const char *v = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+  return v && len == strlen(s) && memcmp(v, s, len) == 0;
+}
+
 /* Pushes t[key], raw; returns its type. */
 static int field(lua_State *L, int t, const char *key) {
   lua_pushstring(L, key);
@@ -134,7 +141,7 @@ static void read_inputs(compiler *c, int norm) {
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, list, i) != LUA_TSTRING)
       malformed(L, "input_names[%d]: expected an input name, got %s", i, luaL_typename(L, -1));
-    if (i <= 3 && strcmp(lua_tostring(L, -1), builtin[i - 1]) != 0)
+    if (i <= 3 && !is_string(L, -1, builtin[i - 1]))
       malformed(L, "input_names[%d]: expected '%s', got '%s'", i, builtin[i - 1],
                 lua_tostring(L, -1));
     lua_pushvalue(L, -1);
@@ -245,7 +252,7 @@ static void read_handlers(compiler *c, int st, int si) {
     int type = lua_rawgeti(L, list, j + 1);
     if (type == LUA_TFUNCTION)
       h = add_fn(c, -1);
-    else if (type == LUA_TSTRING && strcmp(lua_tostring(L, -1), "postpone") == 0)
+    else if (is_string(L, -1, "postpone"))
       h = H_POSTPONE;
     else
       h = malformed(L, "states[%d].handlers[%d]: expected a function or 'postpone', got %s", si,

@@ -167,7 +167,7 @@ function check.nearest(word, candidates)
   local limit = #word <= 3 and 1 or 2
   local best, best_d
   for _, c in ipairs(candidates) do
-    if type(c) == "string" and c ~= word and #c <= 64 then
+    if type(c) == "string" and c ~= word and #c <= #word + limit and #c >= #word - limit then
       local d = distance(lw, c:lower())
       if d <= limit and (not best_d or d < best_d) then best, best_d = c, d end
     end
@@ -569,7 +569,7 @@ function Run:state(sname, v)
     end
   end
   record.on = record.on or {}
-  record.ignore = merge(self.ignore_list, ignore)
+  record.ignore = self.too_wide and {} or merge(self.ignore_list, ignore)
 
   if is_final then
     for _, k in ipairs { "on", "run", "timeout" } do
@@ -720,7 +720,7 @@ function Run:state_names_of(states)
   return tables
 end
 
--- Limits on counts known before the states are read: states, methods, handler cells.
+-- Limits on counts known before the states are read: states, methods, their cells.
 function Run:limits(nstates)
   local nmethods = self.methods and #self.methods or 0
   if nstates > LIMITS.states then
@@ -736,6 +736,18 @@ function Run:limits(nstates)
       .. "modal supports (at most %d)", nstates, nmethods, nstates * nmethods, LIMITS.cells))
     self.too_big = true                  -- no handler by handler check: it would take ages
   end
+  self.too_wide = self:input_cells(nstates)   -- the machine's inputs alone: no state merges
+end
+
+-- States times inputs (those known so far) past the cells: reports it and returns true.
+function Run:input_cells(nstates)
+  local ninputs = #self.input_names
+  if nstates * ninputs > LIMITS.cells then
+    self:err("states", nil, format("%d states and %d inputs make %d cells, more than modal "
+      .. "supports (at most %d)", nstates, ninputs, nstates * ninputs, LIMITS.cells))
+    return true
+  end
+  return false
 end
 
 -- Warning: states no chain of `on` transitions reaches from `initial`.
@@ -786,6 +798,11 @@ function Run:machine()
   end
   self.input_set = input_set or {}
   self.ignore_list = def.ignore ~= nil and self:ignore("ignore", def.ignore) or {}
+  -- Every input, in index order: the built-in ones, the declared, then as the states name them.
+  self.input_names, self.input_index = {}, {}
+  for _, list in ipairs { check.BUILTIN_INPUTS, inputs or {}, self.ignore_list } do
+    for _, name in ipairs(list) do self:input(name) end
+  end
   self.defaults = self:defaults(def.defaults)
   self.candidates = {}
   for _, k in ipairs(check.KEYS.state) do self.candidates[#self.candidates + 1] = k end
@@ -823,21 +840,12 @@ function Run:machine()
     self:reachability(initial, records)
   end
 
-  -- Every input, in index order: the built-in ones, the declared, then as the states name them.
-  self.input_names, self.input_index = {}, {}
-  for _, list in ipairs { check.BUILTIN_INPUTS, inputs or {}, self.ignore_list } do
-    for _, name in ipairs(list) do self:input(name) end
-  end
   for _, r in ipairs(records) do
     for _, e in ipairs(r.on) do self:input(e.input) end
     for _, name in ipairs(r.ignore) do self:input(name) end
     r.edges = nil
   end
-  local nstates, ninputs = #records, #self.input_names
-  if nstates * ninputs > LIMITS.cells then
-    self:err("states", nil, format("%d states and %d inputs make %d cells, more than modal "
-      .. "supports (at most %d)", nstates, ninputs, nstates * ninputs, LIMITS.cells))
-  end
+  if not self.too_wide then self:input_cells(#records) end
   if self.ntransitions > LIMITS.transitions then
     self:err("states", nil, format("%d transitions in all, more than modal supports (at "
       .. "most %d)", self.ntransitions, LIMITS.transitions))
