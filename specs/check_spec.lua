@@ -1,5 +1,5 @@
--- specs/check_spec.lua — validation of machine definitions (DESIGN.md section 5, "Validation")
--- and `modal check` (section 8): every fixture of specs/fixtures/invalid/ through modal.check
+-- specs/check_spec.lua — validation of machine definitions (doc/machines.md, "Validation")
+-- and `modal check`: every fixture of specs/fixtures/invalid/ through modal.check
 -- and through the cli, matched against its `-- expect: path: fragment` lines; then each rule,
 -- unhappy paths first. Pure Lua: modal.cli captures modal.machine while a fixture runs, so
 -- the C driver plays no part.
@@ -276,7 +276,7 @@ describe("modal.check", function()
     end)
 
     describe("names", function()
-      it("suggests the nearest state for an unknown target (DESIGN.md's own example)", function()
+      it("suggests the nearest state for an unknown target (doc/machines.md's own example)", function()
         local def = {
           name = "connection", initial = "idle", methods = {},
           states = {
@@ -452,7 +452,7 @@ describe("modal.check", function()
       end)
     end)
 
-    describe("accepts what DESIGN.md allows", function()
+    describe("accepts what doc/machines.md allows", function()
       local function ok_with(patch)
         local def = door()
         patch(def)
@@ -528,7 +528,7 @@ describe("modal.check", function()
   end)
 
   describe("KEYS", function()
-    it("lists exactly the keys DESIGN.md allows at each level", function()
+    it("lists exactly the keys doc/machines.md allows at each level", function()
       assert.are.same({ "name", "version", "initial", "methods", "inputs", "defaults", "ignore",
         "max_postponed", "migrate", "states" }, check.KEYS.machine)
       assert.are.same({ "enter", "exit", "on", "run", "timeout", "final", "ignore" },
