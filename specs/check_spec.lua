@@ -1,5 +1,5 @@
--- specs/check_spec.lua — validation of machine definitions (DESIGN.md section 5, "Validation")
--- and `modal check` (section 8): every fixture of specs/fixtures/invalid/ through modal.check
+-- specs/check_spec.lua — validation of machine definitions (doc/machines.md, "Validation")
+-- and `modal check`: every fixture of specs/fixtures/invalid/ through modal.check
 -- and through the cli, matched against its `-- expect: path: fragment` lines; then each rule,
 -- unhappy paths first. Pure Lua: modal.cli captures modal.machine while a fixture runs, so
 -- the C driver plays no part.
@@ -276,7 +276,7 @@ describe("modal.check", function()
     end)
 
     describe("names", function()
-      it("suggests the nearest state for an unknown target (DESIGN.md's own example)", function()
+      it("suggests the nearest state for an unknown target (doc/machines.md's own example)", function()
         local def = {
           name = "connection", initial = "idle", methods = {},
           states = {
@@ -313,6 +313,49 @@ describe("modal.check", function()
           if e:find("^states%.closed%.exitt %(") then found = e end
         end
         assert.matches(": unknown key 'exitt' %(did you mean 'exit'%?%)$", found)
+      end)
+
+      it("suggests the state key behind on_enter and other near misses", function()
+        local cases = {
+          { "on_enter", print, "unknown key 'on_enter' (did you mean 'enter'?)" },
+          { "onExit", print, "unknown key 'onExit' (did you mean 'exit'?)" },
+          { "on_entry", print, "unknown key 'on_entry' (did you mean 'enter'?)" },
+          { "is_final", true, "unknown key 'is_final' (did you mean 'final'?)" },
+          { "timeout_secs", 3, "unknown key 'timeout_secs' (did you mean 'timeout'?)" },
+          { "transitions", {}, "unknown key 'transitions' (did you mean 'on'?)" },
+          { "job", print, "unknown key 'job' (did you mean 'run'?)" },
+          { "on_done", "opened", "unknown key 'on_done' (did you mean 'on.done'?)" },
+          { "onTimeout", "opened", "unknown key 'onTimeout' (did you mean 'on.timeout'?)" },
+          { "on_close", print, "handler for undeclared method 'on_close' (did you mean 'close'?)" },
+          { "reopen", print, "handler for undeclared method 'reopen' (did you mean 'open'?)" },
+          { "frobnicate", print, "handler for undeclared method 'frobnicate'" },
+          { "one", "x", "unknown key 'one' (did you mean 'on'?)" },
+        }
+        for _, case in ipairs(cases) do
+          local def = door()
+          def.states.closed[case[1]] = case[2]
+          local _, errors = check.check(def)
+          assert.are.equal(1, #errors, case[1])
+          assert.are.equal("states.closed." .. case[1], (errors[1]:match("^(.-)[ :]")))
+          assert.are.equal(case[3], errors[1]:match(": (.*)$"))
+        end
+      end)
+
+      it("suggests the machine or transition key behind a near miss", function()
+        local def = door()
+        def.initial_state = "closed"
+        def.events = { "x" }
+        def.states.closed.on.open = { target = "opened" }
+        def.states.opened.on.close = { to = "closed", when = print }
+        local _, errors = check.check(def)
+        table.sort(errors)
+        assert.are.equal("events: unknown key 'events' (did you mean 'inputs'?)", errors[1])
+        assert.are.equal("initial_state: unknown key 'initial_state' (did you mean 'initial'?)",
+          errors[2])
+        assert.are.equal("states.closed.on.open.target: unknown key 'target' (did you mean 'to'?)",
+          errors[3])
+        assert.are.equal("states.opened.on.close.when: unknown key 'when' (did you mean 'guard'?)",
+          errors[4])
       end)
 
       it("nearest() takes transpositions and case as one edit, and the closest wins", function()
@@ -409,7 +452,7 @@ describe("modal.check", function()
       end)
     end)
 
-    describe("accepts what DESIGN.md allows", function()
+    describe("accepts what doc/machines.md allows", function()
       local function ok_with(patch)
         local def = door()
         patch(def)
@@ -485,7 +528,7 @@ describe("modal.check", function()
   end)
 
   describe("KEYS", function()
-    it("lists exactly the keys DESIGN.md allows at each level", function()
+    it("lists exactly the keys doc/machines.md allows at each level", function()
       assert.are.same({ "name", "version", "initial", "methods", "inputs", "defaults", "ignore",
         "max_postponed", "migrate", "states" }, check.KEYS.machine)
       assert.are.same({ "enter", "exit", "on", "run", "timeout", "final", "ignore" },

@@ -139,10 +139,9 @@ void modal__push_machines(lua_State *L) {
   }
 }
 
-void modal__machine_new(lua_State *L, int def, int compiled) {
+void modal__machine_new(lua_State *L, int compiled) {
   modal_machine *M;
   int mi;
-  def = lua_absindex(L, def);
   compiled = lua_absindex(L, compiled);
   M = (modal_machine *)lua_newuserdatauv(L, sizeof *M, M_NUV);
   mi = lua_gettop(L);
@@ -150,12 +149,8 @@ void modal__machine_new(lua_State *L, int def, int compiled) {
   M->magic = MACHINE_MAGIC;
   M->def = (modal_compiled *)lua_touserdata(L, compiled);
   M->ctx = modal__ctx(L);
-  lua_pushliteral(L, "version");
-  if (lua_rawget(L, def) == LUA_TNUMBER) {
-    M->version = lua_tonumber(L, -1);
-    M->has_version = 1;
-  }
-  lua_pop(L, 1);
+  M->version = M->def->version;
+  M->has_version = M->def->has_version;
   luaL_setmetatable(L, "modal.machine");
   lua_pushvalue(L, compiled);
   lua_setiuservalue(L, mi, M_DEF);
@@ -186,7 +181,7 @@ static int md_machine(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   modal__build(L, 1, "modal.machine");    /* 2: compiled */
-  modal__machine_new(L, 1, 2);
+  modal__machine_new(L, 2);
   return 1;
 }
 

@@ -1,26 +1,35 @@
 /*
-** machine.h — compiled machine definitions and instances, shared by machine.c (compile, the
-** machine object) and instance.c (driving instances).
+** machine.h — compiled definitions (compile.c), the machine object (machine.c) and its
+** instances (instance.c, observe.c, calls.c, drive.c, entry.c), shared by those files.
 **
 ** A definition compiles into one userdata block: states, handler and transition tables
 ** indexed by (state, method) and (state, input), with every Lua value (functions, names)
 ** kept in the `fns` table at integer indices. Dispatch builds no strings and allocates
-** nothing beyond the caller's Deferred.
+** nothing beyond the caller's Deferred. Nothing after the compile reads the user's
+** definition table: the user values hold every name and function it had.
 */
 #ifndef MODAL_MACHINE_H
 #define MODAL_MACHINE_H
 
 #include "core.h"
 
-#define H_NONE      0      /* no handler (validation makes this unreachable) */
+#define H_NONE      0      /* no handler (the compile never writes it: each cell has one) */
 #define H_POSTPONE  (-1)   /* the handler "postpone" */
 
+/* What the compiled form can hold; lua/modal/check.lua (check.LIMITS) refuses a definition
+** past one of them at validation, with the limit named. */
+#define MODAL_MAX_STATES      65535       /* an instance keeps its state in a uint16_t */
+#define MODAL_MAX_METHODS     65535       /* well inside the 28 bits of a call's aux word */
+#define MODAL_MAX_CHOICES     255         /* transitions for one input of one state (on_count) */
+#define MODAL_MAX_CELLS       (1 << 22)   /* nstates * nmethods, and nstates * ninputs */
+#define MODAL_MAX_TRANSITIONS (1 << 22)   /* ntrans */
+
 enum {                     /* user values of a compiled definition */
-  K_FNS = 1,               /* {[i] = function or name string} */
-  K_INPUTS,                /* {input name = input index} */
+  K_FNS = 1,               /* {[i] = function or name string}, each distinct value once */
+  K_INPUTS,                /* {input name = input index, [input index + 1] = input name} */
   K_STATES,                /* {state name = state index} */
-  K_DEF,                   /* the definition table as given */
-  K_METHODS,               /* {method name, ...} in order */
+  K_DEF,                   /* the definition table as given, for M.definition only */
+  K_METHODS,               /* {[method index + 1] = method name}, in order */
   K_NUV = K_METHODS
 };
 
@@ -45,6 +54,8 @@ typedef struct modal_compiled {
   int name;                /* fns index of the machine's name */
   int in_timeout, in_done, in_error;   /* input indices of the built-in inputs */
   int migrate;             /* fns index, or 0 */
+  int has_version;         /* 0: the definition has no version */
+  double version;          /* the definition's version (M.version) */
   modal_state *states;     /* [nstates] */
   int *handlers;           /* [state * nmethods + method]: fns index, H_POSTPONE or H_NONE */
   int *on_first;           /* [state * ninputs + input]: first transition */
@@ -54,6 +65,10 @@ typedef struct modal_compiled {
 } modal_compiled;
 
 
+/* compile(norm[, def]) -> the compiled userdata for the normalized form `norm` (made by
+** lua/modal/check.lua's normalize; `def` is kept as K_DEF). Raises on a malformed form. Also
+** the registry's "modal.compile", for specs. */
+MODAL__FUNC int modal__compile(lua_State *L);
 /* Pushes a new compiled definition for the definition table at `def`: "<where>: invalid
 ** definition" with every problem raises (the one path from a table to a compiled form). */
 MODAL__FUNC void modal__build(lua_State *L, int def, const char *where);
@@ -260,7 +275,8 @@ MODAL__FUNC void modal__open_drive(lua_State *L, int methods, int mi);
 MODAL__FUNC void modal__drive_strand(lua_State *L, int exiting);
 
 /* machine.c: the machine object */
-MODAL__FUNC void modal__machine_new(lua_State *L, int def, int compiled);
+/* Pushes a new machine object for the compiled definition at `compiled`. */
+MODAL__FUNC void modal__machine_new(lua_State *L, int compiled);
 MODAL__FUNC void modal__push_machines(lua_State *L);
 MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
 /* Fills the methods table (cleared first) for M's current compiled definition. */

@@ -87,7 +87,7 @@ static int md_load(lua_State *L) {
                       lua_tostring(L, 8), lua_tostring(L, -1));
   lua_pop(L, 1);
   if (!modal__to_machine(L, 7)) {         /* a table: its machine, from what obtain built */
-    modal__machine_new(L, 5, 6);
+    modal__machine_new(L, 6);
     lua_replace(L, 7);
   }
   lua_getiuservalue(L, 7, M_INFO);
@@ -326,10 +326,8 @@ static int reload_body(lua_State *L) {
   M->gen++;
   lua_pushvalue(L, newc);
   lua_setiuservalue(L, mi, M_DEF);
-  lua_pushliteral(L, "version");
-  M->has_version = lua_rawget(L, def) == LUA_TNUMBER;
-  M->version = M->has_version ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
+  M->has_version = newk->has_version;
+  M->version = newk->version;
   modal__fill_methods(L, mi);
   for (i = 1; i <= n; i++) {
     modal_instance *c;
