@@ -10,21 +10,17 @@ static const char postpone_key = 'p';   /* what m:postpone() returns */
 
 /* ============================================================== handlers */
 
-int modal__run_handler(lua_State *L, modal_instance *c, int ci, int fn, int nargs) {
+int modal__run_handler(lua_State *L, modal_instance *c, int base, int nargs) {
   int status;
-  (void)ci;
-  fn = lua_absindex(L, fn);
-  lua_pushcfunction(L, modal__msgh);
-  lua_insert(L, fn);                     /* msgh, handler, m, args... */
   c->depth++;
-  status = lua_pcall(L, nargs + 1, 1, fn);
+  status = lua_pcall(L, nargs + 1, 1, base);
   c->depth--;
-  lua_remove(L, fn);                     /* the result (or failure) where the handler was */
+  lua_replace(L, base);                  /* the result (or failure) where msgh was */
   if (status != LUA_OK) {
-    modal__to_failure(L, -1);
+    modal__to_failure(L, base);
     return R_ERROR;
   }
-  if (lua_touserdata(L, -1) == (void *)&postpone_key)
+  if (lua_touserdata(L, base) == (void *)&postpone_key)
     return R_POSTPONE;
   return R_VALUE;
 }

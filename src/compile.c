@@ -413,6 +413,22 @@ static void read_counts(lua_State *L, int norm, modal_compiled *counts) {
   lua_pop(L, 1);
 }
 
+/* Marks the transitions whose taking runs no user code (modal_transition.plain). */
+static void mark_plain(modal_compiled *k) {
+  int st, in, i;
+  for (st = 0; st < k->nstates; st++) {
+    for (in = 0; in < k->ninputs; in++) {
+      int cell = st * k->ninputs + in;
+      for (i = 0; i < k->on_count[cell]; i++) {
+        modal_transition *t = &k->trans[k->on_first[cell] + i];
+        const modal_state *to = t->to >= 0 ? &k->states[t->to] : NULL;
+        t->plain = to && !t->guard && !t->action && !k->states[st].exit && !to->enter &&
+                   !to->run && to->timeout < 0 && !to->timeout_fn;
+      }
+    }
+  }
+}
+
 int modal__compile(lua_State *L) {
   compiler c;
   modal_compiled counts;
@@ -466,6 +482,7 @@ int modal__compile(lua_State *L) {
       unknown_target(&c, t);
     lua_pop(L, 1);
   }
+  mark_plain(c.k);
   lua_pushvalue(L, c.fns);
   lua_setiuservalue(L, ki, K_FNS);
   lua_pushvalue(L, c.inputs);

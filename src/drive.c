@@ -534,10 +534,11 @@ void modal__drive_retry(lua_State *L, modal_instance *c, int ci) {
       modal__settle(L, d, R_ERROR);
       continue;
     }
+    lua_pushcfunction(L, modal__msgh);
     modal__push_fn(L, ci, h);
     lua_pushvalue(L, ci);
     nargs = modal__call_args(L, d, *aux);
-    res = modal__run_handler(L, c, ci, d + 1, nargs);
+    res = modal__run_handler(L, c, d + 1, nargs);
     if (!*aux || !modal__is_pending(L, d))
       continue;                          /* taken while its handler ran */
     if (res == R_POSTPONE) {

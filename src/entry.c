@@ -76,15 +76,16 @@ static int method_call(lua_State *L) {
                     lua_tostring(L, lua_upvalueindex(UP_NAME)), lua_tostring(L, -1));
     return failed_call(L);
   }
-  if (nargs > LUA_MINSTACK - 8)
+  if (nargs > LUA_MINSTACK / 2 - 4)
     luaL_checkstack(L, nargs + 8, "too many arguments");
+  lua_pushcfunction(L, modal__msgh);
   lua_rawgeti(L, lua_upvalueindex(UP_FNS), h);
   for (i = 1; i <= nargs + 1; i++)
     lua_pushvalue(L, i);                 /* m, args: kept below in case it postpones */
   outer = !(c->flags & I_BUSY);
   c->flags |= I_BUSY;                    /* inputs fired by the handler wait for it */
   M->ctx->driving++;
-  r = modal__run_handler(L, c, 1, nargs + 2, nargs);
+  r = modal__run_handler(L, c, nargs + 2, nargs);
   M->ctx->driving--;
   if (outer)
     c->flags &= (uint16_t)~I_BUSY;
@@ -130,26 +131,31 @@ static void push_names(lua_State *L, modal_instance *c, int ci) {
   modal__push_state_name(L, c, ci, c->state);
 }
 
-/* 1 when taking the transition runs no user code and needs no extras: done in place. */
-static int plain(modal_instance *c, modal_compiled *k, modal_transition *t) {
-  modal_state *from = &k->states[c->state], *to;
-  if (t->guard || t->action || t->to < 0 || from->exit || (c->flags & I_HASX) ||
-      c->M->ctx->tracing)
-    return 0;
-  to = &k->states[t->to];
-  return !to->enter && !to->run && to->timeout < 0 && !to->timeout_fn;
+/* Raises: the instance's state does not take the input named at 2. */
+static int not_taken(lua_State *L, modal_instance *c, const char *why) {
+  push_names(L, c, 1);
+  return luaL_error(L, "modal: %s#%d in state '%s' does not take input '%s'%s",
+                    lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1), lua_tostring(L, 2),
+                    why);
 }
 
-/* c:fire(input, ...) — upvalues: M, its generation, its inputs table. From outside, an input
-** the state does not take raises; from inside the driver, the input waits in the queue. */
+/* c:fire(input, ...) — upvalues: M and its {input name = index} table (refilled in place by
+** a reload). From outside, an input the state does not take raises; from inside the driver,
+** the input waits in the queue. */
 static int md_fire(lua_State *L) {
-  modal_instance *c = modal__check_instance(L, 1);
-  modal_machine *M = c->M;
-  modal_compiled *k = M->def;
+  modal_instance *c = (modal_instance *)lua_touserdata(L, 1);
+  modal_machine *M;
+  modal_compiled *k;
+  modal_transition *t;
+  const char *name;
+  size_t len;
   int in, cell, nargs = lua_gettop(L) - 2;
+  if (!c || lua_rawlen(L, 1) != sizeof *c || c->magic != INSTANCE_MAGIC)
+    return luaL_typeerror(L, 1, "modal.instance");
   if (lua_type(L, 2) != LUA_TSTRING)
     return luaL_error(L, "bad argument #2 to 'fire' (input name expected, got %s)",
                       lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
+  M = c->M;
   if (M->ctx->planning)
     return luaL_error(L, "modal: c:fire() called from migrate (migrate only reads the "
                       "instance)");
@@ -157,40 +163,48 @@ static int md_fire(lua_State *L) {
     modal__drive_enqueue(L, c, 1, 2, TAG_PLAIN, 3, nargs);
     return 0;
   }
-  lua_pushvalue(L, 2);
-  if (lua_touserdata(L, lua_upvalueindex(1)) == M &&
-      (lua_Integer)M->gen == lua_tointeger(L, lua_upvalueindex(2)))
-    lua_rawget(L, lua_upvalueindex(3));
-  else {
-    modal__push_inputs(L, 1);
-    lua_insert(L, -2);
-    lua_rawget(L, -2);
-    lua_remove(L, -2);
+  name = lua_tolstring(L, 2, &len);
+  if (name == M->last_name) {
+    in = M->last_in;
+  } else {
+    lua_pushvalue(L, 2);
+    if (lua_touserdata(L, lua_upvalueindex(1)) == M) {
+      lua_rawget(L, lua_upvalueindex(2));
+    } else {                             /* a fire fetched from another machine's instance */
+      modal__push_machine(L, 1);
+      lua_getiuservalue(L, -1, M_INPUTS);
+      lua_pushvalue(L, -3);
+      lua_rawget(L, -2);
+      lua_replace(L, -4);
+      lua_pop(L, 2);
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      return not_taken(L, c, " (no state does)");
+    in = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (len <= 40) {                     /* short strings are interned: one pointer each */
+      M->last_name = name;
+      M->last_in = in;
+    }
   }
-  if (lua_type(L, -1) != LUA_TNUMBER) {
-    push_names(L, c, 1);
-    return luaL_error(L, "modal: %s#%d in state '%s' does not take input '%s' (no state does)",
-                      lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1), lua_tostring(L, 2));
-  }
-  in = (int)lua_tointeger(L, -1);
+  k = M->def;
   cell = c->state * k->ninputs + in;
-  if (k->on_count[cell] == 1 && plain(c, k, &k->trans[k->on_first[cell]])) {
-    c->state = (uint16_t)k->trans[k->on_first[cell]].to;
+  t = &k->trans[k->on_first[cell]];
+  if (k->on_count[cell] == 1 && t->plain && !(c->flags & I_HASX) && !M->ctx->tracing) {
+    c->state = (uint16_t)t->to;          /* no user code, nothing to tell: done in place */
     c->entry++;
     c->entered_ms = (uint32_t)uv_now(M->ctx->loop);
     M->transitions++;
     return 0;
   }
-  lua_insert(L, 3);                      /* c, name, in, args... */
-  lua_pushvalue(L, 2);
-  lua_insert(L, 4);                      /* c, name, in, name, args... */
-  lua_remove(L, 2);                      /* c, in, name, args... */
+  lua_pushinteger(L, in);
+  lua_insert(L, 2);                      /* c, in, name, args... */
   if (modal__drive_protected(L, c, 1, fire_body, nargs + 2, 1) != LUA_OK)
     return lua_error(L);
   if (!lua_toboolean(L, -1)) {
-    push_names(L, c, 1);
-    return luaL_error(L, "modal: %s#%d in state '%s' does not take input '%s'",
-                      lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1), lua_tostring(L, 3));
+    lua_pushvalue(L, 3);
+    lua_replace(L, 2);
+    return not_taken(L, c, "");
   }
   return 0;
 }
@@ -242,6 +256,18 @@ static int switch_body(lua_State *L) {
 void modal__drive_switch(lua_State *L, int ci, int to, int from_name, int had) {
   modal_instance *c = modal__to_instance(L, ci);
   ci = lua_absindex(L, ci);
+  if (!from_name) {                      /* stays: most do without running any user code */
+    modal_state *s = &c->M->def->states[to];
+    int timed = s->timeout >= 0 || s->timeout_fn;
+    if (!(timed && !(had & 1)) && !(s->run && !(had & 2))) {
+      c->state = (uint16_t)to;
+      if (!timed && (c->flags & I_HASX)) {
+        modal__timer_stop(L, &modal__extras(L, ci, 0)->timer);
+        lua_pop(L, 1);
+      }
+      return;
+    }
+  }
   lua_pushinteger(L, to);
   if (from_name)
     lua_pushvalue(L, from_name);
@@ -270,12 +296,10 @@ void modal__drive_after_reload(lua_State *L, int ci) {
 void modal__open_drive(lua_State *L, int methods, int mi) {
   modal_machine *M = modal__to_machine(L, mi);
   mi = lua_absindex(L, mi);
+  M->last_name = NULL;                   /* the names' indices may have changed */
   lua_pushvalue(L, mi);
-  lua_pushinteger(L, (lua_Integer)M->gen);
-  lua_getiuservalue(L, mi, M_DEF);
-  lua_getiuservalue(L, -1, K_INPUTS);
-  lua_remove(L, -2);
-  lua_pushcclosure(L, md_fire, 3);
+  lua_getiuservalue(L, mi, M_INPUTS);
+  lua_pushcclosure(L, md_fire, 2);
   lua_setfield(L, methods, "fire");
 }
 

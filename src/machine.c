@@ -106,6 +106,27 @@ void modal__fill_methods(lua_State *L, int mi) {
   }
   lua_newtable(L);                       /* {name = index}, for bound methods after a reload */
   index = lua_gettop(L);
+  lua_getiuservalue(L, mi, M_INPUTS);    /* {input name = index}, refilled in place */
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+  }
+  lua_getiuservalue(L, mi, M_DEF);
+  lua_getiuservalue(L, -1, K_INPUTS);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -6);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 3);
   modal__open_calls(L, methods);
   modal__open_observe(L, methods);
   modal__open_drive(L, methods, mi);
@@ -164,6 +185,8 @@ void modal__machine_new(lua_State *L, int compiled) {
   lua_setiuservalue(L, mi, M_INSTANCES);
   lua_newtable(L);
   lua_setiuservalue(L, mi, M_INFO);
+  lua_newtable(L);
+  lua_setiuservalue(L, mi, M_INPUTS);
   modal__fill_methods(L, mi);
   lua_getiuservalue(L, mi, M_METHODS);
   modal__instance_mt(L, mi, -1);

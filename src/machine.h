@@ -37,6 +37,8 @@ typedef struct modal_transition {
   int to;                  /* state index, or -1 for an internal transition */
   int guard;               /* fns index, or 0 */
   int action;              /* fns index, or 0 */
+  int plain;               /* 1: taking it runs no user code (no guard, action, exit, enter,
+                              run or timeout): the driver may switch state in place */
 } modal_transition;
 
 typedef struct modal_state {
@@ -80,7 +82,8 @@ typedef struct modal_machine {
   uint32_t magic;
   uint32_t next_id;        /* ids of its instances: 1, 2, ... */
   uint32_t gen;            /* successful reloads: bound methods compare it */
-  uint32_t pad_;
+  int last_in;             /* fire's cache: the index of the input last named ... */
+  const char *last_name;   /* ... by this interned (short) string; NULL after a reload */
   modal_compiled *def;
   modal_ctx *ctx;
   double version;
@@ -91,8 +94,10 @@ typedef struct modal_machine {
 /* M's user values: the compiled definition, the instances' metatable, the methods table
 ** ({name = bound method}, the instances' __index fast path; refilled in place by a reload),
 ** the live instances (a weak-keyed set: the cost of a walk follows live instances, not the
-** instances ever made), an info table (path, last_reload), and {method name = index}. */
-enum { M_DEF = 1, M_IMT, M_METHODS, M_INSTANCES, M_INFO, M_MINDEX, M_NUV = M_MINDEX };
+** instances ever made), an info table (path, last_reload), {method name = index}, and
+** {input name = index} (refilled in place by a reload, like the methods). */
+enum { M_DEF = 1, M_IMT, M_METHODS, M_INSTANCES, M_INFO, M_MINDEX, M_INPUTS,
+       M_NUV = M_INPUTS };
 
 #define MACHINE_MAGIC  0x4d444d31u
 #define INSTANCE_MAGIC 0x4d444931u
@@ -207,8 +212,9 @@ MODAL__FUNC void modal__remap_waiters(lua_State *L, modal_instance *c, int ci, i
 /* Adds postpone and postponed to the methods table at `methods`. */
 MODAL__FUNC void modal__open_calls(lua_State *L, int methods);
 enum { R_VALUE, R_POSTPONE, R_ERROR };
-/* Runs the handler at `fn` as fn(m, args...) protected; its result or failure replaces fn. */
-MODAL__FUNC int modal__run_handler(lua_State *L, modal_instance *c, int ci, int fn, int nargs);
+/* Runs a handler protected: the stack holds modal__msgh at `base`, then the handler, m and
+** nargs arguments. Its result (or failure) is left at `base`, the top. */
+MODAL__FUNC int modal__run_handler(lua_State *L, modal_instance *c, int base, int nargs);
 /* Replaces the handler outcome on top with the caller's Deferred (mt: Deferred metatable
 ** index, or 0). */
 MODAL__FUNC void modal__outcome_deferred(lua_State *L, int r, int mt);

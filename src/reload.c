@@ -154,41 +154,32 @@ static int reload_result(lua_State *L, int mi, int name, const char *path, const
   return 2;
 }
 
-typedef struct by_id {
+/* One live instance in a reload: its id (the order of creation), where it is in the list
+** that anchors it, and the state it goes to (migrated: it needs an entry). */
+typedef struct slot {
   uint32_t id;
-  lua_Integer at;                         /* its index in the unsorted list */
-} by_id;
+  int to, migrated;
+  lua_Integer at;
+} slot;
 
-static int cmp_id(const void *a, const void *b) {
-  uint32_t x = ((const by_id *)a)->id, y = ((const by_id *)b)->id;
-  return x < y ? -1 : x > y;
-}
-
-/* Sorts the instances in the list at `list` by id: creation order, whatever the weak set's
-** iteration order. O(n log n); the buffer is a userdata, so a memory error leaks nothing. */
-static void sort_by_id(lua_State *L, int list) {
-  lua_Integer n = (lua_Integer)lua_rawlen(L, list), i;
-  by_id *v;
-  if (n < 2)
-    return;
-  v = (by_id *)lua_newuserdatauv(L, sizeof *v * (size_t)n, 0);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, list, i);
-    v[i - 1].id = modal__to_instance(L, -1)->id;
-    v[i - 1].at = i;
-    lua_pop(L, 1);
+/* Sorts by id in O(n): three passes of 11 bits (ids are 32-bit). */
+static void sort_slots(slot *a, slot *tmp, size_t n) {
+  size_t count[2048], i;
+  unsigned shift;
+  for (shift = 0; shift < 33; shift += 11) {
+    size_t sum = 0;
+    memset(count, 0, sizeof count);
+    for (i = 0; i < n; i++)
+      count[(a[i].id >> shift) & 2047]++;
+    for (i = 0; i < 2048; i++) {
+      size_t c = count[i];
+      count[i] = sum;
+      sum += c;
+    }
+    for (i = 0; i < n; i++)
+      tmp[count[(a[i].id >> shift) & 2047]++] = a[i];
+    memcpy(a, tmp, n * sizeof *a);
   }
-  qsort(v, (size_t)n, sizeof *v, cmp_id);
-  lua_createtable(L, (int)n, 0);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, list, v[i - 1].at);
-    lua_rawseti(L, -2, i);
-  }
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    lua_rawseti(L, list, i);
-  }
-  lua_pop(L, 2);
 }
 
 /* The array at `map` gets old index + 1 -> new index + 1 (0: gone) for the names of the
@@ -222,7 +213,8 @@ static int reload_body(lua_State *L) {
   modal_ctx *ctx = M->ctx;
   modal_compiled *oldk = M->def, *newk;
   lua_Integer i, n;
-  int mi = 2, name = 3, oldc, newc, def, list, plan, map, smap, st;
+  int mi = 2, name = 3, oldc, newc, def, list, map, smap, st, *smapc;
+  slot *slots;
   lua_settop(L, 3);
   lua_getiuservalue(L, mi, M_DEF);        /* 4: old compiled */
   oldc = 4;
@@ -242,84 +234,89 @@ static int reload_body(lua_State *L) {
   }
   lua_settop(L, 7);
   /* plan: every live instance's state in the new definition; nothing changes yet */
-  lua_newtable(L);                        /* 8: the live instances, by id */
+  lua_newtable(L);                        /* 8: the live instances (anchored while we work) */
   list = 8;
+  n = 0;
   lua_getiuservalue(L, mi, M_INSTANCES);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lua_pop(L, 1);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+    lua_rawseti(L, list, ++n);
   }
   lua_pop(L, 1);
-  sort_by_id(L, list);
-  n = (lua_Integer)lua_rawlen(L, list);
-  lua_createtable(L, (int)n, 0);          /* 9: plan[i] = state, or -(state + 1) if migrated */
-  plan = 9;
+  slots = (slot *)lua_newuserdatauv(L, sizeof *slots * (size_t)(2 * n + 1), 0);   /* 9 */
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    slots[i].id = modal__to_instance(L, -1)->id;
+    slots[i].at = i + 1;
+    lua_pop(L, 1);
+  }
+  sort_slots(slots, slots + n, (size_t)n);   /* creation order, whatever the set's */
+  smapc = (int *)lua_newuserdatauv(L, sizeof *smapc * (size_t)oldk->nstates, 0);  /* 10 */
+  lua_createtable(L, oldk->nstates, 0);   /* 11: states, old index + 1 -> new index + 1 */
+  smap = 11;
+  for (st = 0; st < oldk->nstates; st++) {
+    push_state(L, oldc, st);
+    smapc[st] = state_in(L, newc);
+    lua_pushinteger(L, smapc[st] + 1);
+    lua_rawseti(L, smap, st + 1);
+  }
   ctx->planning++;                        /* migrate only reads: M:new, fire, calls raise */
-  for (i = 1; i <= n; i++) {
+  for (i = 0; i < n; i++) {
     modal_instance *c;
     int to, status;
-    lua_rawgeti(L, list, i);              /* 10 */
-    c = modal__to_instance(L, 10);
-    push_state(L, oldc, c->state);        /* 11: the old state's name */
-    lua_pushvalue(L, 11);
-    to = state_in(L, newc);
-    if (to >= 0) {
-      lua_pushinteger(L, to);
-      lua_rawseti(L, plan, i);
-      lua_settop(L, plan);
+    lua_rawgeti(L, list, slots[i].at);    /* 12 */
+    c = modal__to_instance(L, 12);
+    slots[i].to = smapc[c->state];
+    slots[i].migrated = 0;
+    if (slots[i].to >= 0) {
+      lua_settop(L, smap);
       continue;
     }
+    push_state(L, oldc, c->state);        /* 13: the old state's name */
     if (!newk->migrate) {
       ctx->planning--;
       lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not have, "
                       "and it has no migrate", lua_tostring(L, name), (int)c->id,
-                      lua_tostring(L, 11));
+                      lua_tostring(L, 13));
       return reload_result(L, mi, name, path, lua_tostring(L, -1));
     }
     lua_getiuservalue(L, newc, K_FNS);
     lua_rawgeti(L, -1, newk->migrate);
     lua_remove(L, -2);
-    lua_pushvalue(L, 10);                 /* m */
-    lua_pushvalue(L, 11);                 /* old state */
+    lua_pushvalue(L, 12);                 /* m */
+    lua_pushvalue(L, 13);                 /* old state */
     modal__push_version(L, M);
-    status = modal__call(L, 3, 1);        /* 12: a state name, or the failure */
+    status = modal__call(L, 3, 1);        /* 14: a state name, or the failure */
     if (status != LUA_OK) {
       ctx->planning--;
       lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
-                      (int)c->id, lua_tostring(L, 11), luaL_tolstring(L, 12, NULL));
+                      (int)c->id, lua_tostring(L, 13), luaL_tolstring(L, 14, NULL));
       return reload_result(L, mi, name, path, lua_tostring(L, -1));
     }
-    if (lua_type(L, 12) != LUA_TSTRING || (lua_pushvalue(L, 12), to = state_in(L, newc)) < 0) {
+    if (lua_type(L, 14) != LUA_TSTRING || (lua_pushvalue(L, 14), to = state_in(L, newc)) < 0) {
       ctx->planning--;
-      if (lua_type(L, 12) == LUA_TSTRING)
-        lua_pushfstring(L, "'%s'", lua_tostring(L, 12));
+      if (lua_type(L, 14) == LUA_TSTRING)
+        lua_pushfstring(L, "'%s'", lua_tostring(L, 14));
       else
-        lua_pushstring(L, luaL_typename(L, 12));
+        lua_pushstring(L, luaL_typename(L, 14));
       lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the new "
                       "definition", lua_tostring(L, -1), lua_tostring(L, name), (int)c->id,
-                      lua_tostring(L, 11));
+                      lua_tostring(L, 13));
       return reload_result(L, mi, name, path, lua_tostring(L, -1));
     }
-    lua_pushinteger(L, -(to + 1));
-    lua_rawseti(L, plan, i);
-    lua_settop(L, plan);
+    slots[i].to = to;
+    slots[i].migrated = 1;
+    lua_settop(L, smap);
   }
   ctx->planning--;
-  lua_newtable(L);                        /* 10: methods, old index + 1 -> new index + 1 */
-  map = 10;
+  lua_newtable(L);                        /* 12: methods, old index + 1 -> new index + 1 */
+  map = 12;
   lua_getiuservalue(L, oldc, K_METHODS);
   lua_getiuservalue(L, newc, K_METHODS);
   index_map(L, map, -2, -1);
   lua_settop(L, map);
-  lua_createtable(L, oldk->nstates, 0);   /* 11: states, old index + 1 -> new index + 1 */
-  smap = 11;
-  for (st = 0; st < oldk->nstates; st++) {
-    push_state(L, oldc, st);
-    lua_pushinteger(L, state_in(L, newc) + 1);
-    lua_rawseti(L, smap, st + 1);
-  }
   /* commit: M in place, then every instance's calls and waiters, then its state */
   ctx->driving++;                         /* user code from here on may not reload */
   M->def = newk;
@@ -329,35 +326,37 @@ static int reload_body(lua_State *L) {
   M->has_version = newk->has_version;
   M->version = newk->version;
   modal__fill_methods(L, mi);
-  for (i = 1; i <= n; i++) {
+  for (i = 0; i < n; i++) {
     modal_instance *c;
-    lua_rawgeti(L, list, i);
+    lua_rawgeti(L, list, slots[i].at);
     c = modal__to_instance(L, -1);
-    modal__remap_calls(L, c, -1, map);
-    modal__remap_waiters(L, c, -1, smap);
-    lua_settop(L, smap);
+    if (c->flags & I_HASX) {
+      modal__remap_calls(L, c, -1, map);
+      modal__remap_waiters(L, c, -1, smap);
+    }
+    lua_settop(L, map);
   }
-  for (i = 1; i <= n; i++) {
-    lua_Integer to;
+  for (i = 0; i < n; i++) {
     modal_instance *c;
-    lua_rawgeti(L, plan, i);
-    to = lua_tointeger(L, -1);
-    lua_rawgeti(L, list, i);              /* 13 */
+    lua_rawgeti(L, list, slots[i].at);    /* 13 */
     c = modal__to_instance(L, -1);
-    if (to >= 0) {
+    if (!slots[i].migrated) {
       modal_state *old = &oldk->states[c->state];
-      modal__drive_switch(L, 13, (int)to, 0, (old->timeout >= 0 || old->timeout_fn ? 1 : 0) |
-                                             (old->run ? 2 : 0));
+      modal__drive_switch(L, 13, slots[i].to, 0, (old->timeout >= 0 || old->timeout_fn ? 1 : 0) |
+                                                 (old->run ? 2 : 0));
     } else {
       push_state(L, oldc, c->state);
-      modal__drive_switch(L, 13, (int)(-to - 1), 14, 0);
+      modal__drive_switch(L, 13, slots[i].to, 14, 0);
     }
-    lua_settop(L, smap);
+    lua_settop(L, map);
   }
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, list, i);
-    modal__drive_after_reload(L, -1);
-    lua_settop(L, smap);
+  for (i = 0; i < n; i++) {
+    modal_instance *c;
+    lua_rawgeti(L, list, slots[i].at);
+    c = modal__to_instance(L, -1);
+    if (c->npostponed > 0 || (c->flags & I_QUEUED))
+      modal__drive_after_reload(L, -1);
+    lua_settop(L, map);
   }
   ctx->driving--;
   return reload_result(L, mi, name, path, NULL);
