@@ -8,12 +8,25 @@
 static const char failure_key = 'f';    /* registry: the failures' metatable */
 static const char unhandled_key = 'u';  /* registry: the unhandled-failure reporter */
 
-/* Pushes the message of an error value: strings as they are, others through tostring. */
+static int tostring_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Pushes the message of an error value: strings as they are, others through tostring — a
+** __tostring that raises or returns no string gives a message saying so, never an error. */
 static void push_message(lua_State *L, int value) {
-  if (lua_type(L, value) == LUA_TSTRING)
+  if (lua_type(L, value) == LUA_TSTRING) {
     lua_pushvalue(L, value);
-  else
-    luaL_tolstring(L, value, NULL);
+    return;
+  }
+  lua_pushcfunction(L, tostring_protected);
+  lua_pushvalue(L, value);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(error object is a %s value whose __tostring failed)",
+                    luaL_typename(L, value));
+  }
 }
 
 void modal__failure_new(lua_State *L, const char *kind, const char *message, int value,
