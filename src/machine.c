@@ -1,7 +1,8 @@
 /*
 ** machine.c — the machine object M (doc/machines.md): modal.machine, M.name, M.version,
 ** M.states, M.definition, M:new, the methods table its instances share (bound methods,
-** refilled in place by a reload), and the registry of every machine.
+** refilled in place by a reload), and the registry of every machine — walked when the loop
+** ends with calls nobody can answer any more.
 */
 #include <string.h>
 #include "machine.h"
@@ -197,6 +198,112 @@ void modal__machine_new(lua_State *L, int compiled) {
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_settop(L, mi);
+}
+
+/* ============================================================== the end of the loop */
+
+/* Adds a stranded instance's counts to the row of its machine and state in `rows` (a list
+** of {machine, state, calls, waiters} in first-seen order; `index` maps "m\0s" to a row). */
+static void count_row(lua_State *L, modal_instance *c, int ci, int rows, int index, int calls,
+                      int waiters) {
+  modal__push_fn(L, ci, c->M->def->name);
+  modal__push_state_name(L, c, ci, c->state);
+  lua_pushfstring(L, "%s%c%s", lua_tostring(L, -2), 0, lua_tostring(L, -1));
+  if (lua_rawget(L, index) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 4, 0);
+    lua_pushvalue(L, -3);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_pushfstring(L, "%s%c%s", lua_tostring(L, -3), 0, lua_tostring(L, -2));
+    lua_pushvalue(L, -2);
+    lua_rawset(L, index);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, rows, (lua_Integer)lua_rawlen(L, rows) + 1);
+  }
+  lua_rawgeti(L, -1, 3);
+  lua_pushinteger(L, lua_tointeger(L, -1) + calls);
+  lua_rawseti(L, -3, 3);
+  lua_rawgeti(L, -2, 4);
+  lua_pushinteger(L, lua_tointeger(L, -1) + waiters);
+  lua_rawseti(L, -4, 4);
+  lua_pop(L, 5);
+}
+
+void modal__machines_strand(lua_State *L, int exiting) {
+  int top = lua_gettop(L), stranded, rows, index, m;
+  lua_Integer i, n;
+  lua_newtable(L);                       /* the instances with calls or waiters */
+  stranded = lua_gettop(L);
+  modal__push_machines(L);
+  m = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, m)) {
+    lua_pop(L, 1);
+    lua_getiuservalue(L, -1, M_INSTANCES);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      modal_instance *c = modal__to_instance(L, -2);
+      modal_extras *x;
+      lua_pop(L, 1);
+      if (!c)
+        continue;
+      x = modal__extras(L, -1, 0);
+      lua_pop(L, 1);
+      if (c->npostponed > 0 || (x && x->waiters.live > 0)) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, stranded, (lua_Integer)lua_rawlen(L, stranded) + 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, stranded);
+  lua_newtable(L);
+  rows = lua_gettop(L);
+  lua_newtable(L);
+  index = lua_gettop(L);
+  n = (lua_Integer)lua_rawlen(L, stranded);
+  for (i = 1; i <= n; i++) {             /* answering runs user code: the list is ours */
+    modal_instance *c;
+    modal_extras *x;
+    int calls, waiters;
+    lua_rawgeti(L, stranded, i);
+    c = modal__to_instance(L, -1);
+    x = modal__extras(L, -1, 0);
+    lua_pop(L, 1);
+    calls = c->npostponed;
+    waiters = x ? (int)x->waiters.live : 0;
+    count_row(L, c, lua_gettop(L), rows, index, calls, waiters);
+    if (exiting) {
+      modal__fail_calls(L, c, -1, "stopped", "host exiting");
+      modal__fail_waiters(L, c, -1, "stopped", "host exiting");
+    }
+    lua_settop(L, index);
+  }
+  n = (lua_Integer)lua_rawlen(L, rows);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, rows, i);
+    lua_createtable(L, 0, 2);
+    lua_rawgeti(L, -2, 1);
+    lua_setfield(L, -2, "machine");
+    lua_rawgeti(L, -2, 2);
+    lua_setfield(L, -2, "state");
+    lua_rawgeti(L, -2, 2);
+    lua_rawgeti(L, -3, 3);
+    lua_rawgeti(L, -4, 4);
+    if (exiting)
+      modal__log(L, MODAL_LOG_WARN, -4, "%d postponed call(s) and %d when() waiter(s) in "
+                 "state '%s' failed with kind 'stopped': the host is exiting",
+                 (int)lua_tointeger(L, -2), (int)lua_tointeger(L, -1), lua_tostring(L, -3));
+    else
+      modal__log(L, MODAL_LOG_WARN, -4, "modal.run() returned with %d postponed call(s) and "
+                 "%d when() waiter(s) still waiting in state '%s': nothing is left to answer "
+                 "them", (int)lua_tointeger(L, -2), (int)lua_tointeger(L, -1),
+                 lua_tostring(L, -3));
+    lua_settop(L, index);
+  }
+  lua_settop(L, top);
 }
 
 /* modal.machine(def) -> M */

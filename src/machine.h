@@ -276,15 +276,15 @@ MODAL__FUNC void modal__drive_after_reload(lua_State *L, int ci);
 MODAL__FUNC void modal__push_method(lua_State *L, int mi, int name, int method);
 /* Adds fire to the methods table at `methods` of the machine at mi. */
 MODAL__FUNC void modal__open_drive(lua_State *L, int methods, int mi);
-/* The loop has no work left: calls still postponed and when() waiters nobody can answer
-** any more fail with kind "stopped" when `exiting` (the host), else they are logged. */
-MODAL__FUNC void modal__drive_strand(lua_State *L, int exiting);
 
 /* machine.c: the machine object */
 /* Pushes a new machine object for the compiled definition at `compiled`. */
 MODAL__FUNC void modal__machine_new(lua_State *L, int compiled);
 MODAL__FUNC void modal__push_machines(lua_State *L);
 MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
+/* The loop has no work left: calls still postponed and when() waiters nobody can answer
+** any more fail with kind "stopped" when `exiting` (the host), else they are logged. */
+MODAL__FUNC void modal__machines_strand(lua_State *L, int exiting);
 /* Fills the methods table (cleared first) for M's current compiled definition. */
 MODAL__FUNC void modal__fill_methods(lua_State *L, int mi);
 
