@@ -27,9 +27,9 @@ build = {
   modules = {
     modal = {
       sources = {
-        "src/context.c", "src/log.c", "src/failure.c", "src/deferred.c", "src/combine.c",
-        "src/async.c", "src/timer.c", "src/loop.c", "src/machine.c", "src/instance.c", "src/reload.c",
-        "src/module.c",
+        "src/context.c", "src/log.c", "src/failure.c", "src/timer.c", "src/deferred.c",
+        "src/combine.c", "src/async.c", "src/later.c", "src/loop.c", "src/machine.c",
+        "src/instance.c", "src/reload.c", "src/module.c",
       },
       defines = { "_GNU_SOURCE", "MODAL_VERSION=\"0.1.0\"" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LUV_INCDIR)/lua5.4" },
