@@ -79,6 +79,8 @@ MODAL__FUNC void modal__timer_stop(lua_State *L, modal_timer *t);
 /* 1 while `t` is armed. Notices first whether modal's handles were closed from outside
 ** (uv.walk), which disarms every timer. */
 MODAL__FUNC int modal__timer_armed(lua_State *L, modal_timer *t);
+/* 1 once the timers have closed: the context closed, or lua_close was seen to begin. */
+MODAL__FUNC int modal__timers_closed(lua_State *L);
 /* modal.stop(): no timer runs again until the current loop iteration ends. */
 MODAL__FUNC void modal__timers_hold(lua_State *L);
 

@@ -344,10 +344,36 @@ static void exit_step(lua_State *L, lua_CFunction step) {
   }
 }
 
+/* uv.walk's callback for close_handles: the exit idiom. */
+static int close_walked(lua_State *L) {
+  int closing;
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "is_closing");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  closing = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!closing)
+    call_method(L, "close", NULL);
+  return 0;
+}
+
+/* Closes every handle left on the loop (luv's and modal's), so that the last turn of the loop
+** finishes closing them while the state is whole, and nothing armed runs after the exit path. */
+static int close_handles(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "luv");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "walk");
+  lua_pushcfunction(L, close_walked);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 /* The exit path, whatever ended the host but a second signal or os.exit: after a luv
 ** callback's error the modal.on_stop handlers (as for a stop signal), then the run-end hooks
 ** (nothing can answer what waits any more), the live host's handles with the admin socket
-** file, the signal watchers. */
+** file, the signal watchers, every other handle. */
 static void exit_path(lua_State *L, host *h) {
   if (!modal__ctx(L))                    /* modal never loaded: nothing of it to end */
     return;
@@ -356,6 +382,7 @@ static void exit_path(lua_State *L, host *h) {
   modal__run_end(L, 1);
   exit_step(L, pstop);
   exit_step(L, close_signals);
+  exit_step(L, close_handles);
 }
 
 /* The tools written in Lua (lua/modal/cli.lua): `modal check` and `modal graph`. */

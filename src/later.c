@@ -9,11 +9,6 @@
 
 static const char handle_key = 'h';     /* registry: call_later handles' metatable */
 
-static int closed(lua_State *L) {
-  modal_ctx *ctx = modal__ctx(L);
-  return !ctx || ctx->closed;
-}
-
 /* Runs the handle's function with its arguments (user values 1..n+1), protected: an error is
 ** reported as an unhandled failure and the loop goes on. */
 static void handle_fire(lua_State *L, modal_timer *t) {
@@ -79,11 +74,9 @@ static int md_handle_reset(lua_State *L) {
   modal_handle *h = check_handle(L);
   double delay = check_delay(L, 2, "reset");
   lua_settop(L, 1);
-  if (closed(L))
-    return 1;
-  if (!modal__timer_armed(L, &h->t))
+  if (!modal__timer_armed(L, &h->t) && !modal__timers_closed(L))
     return luaL_error(L, "modal: cannot reset a timer that has already run or was cancelled");
-  modal__timer_start(L, &h->t, 1, delay);
+  modal__timer_start(L, &h->t, 1, delay);    /* nothing once the timers closed */
   return 1;
 }
 

@@ -337,6 +337,11 @@ static void timers_close(lua_State *L, void *arg) {
   }
 }
 
+int modal__timers_closed(lua_State *L) {
+  timers *T = timers_of(L);
+  return !T || T->closed;
+}
+
 void modal__timers_hold(lua_State *L) {
   timers *T = timers_of(L);
   if (!T || T->closed)
