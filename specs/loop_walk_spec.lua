@@ -153,6 +153,23 @@ describe("uv.walk with modal loaded", function()
     assert.equal("stopped early\ttrue\nlater run\ttrue\n", stdout)
   end)
 
+  it("right after modal.stop() in the same callback: timers armed later still run", function()
+    local status, stdout, stderr = child(CLOSE_ALL .. [[
+      local modal = require "modal"
+      modal.call_later(0, function()
+        modal.stop()
+        close_all()
+      end)
+      modal.run()
+      local ran = false
+      modal.call_later(0, function() ran = true end)
+      modal.run()
+      print("ran", ran)
+    ]])
+    assert.equal(0, status, stderr)
+    assert.equal("ran\ttrue\n", stdout)
+  end)
+
   it("in the host: the exit idiom from a callback, then a timer; the host exits 0", function()
     local status, stdout, stderr = child(CLOSE_ALL .. [[
       local modal = require "modal"

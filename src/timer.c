@@ -162,6 +162,8 @@ static void notice(lua_State *L, timers *T) {
     }
   if (gone(T, H_TIMER) || gone(T, H_IDLE))
     drop_all(L, T);
+  if (gone(T, H_CHECK))
+    T->held = 0;                         /* its on_check will never come to end a stop */
   for (i = 0; i < NHANDLES; i++)
     if (gone(T, i))
       release(L, T, i);
