@@ -155,6 +155,9 @@ static void timers_close(lua_State *L, void *arg);
 ** a ref on it, so nothing else collects it): the timers close now. */
 static void notice(lua_State *L, timers *T) {
   int i;
+  uv_handle_t **t = T->ud[H_TIMER], **idle = T->ud[H_IDLE];
+  if (t && idle && *t && *idle && !uv_is_closing(*t) && !uv_is_closing(*idle))
+    return;                              /* the usual case: both in service */
   for (i = 0; i < NHANDLES; i++)
     if (T->ud[i] && !*T->ud[i]) {
       timers_close(L, T);
@@ -162,8 +165,6 @@ static void notice(lua_State *L, timers *T) {
     }
   if (gone(T, H_TIMER) || gone(T, H_IDLE))
     drop_all(L, T);
-  if (gone(T, H_CHECK))
-    T->held = 0;                         /* its on_check will never come to end a stop */
   for (i = 0; i < NHANDLES; i++)
     if (gone(T, i))
       release(L, T, i);
@@ -202,7 +203,7 @@ static void ensure_handles(lua_State *L, timers *T, int upto) {
 /* ============================================================== libuv side */
 
 static void process(lua_State *L, timers *T);
-static void schedule(lua_State *L, timers *T);
+static void schedule(timers *T);
 
 /* The timers of the state a handle belongs to: luv's handle data names its main thread. */
 static timers *from_handle(uv_handle_t *h) {
@@ -227,7 +228,8 @@ static void enter_from_libuv(timers *T) {
   lua_pushlightuserdata(L, T);
   if (modal__pcall(L, 1, 0) != LUA_OK) { /* reported as unhandled */
     T->processing = 0;
-    schedule(L, T);
+    notice(L, T);
+    schedule(T);
   }
 }
 
@@ -249,20 +251,22 @@ static void on_check(uv_check_t *h) {
   uv_check_stop(h);
   if (T) {
     T->held = 0;
-    schedule(T->L, T);
+    notice(T->L, T);
+    schedule(T);
   }
 }
 
 /* Points the libuv handles at the earliest timer: the idle handle when it is due now (it
 ** runs on the next iteration, after I/O is polled without blocking), else the timer. */
-static void schedule(lua_State *L, timers *T) {
+static void schedule(timers *T) {
   uv_timer_t *timer;
   uv_idle_t *idle;
   uint64_t now;
   modal_timer *first;
   if (T->processing || T->closed)
     return;
-  notice(L, T);
+  if (T->held && gone(T, H_CHECK))
+    T->held = 0;                         /* its on_check will never come to end the stop */
   timer = (uv_timer_t *)handle(T, H_TIMER);
   idle = (uv_idle_t *)handle(T, H_IDLE);
   if (!timer || !idle)                   /* none: nothing armed since they were closed */
@@ -292,6 +296,7 @@ static void schedule(lua_State *L, timers *T) {
 static void process(lua_State *L, timers *T) {
   uint64_t now = uv_now(T->loop), limit = T->seq;
   int top = lua_gettop(L);
+  notice(L, T);                          /* a luv callback of this iteration may have closed them */
   T->processing = 1;
   while (T->nheap > 0 && !T->held && !T->closed) {
     modal_timer *t = T->heap[0];
@@ -306,7 +311,7 @@ static void process(lua_State *L, timers *T) {
     notice(L, T);
   }
   T->processing = 0;
-  schedule(L, T);
+  schedule(T);
 }
 
 /* Close hook: every timer is disarmed and every ref let go. The handles are only stopped:
@@ -426,7 +431,7 @@ void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds)
   t->due = uv_now(T->loop) + delay_ms(seconds);
   t->seq = T->seq++;
   heap_insert(T, t);
-  schedule(L, T);
+  schedule(T);
 }
 
 void modal__timer_stop(lua_State *L, modal_timer *t) {
@@ -442,7 +447,7 @@ void modal__timer_stop(lua_State *L, modal_timer *t) {
   heap_remove(T, t);
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;
-  schedule(L, T);
+  schedule(T);
 }
 
 int modal__timer_armed(lua_State *L, modal_timer *t) {
