@@ -265,7 +265,7 @@ static void schedule(timers *T) {
   modal_timer *first;
   if (T->processing || T->closed)
     return;
-  if (T->held && gone(T, H_CHECK))
+  if (T->held && (!T->ud[H_CHECK] || gone(T, H_CHECK)))
     T->held = 0;                         /* its on_check will never come to end the stop */
   timer = (uv_timer_t *)handle(T, H_TIMER);
   idle = (uv_idle_t *)handle(T, H_IDLE);
