@@ -1,7 +1,7 @@
 /*
 ** host.c — the `modal` program: embeds Lua 5.4 with luv and modal preloaded, runs a script on
 ** the shared loop, stops gracefully on SIGINT/SIGTERM (a second signal exits at once), and
-** ends through one exit path, even when a luv callback raised (doc/host.md).
+** ends through one exit path, even when a luv callback raised (doc/loop.md).
 */
 #include <errno.h>
 #include <limits.h>
@@ -118,42 +118,47 @@ static int docall(lua_State *L, int nargs, int nres) {
 
 /* ============================================================== luv's callbacks */
 
-/* Once a luv callback has raised, every loop run ends at once. */
+/* After a luv callback's error: says so (unless luv asked not to), and ends the loop run when
+** the host is to end. */
 static int fatal_protected(lua_State *L) {
-  const char *text = luaL_tolstring(L, 1, NULL);
-  const char *tb = NULL;
-  if (lua_getfield(L, 1, "traceback") == LUA_TSTRING)
-    tb = lua_tostring(L, -1);
-  modal__log(L, MODAL_LOG_ERROR, 0, "uncaught error in a luv callback: %s%s%s\nthe host exits "
-             "(status 1)", text, tb ? "\n" : "", tb ? tb : "");
-  modal__loop_stop(L);
+  const char *text, *tb = NULL;
+  if (lua_toboolean(L, 2)) {
+    text = luaL_tolstring(L, 1, NULL);
+    if (lua_getfield(L, 1, "traceback") == LUA_TSTRING)
+      tb = lua_tostring(L, -1);
+    modal__log(L, MODAL_LOG_ERROR, 0, "uncaught error in a luv callback: %s%s%s%s", text,
+               tb ? "\n" : "", tb ? tb : "", host_of(L) && host_of(L)->fatal ?
+               "\nthe host exits (status 1)" : "");
+  }
+  if (host_of(L) && host_of(L)->fatal)
+    modal__loop_stop(L);
   return 0;
 }
 
 /* luv calls every Lua callback through this (luv_set_callback). luv's own rule for an error
 ** stands — the host ends — but through the exit path: modal.on_stop handlers, the run-end
-** hooks, the admin socket removed, status 1 (doc/host.md). Results as luv_cfpcall's. */
+** hooks, the admin socket removed, status 1 (doc/loop.md). Results as luv_cfpcall's. */
 static int luv_callback(lua_State *L, int nargs, int nresults, int flags) {
   host *h = host_of(L);
   int base = lua_gettop(L) - nargs - 1, status;
   status = modal__call(L, nargs, nresults);
   if (status == LUA_OK) {
-    if (h && h->fatal)
-      modal__loop_stop(L);               /* a script's own uv.run() goes on: end it again */
+    if (h && h->fatal) {                 /* a script's own uv.run() goes on: end it again */
+      lua_pushcfunction(L, fatal_protected);
+      lua_pushnil(L);
+      lua_pushboolean(L, 0);
+      modal__pcall(L, 2, 0);
+    }
     return nresults == LUA_MULTRET ? lua_gettop(L) - base : nresults;
   }
   if (h && !(flags & LUVF_CALLBACK_NOEXIT)) {
     h->fatal = 1;
     h->status = 1;
   }
-  if (!(flags & LUVF_CALLBACK_NOERRMSG)) {
-    lua_pushcfunction(L, fatal_protected);
-    lua_insert(L, -2);
-    modal__pcall(L, 1, 0);
-  } else {
-    lua_pop(L, 1);
-    modal__loop_stop(L);
-  }
+  lua_pushcfunction(L, fatal_protected);
+  lua_insert(L, -2);
+  lua_pushboolean(L, !(flags & LUVF_CALLBACK_NOERRMSG));
+  modal__pcall(L, 2, 0);
   return -status;
 }
 

@@ -356,6 +356,8 @@ void modal__timers_hold(lua_State *L) {
   notice(L, T);
   if (T->closed)
     return;
+  if (gone(T, H_CHECK))
+    release(L, T, H_CHECK);
   if (!T->ud[H_CHECK] && !make_handle(L, T, H_CHECK)) {
     lua_pop(L, 1);                       /* without a check handle, nothing would end a hold */
     return;
