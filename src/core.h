@@ -90,7 +90,9 @@ typedef struct modal_handle {
   int nargs;
 } modal_handle;
 
-/* Replaces the function and `nargs` arguments on top with a new (unarmed) handle. */
+/* Replaces the function and `nargs` arguments on top with a new (unarmed) handle. The machine
+** driver arms state timeouts with it; deferred.c's add_timeout still does too (a call upward,
+** until it embeds a modal_timer of its own). */
 MODAL__FUNC modal_handle *modal__handle_new(lua_State *L, int nargs);
 MODAL__FUNC void modal__open_later(lua_State *L);
 
