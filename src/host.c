@@ -243,6 +243,7 @@ static int close_signals(lua_State *L) {
       lua_pop(L, 1);
     }
   }
+  lua_pop(L, 1);
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &signals_key);
   return 0;
