@@ -17,44 +17,76 @@
 /* Log levels, most severe first. */
 enum { MODAL_LOG_ERROR, MODAL_LOG_WARN, MODAL_LOG_INFO, MODAL_LOG_DEBUG };
 
-/* ---------------------------------------------------------------- timers */
+/* ---------------------------------------------------------------- context */
 
-typedef struct modal_timer modal_timer;
-typedef void (*modal_timer_fn)(lua_State *L, modal_timer *t);
+/* Called once when the context closes (lua_close began), last registered first. */
+typedef void (*modal_close_hook)(lua_State *L, void *arg);
+/* Called when a run of the loop has ended, last registered first: `exiting` is 0 when
+** modal.run() returns (a later run may go on), 1 when the host is about to close the state. */
+typedef void (*modal_run_end_hook)(lua_State *L, void *arg, int exiting);
 
-/* A timer in the context's heap; embedded in the object that owns it (a userdata). */
-struct modal_timer {
-  uint64_t due;          /* loop time (ms) at which it fires  -- private */
-  uint64_t seq;          /* arming order: FIFO among equal due times -- private */
-  int slot;              /* index in the heap; -1 when not armed -- private */
-  int ref;               /* registry ref pinning the owner while armed -- private */
-  modal_timer_fn fire;   /* called once when due, after the timer is disarmed */
-};
+typedef struct modal_ctx_hook modal_ctx_hook;
 
-/* The per-state context; also the sentinel whose __gc closes modal's handles before luv's
-** loop is collected (DESIGN.md section 10). */
+/* The per-state context. It is also the sentinel created after luv's loop, so its finalizer
+** runs first in lua_close: it marks the context closed and calls the close hooks. */
 typedef struct modal_ctx {
   lua_State *L;          /* the main thread: every callback from libuv runs on it */
   uv_loop_t *loop;       /* luv's loop, borrowed */
-  uv_timer_t *timer;     /* one libuv timer for every modal timer (malloc'd) */
-  uv_idle_t *idle;       /* runs timers due now on the next loop iteration (malloc'd) */
-  uv_check_t *check;     /* ends the loop iteration in which modal.stop() was called */
-  modal_timer **heap;    /* min-heap on (due, seq) */
-  int nheap, capheap;
-  uint64_t seq;          /* next arming sequence number */
-  int processing;        /* inside a pass over due timers */
-  int stop_requested;    /* modal.stop() called while run() is running */
+  int closed;            /* lua_close began: what modal owns does nothing any more */
   int running;           /* modal.run() depth (0 or 1) */
-  int closed;            /* handles closed: the state is going away */
   int log_level;         /* threshold of the default stderr sink */
-  /* What the driver is doing (DESIGN: re-entry): */
-  int driving;           /* entries into the machine driver in progress: user code may run */
+  modal_ctx_hook *close_hooks, *run_end_hooks;   /* private */
+  int nclose, capclose, nrun_end, caprun_end;     /* private */
+  int ending;            /* inside the run-end hooks -- private */
+  /* What the machine driver is doing (doc/machines.md, rule 12): */
+  int driving;           /* entries into the driver in progress: user code may run */
   int planning;          /* a reload is planning (migrate runs): M:new, fire and calls raise */
   int tracing;           /* modal.trace(true): every transition logged at info */
 } modal_ctx;
 
 MODAL__FUNC modal_ctx *modal__ctx(lua_State *L);
 MODAL__FUNC void modal__ctx_open(lua_State *L, uv_loop_t *loop);
+/* Sets the context's finalizer (once): called after the layers made their luv handles, so
+** that lua_close runs it before theirs and before luv's loop's. */
+MODAL__FUNC void modal__ctx_arm(lua_State *L);
+/* Registers `fn(L, arg)` to run when the context closes; nothing once it has closed. */
+MODAL__FUNC void modal__ctx_on_close(lua_State *L, modal_close_hook fn, void *arg);
+/* Registers `fn(L, arg, exiting)` to run whenever a run of the loop ends. A hook must not
+** raise: it calls Lua through modal__call / modal__pcall. */
+MODAL__FUNC void modal__ctx_on_run_end(lua_State *L, modal_run_end_hook fn, void *arg);
+/* Calls the run-end hooks (not again from inside one of them). */
+MODAL__FUNC void modal__ctx_run_end(lua_State *L, int exiting);
+
+/* ---------------------------------------------------------------- timers */
+
+typedef struct modal_timer modal_timer;
+typedef void (*modal_timer_fn)(lua_State *L, modal_timer *t);
+
+/* A timer in the state's heap; embedded in the object that owns it (a userdata). */
+struct modal_timer {
+  uint64_t due;          /* loop time (ms) at which it fires  -- private */
+  uint64_t seq;          /* arming order: FIFO among equal due times -- private */
+  int slot;              /* index in the heap; -1 when not armed -- private */
+  int ref;               /* registry ref pinning the owner while armed -- private */
+  modal_timer_fn fire;   /* called once when due, after the timer is disarmed, with the
+                         ** owner on top of the stack */
+};
+
+/* Opens the timer layer once per state; `luv` is the index of luv's module table. */
+MODAL__FUNC void modal__timers_open(lua_State *L, int luv);
+MODAL__FUNC void modal__timer_init(modal_timer *t, modal_timer_fn fire);
+/* Arms (or re-arms) `t` to fire after `seconds`; the owner is the value at `owner`. Does
+** nothing once the context has closed. */
+MODAL__FUNC void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds);
+/* Disarms `t`; a no-op when it is not armed or the context has closed. */
+MODAL__FUNC void modal__timer_stop(lua_State *L, modal_timer *t);
+/* 1 while `t` is armed. Notices first whether modal's handles were closed from outside
+** (uv.walk), which disarms every timer. */
+MODAL__FUNC int modal__timer_armed(lua_State *L, modal_timer *t);
+/* 1 once the timers have closed: the context closed, or lua_close was seen to begin. */
+MODAL__FUNC int modal__timers_closed(lua_State *L);
+/* modal.stop(): no timer runs again until the current loop iteration ends. */
+MODAL__FUNC void modal__timers_hold(lua_State *L);
 
 /* A call_later handle: a timer with a function and its arguments in its user values. */
 typedef struct modal_handle {
@@ -62,26 +94,25 @@ typedef struct modal_handle {
   int nargs;
 } modal_handle;
 
-MODAL__FUNC void modal__timer_init(modal_timer *t, modal_timer_fn fire);
-/* Arms (or re-arms) `t` to fire after `seconds`; the owner is the value at `owner`. */
-MODAL__FUNC void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds);
-MODAL__FUNC void modal__timer_stop(lua_State *L, modal_timer *t);
-MODAL__FUNC void modal__timers_close(modal_ctx *ctx);
-MODAL__FUNC void modal__stop_requested(modal_ctx *ctx);
-/* Replaces the function and `nargs` arguments on top with a new (unarmed) handle. */
+/* Replaces the function and `nargs` arguments on top with a new (unarmed) handle. The machine
+** driver arms state timeouts with it; deferred.c's add_timeout still does too (a call upward,
+** until it embeds a modal_timer of its own). */
 MODAL__FUNC modal_handle *modal__handle_new(lua_State *L, int nargs);
-MODAL__FUNC int modal__call_later(lua_State *L);
-MODAL__FUNC int modal__sleep(lua_State *L);
-MODAL__FUNC void modal__open_timer(lua_State *L);
+MODAL__FUNC void modal__open_later(lua_State *L);
 
 /* ---------------------------------------------------------------- loop */
 
-MODAL__FUNC int modal__run(lua_State *L);
-MODAL__FUNC int modal__stop(lua_State *L);
-MODAL__FUNC int modal__now(lua_State *L);
-MODAL__FUNC int modal__on_stop(lua_State *L);
-/* Runs every modal.on_stop handler once (host: first SIGINT/SIGTERM). */
+/* Runs the loop until no work is left or a stop; returns 1 when work is left. Calls no
+** run-end hook (the host's final run ends with modal__run_end(L, 1)). */
+MODAL__FUNC int modal__loop_run(lua_State *L);
+/* What modal.stop() does: the loop returns after the current callback. */
+MODAL__FUNC void modal__loop_stop(lua_State *L);
+/* Calls the run-end hooks, protected (a hook that raises is reported as unhandled). */
+MODAL__FUNC void modal__run_end(lua_State *L, int exiting);
+/* Runs every modal.on_stop handler once (host: first SIGINT/SIGTERM, or a luv callback's
+** error). */
 MODAL__FUNC void modal__run_stop_handlers(lua_State *L);
+MODAL__FUNC void modal__open_loop(lua_State *L);
 
 /* ---------------------------------------------------------------- protected calls */
 

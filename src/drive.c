@@ -330,7 +330,7 @@ static int job_settled(lua_State *L) {
   lua_settop(L, 4);
   if (failed)
     modal__mark_handled(L, 4);           /* the machine takes it, as input "error" */
-  if (!c)
+  if (!c || c->M->ctx->closed)
     return 0;
   x = modal__extras(L, 2, 0);
   if (!x || !x->job || (lua_Integer)c->entry != lua_tointeger(L, 3)) {

@@ -41,6 +41,15 @@ static int failed_call(lua_State *L) {
   return 1;
 }
 
+/* A call after the Lua state began closing (from a finalizer): nothing runs; the caller gets
+** a Deferred failed with kind "stopped", already counted as handled. */
+static int closed_call(lua_State *L) {
+  modal__failure_new(L, "stopped", "modal is closing (the Lua state is being closed)", 0, 0);
+  modal__deferred_fired(L, -1, 1);
+  modal__mark_handled(L, -1);
+  return 1;
+}
+
 /* c:<method>(...) — every method of every machine. */
 static int method_call(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
@@ -58,6 +67,8 @@ static int method_call(lua_State *L) {
   if (M->ctx->planning)
     return luaL_error(L, "modal: method '%s' called from migrate (migrate only reads the "
                       "instance)", lua_tostring(L, lua_upvalueindex(UP_NAME)));
+  if (M->ctx->closed)
+    return closed_call(L);
   if ((lua_Integer)M->gen != lua_tointeger(L, lua_upvalueindex(UP_GEN)) && !rebind(L, M)) {
     lua_pushfstring(L, "method '%s' was removed by a reload",
                     lua_tostring(L, lua_upvalueindex(UP_NAME)));
@@ -159,6 +170,8 @@ static int md_fire(lua_State *L) {
   if (M->ctx->planning)
     return luaL_error(L, "modal: c:fire() called from migrate (migrate only reads the "
                       "instance)");
+  if (M->ctx->closed)
+    return 0;                            /* from a finalizer once the state began closing */
   if (c->flags & I_BUSY) {
     modal__drive_enqueue(L, c, 1, 2, TAG_PLAIN, 3, nargs);
     return 0;
@@ -221,6 +234,8 @@ static int start_body(lua_State *L) {
 void modal__drive_start(lua_State *L, int ci) {
   modal_instance *c = modal__to_instance(L, ci);
   ci = lua_absindex(L, ci);
+  if (c->M->ctx->closed)
+    return;                              /* made from a finalizer: it stays as it is */
   if (modal__drive_protected(L, c, ci, start_body, 0, 0) != LUA_OK)
     lua_error(L);
 }

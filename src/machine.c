@@ -315,7 +315,28 @@ static int md_machine(lua_State *L) {
   return 1;
 }
 
+static int strand_protected(lua_State *L) {
+  modal__machines_strand(L, (int)lua_toboolean(L, 1));
+  return 0;
+}
+
+/* The run-end hook: never raises (an error of its own is reported as unhandled). */
+static void strand_hook(lua_State *L, void *arg, int exiting) {
+  (void)arg;
+  lua_pushcfunction(L, strand_protected);
+  lua_pushboolean(L, exiting);
+  modal__pcall(L, 1, 0);
+}
+
+static const char hooked_key = 'h';     /* registry: the run-end hook is registered */
+
 void modal__open_machine(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &hooked_key) == LUA_TNIL) {
+    modal__ctx_on_run_end(L, strand_hook, NULL);
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &hooked_key);
+  }
+  lua_pop(L, 1);
   luaL_newmetatable(L, "modal.machine");
   lua_pushcfunction(L, md_machine_index);
   lua_setfield(L, -2, "__index");

@@ -33,13 +33,6 @@ static void check_luv(lua_State *L, int luv) {
 }
 
 int luaopen_modal(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-    {"run", modal__run},
-    {"stop", modal__stop},
-    {"now", modal__now},
-    {"on_stop", modal__on_stop},
-    {NULL, NULL}
-  };
   int luv;
   lua_getglobal(L, "require");           /* luv first: its loop must exist before our sentinel */
   lua_pushliteral(L, "luv");
@@ -57,14 +50,16 @@ int luaopen_modal(lua_State *L) {
   signal(SIGPIPE, SIG_IGN);              /* a write to a reset peer must not kill the process */
   if (!modal__ctx(L))
     modal__ctx_open(L, luv_loop(L));
+  modal__timers_open(L, luv);            /* luv's handles, made before the sentinel is armed */
+  modal__ctx_arm(L);                     /* so lua_close closes modal first (doc/loop.md) */
   lua_newtable(L);
-  luaL_setfuncs(L, funcs, 0);
+  modal__open_loop(L);
   modal__open_log(L);
   modal__open_failure(L);
   modal__open_deferred(L);
   modal__open_combine(L);
   modal__open_async(L);
-  modal__open_timer(L);
+  modal__open_later(L);
   modal__open_compile(L);
   modal__open_machine(L);
   modal__open_reload(L);

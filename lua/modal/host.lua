@@ -44,15 +44,9 @@ local S                         -- the running host's state, nil when stopped
 
 -- {============ logging
 
--- Writes one line through the current modal.on_log sink (modal.log when the core has it).
+-- Writes one line through the current modal.on_log sink; never raises.
 local function log(level, message)
-  if type(modal.log) == "function" then
-    pcall(modal.log, level, message)
-    return
-  end
-  local sink = modal.on_log(nil)          -- read the sink by swapping it out and back
-  modal.on_log(sink)
-  pcall(sink, level, message, {})
+  pcall(modal.log, level, message)
 end
 host._log = log
 
