@@ -86,7 +86,7 @@ static int default_sink(lua_State *L) {
 ** empty table). A sink that raises never loses the line: it goes to stderr. */
 static void emit(lua_State *L, int level, int fields) {
   int msg = lua_gettop(L);
-  lua_pushcfunction(L, modal__msgh);
+  lua_pushnil(L);                        /* keeps the indices below as they were */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &sink_key);
   if (lua_isnil(L, -1)) {                /* not opened yet */
     lua_pop(L, 1);
@@ -98,10 +98,10 @@ static void emit(lua_State *L, int level, int fields) {
     lua_pushvalue(L, fields);
   else
     lua_newtable(L);
-  if (lua_pcall(L, 3, 0, msg + 1) != LUA_OK) {
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) { /* no metamethod of the error value runs here */
     fprintf(stderr, "modal: log sink failed (%s); the line was: %s %s\n",
-            luaL_tolstring(L, -1, NULL), modal__level_name(level), lua_tostring(L, msg));
-    lua_pop(L, 2);
+            lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1),
+            modal__level_name(level), lua_tostring(L, msg));
   }
   lua_settop(L, msg - 1);
 }
