@@ -30,7 +30,8 @@ CFLAGS    = -std=c99 -fPIC -fvisibility=hidden $(OPT) $(WARN) $(SAN) \
             $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
-CORE_SRC := src/context.c src/log.c src/failure.c src/deferred.c src/combine.c src/async.c \
+CORE_SRC := src/context.c src/log.c src/failure.c src/deferred_links.c src/deferred_chain.c \
+            src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
             src/timer.c src/loop.c src/machine.c src/instance.c src/reload.c src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
@@ -60,7 +61,7 @@ check-deps:
 	@pkg-config --exists $(PKGS) && command -v busted >/dev/null && command -v luacheck >/dev/null \
 	  || $(MAKE) --no-print-directory deps
 
-$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h | $(BUILD)
+$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD):

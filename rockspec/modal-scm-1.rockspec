@@ -27,7 +27,8 @@ build = {
   modules = {
     modal = {
       sources = {
-        "src/context.c", "src/log.c", "src/failure.c", "src/deferred.c", "src/combine.c",
+        "src/context.c", "src/log.c", "src/failure.c", "src/deferred_links.c",
+        "src/deferred_chain.c", "src/deferred_cancel.c", "src/deferred.c", "src/combine.c",
         "src/async.c", "src/timer.c", "src/loop.c", "src/machine.c", "src/instance.c", "src/reload.c",
         "src/module.c",
       },

@@ -242,7 +242,7 @@ static void drain(lua_State *L, modal_instance *c, int ci) {
 static void postpone_call(lua_State *L, modal_instance *c, int ci, int method, int args,
                           int nargs) {
   modal_compiled *k = c->M->def;
-  uint16_t *aux;
+  uint32_t *aux;
   int d;
   lua_Integer n;
   if (k->states[c->state].final) {
@@ -270,7 +270,7 @@ static void postpone_call(lua_State *L, modal_instance *c, int ci, int method, i
   modal__deferred_new(L, ci);            /* the canceller is the instance: its __call */
   d = lua_gettop(L);
   aux = modal__deferred_aux(L, d);
-  *aux = (uint16_t)((method + 1) & AUX_METHOD);   /* never 0: 0 marks a call that left */
+  *aux = (uint32_t)((method + 1) & AUX_METHOD);   /* never 0: 0 marks a call that left */
   if (nargs == 0) {
     *aux |= AUX_NOARGS;
   } else if (nargs == 1) {
@@ -319,8 +319,8 @@ static lua_Integer unlist(lua_State *L, int list, lua_Integer from, int v) {
 ** The instance lets go of d at once (its queue slot becomes false). */
 int modal__instance_cancel_call(lua_State *L) {
   modal_instance *c = check_instance(L, 1);
-  uint16_t *aux = modal__deferred_aux(L, 2);
-  uint16_t a;
+  uint32_t *aux = modal__deferred_aux(L, 2);
+  uint32_t a;
   if (!aux || !modal__is_cancelling(L, 2))  /* only d:cancel() gets here legitimately */
     return luaL_error(L, "modal: attempt to call an instance (%s)", luaL_tolstring(L, 1, NULL));
   if (!*aux)
@@ -485,7 +485,7 @@ static void retry(lua_State *L, modal_instance *c, int ci) {
   c->flags |= I_RETRYING;
   n = (lua_Integer)lua_rawlen(L, q);
   for (r = 1; r <= n; r++) {
-    uint16_t *aux, a;
+    uint32_t *aux, a;
     int d, h, nargs, args, res;
     lua_settop(L, fns);
     lua_rawgeti(L, q, r);
@@ -984,7 +984,7 @@ static int md_instance_when(lua_State *L) {
   st = (int)lua_tointeger(L, -1);
   lua_settop(L, 2);
   modal__deferred_new(L, 1);             /* 3; cancel: the instance lets go of it */
-  *modal__deferred_aux(L, 3) = (uint16_t)(AUX_WHEN | (unsigned)st);
+  *modal__deferred_aux(L, 3) = (uint32_t)(AUX_WHEN | (unsigned)st);
   if (st == c->state) {
     lua_pushvalue(L, 1);
     modal__fire(L, 3, -1, 0);
@@ -1228,7 +1228,7 @@ void modal__instance_remap(lua_State *L, int ci, int map, int smap, int imap) {
     }
     n = (lua_Integer)lua_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
-      uint16_t *aux;
+      uint32_t *aux;
       lua_Integer to;
       lua_rawgeti(L, -1, i);
       aux = modal__deferred_aux(L, -1);
@@ -1237,7 +1237,7 @@ void modal__instance_remap(lua_State *L, int ci, int map, int smap, int imap) {
         to = lua_tointeger(L, -1);
         lua_pop(L, 1);
         if (to > 0) {
-          *aux = (uint16_t)((*aux & ~AUX_METHOD) | ((unsigned)to & AUX_METHOD));
+          *aux = (uint32_t)((*aux & ~AUX_METHOD) | ((unsigned)to & AUX_METHOD));
         } else {                         /* its method is gone: the call fails */
           *aux = 0;
           c->npostponed--;
@@ -1263,11 +1263,11 @@ void modal__instance_remap(lua_State *L, int ci, int map, int smap, int imap) {
       to = lua_tointeger(L, -1);
       lua_pop(L, 1);
       for (i = 1; i <= n; i++) {
-        uint16_t *aux;
+        uint32_t *aux;
         lua_rawgeti(L, -1, i);
         aux = modal__deferred_aux(L, -1);
         if (to > 0 && aux) {
-          *aux = (uint16_t)(AUX_WHEN | (unsigned)(to - 1));
+          *aux = (uint32_t)(AUX_WHEN | (unsigned)(to - 1));
         } else if (modal__is_pending(L, -1)) {
           if (aux)
             *aux = 0;
