@@ -63,53 +63,63 @@ static void decide(lua_State *L, int st, int v, int failed) {
     settle(L, st);
 }
 
-/* The link on every input: (result, state, index). The input keeps its outcome; a failure
-** counts as handled (it went to the output, or lost the race, or all had already failed). */
-static int collect(lua_State *L) {
-  combine *c = (combine *)lua_touserdata(L, 2);
-  lua_Integer i = lua_tointeger(L, 3);
-  int failed = modal__is_failure(L, 1);
-  lua_settop(L, 3);
+/* Input i (the state at st) has the outcome at v. Returns 1 when that outcome is now the
+** output's (all's first failure, race's winner): the input hands it over, as a link-returned
+** Deferred does, and is left holding nil. Any other failure counts as handled and stays: it
+** lost the race, or came after the output was decided, or is in settled's list. */
+static int collect_at(lua_State *L, int st, lua_Integer i, int v) {
+  combine *c = (combine *)lua_touserdata(L, st);
+  int failed = modal__is_failure(L, v), top = lua_gettop(L), taken = 0;
   if (failed) {
-    lua_getiuservalue(L, 2, 3);
+    lua_getiuservalue(L, st, 3);
     lua_rawgeti(L, -1, i);
     modal__mark_handled(L, -1);
-    lua_settop(L, 3);
+    lua_settop(L, top);
   }
-  if (c->done) {
-    lua_settop(L, 1);
-    return 1;
-  }
+  if (c->done)
+    return 0;
   c->remaining--;
   switch (c->mode) {
     case ALL:
       if (failed) {
-        decide(L, 2, 1, 1);
+        taken = 1;
+        decide(L, st, v, 1);
         break;
       }
-      lua_getiuservalue(L, 2, 2);
-      lua_pushvalue(L, 1);
+      lua_getiuservalue(L, st, 2);
+      lua_pushvalue(L, v);
       lua_rawseti(L, -2, i);
       if (c->remaining == 0)
-        decide(L, 2, -1, 0);
+        decide(L, st, -1, 0);
       break;
     case SETTLED:
-      lua_getiuservalue(L, 2, 2);
+      lua_getiuservalue(L, st, 2);
       lua_createtable(L, 0, 2);
       lua_pushboolean(L, !failed);
       lua_setfield(L, -2, "ok");
-      lua_pushvalue(L, 1);
+      lua_pushvalue(L, v);
       lua_setfield(L, -2, failed ? "failure" : "value");
       lua_rawseti(L, -2, i);
       if (c->remaining == 0)
-        decide(L, 2, -1, 0);
+        decide(L, st, -1, 0);
       break;
     default:                             /* RACE: the first outcome, bare */
+      taken = 1;
       c->winner = i;
-      decide(L, 2, 1, failed);
+      decide(L, st, v, failed);
       break;
   }
-  lua_settop(L, 1);
+  lua_settop(L, top);
+  return taken;
+}
+
+/* The link on every input: (result, state, index) -> the input's result from now on. */
+static int collect(lua_State *L) {
+  lua_settop(L, 3);
+  if (collect_at(L, 2, lua_tointeger(L, 3), 1))
+    lua_pushnil(L);
+  else
+    lua_settop(L, 1);
   return 1;
 }
 
@@ -148,14 +158,14 @@ static int combine_list(lua_State *L, int mode, const char *fname) {
   lua_setiuservalue(L, 2, 1);
   lua_getiuservalue(L, 2, 3);            /* 5: the inputs */
   for (i = 1; i <= n; i++) {
-    lua_pushcfunction(L, collect);       /* 6 */
-    lua_rawgeti(L, 5, i);                /* 7 */
-    lua_pushvalue(L, 2);
-    lua_pushinteger(L, i);
-    if (modal__is_deferred(L, 7)) {
-      modal__add_link(L, 7, 6, 0, 1, 2);
+    lua_rawgeti(L, 5, i);                /* 6 */
+    if (modal__is_deferred(L, 6)) {
+      lua_pushcfunction(L, collect);     /* 7 */
+      lua_pushvalue(L, 2);
+      lua_pushinteger(L, i);
+      modal__add_link(L, 6, 7, 0, 1, 2);
     } else {                             /* a plain value: already succeeded */
-      lua_call(L, 3, 0);
+      collect_at(L, 2, i, 6);
     }
     lua_settop(L, 5);
   }

@@ -120,33 +120,34 @@ void modal__cancel(lua_State *L, int di) {
 
 /* ============================================================== add_timeout */
 
-/* The protected part of a timeout's expiry: (record). */
-static int expire(lua_State *L) {
-  modal_dtimeout *rec = (modal_dtimeout *)lua_touserdata(L, 1);
+/* A timeout record expired (it is at ri): its Deferred, still pending or paused, is cancelled
+** with the timeout's failure. This calls no Lua directly (the canceller and the chains run
+** protected inside modal__cancel), so it works even with no C stack left for a protected call
+** around it: there the Deferred fails with kind "error" rather than never. */
+static void expire(lua_State *L, int ri) {
+  modal_dtimeout *rec = (modal_dtimeout *)lua_touserdata(L, ri);
   modal_deferred *d;
-  lua_settop(L, 1);
-  lua_getiuservalue(L, 1, 1);            /* 2: the Deferred */
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, ri, 1);           /* top + 1: the Deferred */
   lua_pushfstring(L, "timed out after %f seconds", (lua_Number)rec->seconds);
-  modal__failure_new(L, "timeout", lua_tostring(L, -1), 0, 0);  /* 4 */
-  d = modal__dget(L, 2);                 /* (read after allocating: a finalizer may fire d) */
-  if (!d || !(d->flags & DF_SPILLED) || (d->flags & (DF_FIRED | DF_PAUSED)) == DF_FIRED)
-    return 0;
-  lua_getiuservalue(L, 2, NUV);          /* 5 */
-  if (lua_rawgeti(L, 5, SPILL_TIMER) == LUA_TNIL)
-    return 0;                            /* stopped meanwhile */
-  modal__dstop_timers(L, 2, d);          /* the first to expire wins */
-  lua_pushvalue(L, 4);
-  lua_rawseti(L, 5, SPILL_TIMEOUT);      /* the failure every link of d will see */
-  modal__cancel(L, 2);
-  return 0;
+  modal__failure_new(L, "timeout", lua_tostring(L, -1), 0, 0);   /* top + 3 */
+  d = modal__dget(L, top + 1);           /* (read after allocating: a finalizer may fire d) */
+  if (d && (d->flags & DF_SPILLED) && (d->flags & (DF_FIRED | DF_PAUSED)) != DF_FIRED) {
+    lua_getiuservalue(L, top + 1, NUV);  /* top + 4 */
+    if (lua_rawgeti(L, top + 4, SPILL_TIMER) != LUA_TNIL) {   /* else: stopped meanwhile */
+      modal__dstop_timers(L, top + 1, d);   /* the first to expire wins */
+      lua_pushvalue(L, top + 3);
+      lua_rawseti(L, top + 4, SPILL_TIMEOUT);   /* the failure every link of d will see */
+      modal__cancel(L, top + 1);
+    }
+  }
+  lua_settop(L, top);
 }
 
-/* The timer's function: the record is on top; errors are reported, never raised. */
+/* The timer's function: the record is on top. */
 static void timeout_fire(lua_State *L, modal_timer *t) {
   (void)t;
-  lua_pushcfunction(L, expire);
-  lua_insert(L, -2);
-  modal__pcall(L, 1, 0);
+  expire(L, lua_gettop(L));
 }
 
 void modal__dadd_timeout(lua_State *L, int di, double seconds) {
