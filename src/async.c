@@ -102,13 +102,17 @@ static int md_async(lua_State *L) {
   return 1;
 }
 
-/* Resumed by the resumer with (marker, ok, value) in place of the yielded marker. */
+/* Resumed by the resumer with (marker, ok, value) in place of the yielded marker: the stack is
+** md_await's (1 the awaited, 2 the tasks, 3 this call's Deferred) and those three. */
 static int await_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
   (void)k;
-  if (lua_gettop(L) < 4 || lua_touserdata(L, -3) != (void *)&marker)
+  if (lua_gettop(L) < 6 || lua_touserdata(L, 4) != (void *)&marker) {
+    modal__unwait(L, 3);                 /* 3: this call's Deferred (see md_await) */
     return luaL_error(L, "modal.await: the coroutine was resumed by something other than modal");
-  if (lua_toboolean(L, -2))
+  }
+  lua_settop(L, 6);
+  if (lua_toboolean(L, 5))
     return 1;
   return lua_error(L);                   /* the failure object itself */
 }

@@ -162,6 +162,9 @@ MODAL__FUNC void modal__deferred_new_async(lua_State *L, int resumer);
 ** fired from outside). Else, when `may_wait`, `o` pauses on `w` and 0 is returned: yield, and
 ** w's outcome reaches the resumer. Else -1, nothing pushed. */
 MODAL__FUNC int modal__await(lua_State *L, int o, int w, int may_wait);
+/* The coroutine of the async call whose Deferred is at `o` was resumed by something else
+** while it waited: `o` stops waiting (what it awaited no longer reaches the coroutine). */
+MODAL__FUNC void modal__unwait(lua_State *L, int o);
 
 MODAL__FUNC void modal__open_combine(lua_State *L);
 MODAL__FUNC void modal__open_machine(lua_State *L);

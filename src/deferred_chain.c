@@ -472,6 +472,16 @@ int modal__await(lua_State *L, int oi, int wi, int may_wait) {
   return 0;
 }
 
+void modal__unwait(lua_State *L, int oi) {
+  modal_deferred *o = modal__dget(L, oi);
+  oi = lua_absindex(L, oi);
+  if (o && IS_ASYNC(o) && (o->flags & (DF_FIRED | DF_PAUSED)) == DF_PAUSED) {
+    CLEAR(o, DF_PAUSED);                 /* the continuation left on the awaited one is stale */
+    lua_pushnil(L);
+    lua_setiuservalue(L, oi, 1);
+  }
+}
+
 /* ============================================================== fired Deferreds */
 
 void modal__deferred_fired(lua_State *L, int vi, int failed) {
