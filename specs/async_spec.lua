@@ -54,6 +54,22 @@ describe("modal.async", function()
       assert.equal(7, f.value.code)
     end)
 
+    it("fails with kind 'error', keeping the value, when the raised value's __tostring raises", function()
+      local bad = setmetatable({}, { __tostring = function() error("no text for you") end })
+      local gate = modal.deferred()
+      local calls = {
+        modal.async(function() error(bad) end)(),
+        modal.async(function() modal.await(gate); error(bad) end)(),
+      }
+      gate:callback()
+      for _, d in ipairs(calls) do
+        local state, f = outcome(d)
+        assert.equal("failed", state)
+        assert.equal("error", f.kind)
+        assert.is_true(rawequal(bad, f.value))
+      end
+    end)
+
     it("fails with a raised failure object as it is", function()
       local f = modal.failure("unavailable", "no backend")
       local state, got = outcome(modal.async(function() error(f) end)())

@@ -12,6 +12,12 @@
 static const char tasks_key = 't';      /* registry: weak-keyed {coroutine = its Deferred} */
 static const char marker = 'm';         /* what await yields, and the resumer passes back */
 
+/* (value, traceback) -> a failure of kind "error"; its message may run value's __tostring. */
+static int make_failure(lua_State *L) {
+  modal__failure_new(L, "error", NULL, 1, 2);
+  return 1;
+}
+
 /* Runs co (nargs values on its stack) until it waits or ends. Returns 0 when it waits, else 1
 ** with its outcome pushed on L: the first value it returned, or the failure it raised. */
 static int step(lua_State *L, lua_State *co, int nargs) {
@@ -37,10 +43,20 @@ static int step(lua_State *L, lua_State *co, int nargs) {
   }
   lua_xmove(co, L, 1);                   /* the error, with the coroutine's traceback */
   if (!modal__is_failure(L, -1)) {
-    luaL_traceback(L, co, NULL, 0);
-    modal__failure_new(L, "error", NULL, -2, -1);
-    lua_replace(L, -3);
-    lua_pop(L, 1);
+    int v = lua_gettop(L);
+    luaL_traceback(L, co, NULL, 0);      /* v + 1 */
+    lua_pushcfunction(L, make_failure);
+    lua_pushvalue(L, v);
+    lua_pushvalue(L, v + 1);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {   /* its __tostring raised, or no C stack left */
+      lua_pop(L, 1);
+      modal__failure_new(L, "error", "a modal.async function raised a value that has no "
+                                     "message", 0, v + 1);
+      lua_pushvalue(L, v);
+      lua_setfield(L, -2, "value");
+    }
+    lua_replace(L, v);
+    lua_settop(L, v);
   }
   return 1;
 }

@@ -158,7 +158,7 @@ MODAL__FUNC void modal__dspill(lua_State *L, int di, modal_deferred *d);
 MODAL__FUNC void modal__dreserve(lua_State *L, int di, modal_deferred *d, uint32_t n);
 /* Appends an entry; call modal__dreserve first. */
 MODAL__FUNC void modal__dappend(lua_State *L, int di, modal_deferred *d, int code, int vi);
-/* Sets the current result to the value at vi; DF_FAILED follows it. */
+/* Sets the current result to the value at vi; DF_FAILED follows it, DF_HANDLED is cleared. */
 MODAL__FUNC void modal__dset_result(lua_State *L, int di, modal_deferred *d, int vi);
 /* Pushes the failure a cancel of d produces: the stored timeout failure after a timeout. */
 MODAL__FUNC void modal__dcancel_failure(lua_State *L, int di, modal_deferred *d);

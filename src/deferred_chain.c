@@ -122,10 +122,10 @@ static int chain_onto(lua_State *L, modal_deferred *d) {
       CLEAR(d, DF_FAILED);
     return 0;
   }
+  modal__dappend(L, 2, r, E_CONT, 1);    /* first: should it raise, d is not left paused */
   d->flags = (uint8_t)((d->flags | DF_PAUSED) & ~DF_FAILED);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, 1);            /* while paused, d's result is the inner one */
-  modal__dappend(L, 2, r, E_CONT, 1);
   return 1;
 }
 
@@ -272,7 +272,7 @@ void modal__drun(lua_State *L, int di, int vi) {
           skip_link(L, top, d);
         modal__to_failure(L, -1);        /* a link raised: that is d's result now */
         lua_setiuservalue(L, top, 1);
-        d->flags |= DF_FAILED;
+        d->flags = (uint8_t)((d->flags | DF_FAILED) & ~(DF_PAUSED | DF_HANDLED));
         lua_settop(L, top);
         continue;
       }
@@ -426,6 +426,7 @@ int modal__follow(lua_State *L, int di, int ri) {
     lua_pop(L, 1);
     return 0;
   }
+  modal__dappend(L, ri, r, E_CONT, di);  /* first: should it raise, d is not left paused */
   d->flags |= DF_FIRED | DF_PAUSED;      /* fired, but waiting on r: state() says pending */
   if (d->flags & DF_ENTRY0) {
     lua_pushnil(L);
@@ -433,7 +434,6 @@ int modal__follow(lua_State *L, int di, int ri) {
   }
   lua_pushvalue(L, ri);
   lua_setiuservalue(L, di, 1);
-  modal__dappend(L, ri, r, E_CONT, di);
   return 0;
 }
 
@@ -465,10 +465,10 @@ int modal__await(lua_State *L, int oi, int wi, int may_wait) {
     return take_over(L, wi, w);
   if (!may_wait)
     return -1;
+  modal__dappend(L, wi, w, E_CONT, oi);  /* first: should it raise, o is not left waiting */
   o->flags |= DF_PAUSED;
   lua_pushvalue(L, wi);
   lua_setiuservalue(L, oi, 1);
-  modal__dappend(L, wi, w, E_CONT, oi);
   return 0;
 }
 

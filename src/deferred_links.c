@@ -102,6 +102,7 @@ void modal__dset_result(lua_State *L, int di, modal_deferred *d, int vi) {
     d->flags |= DF_FAILED;
   else
     CLEAR(d, DF_FAILED);
+  CLEAR(d, DF_HANDLED);                  /* a new outcome: nobody has observed it yet */
 }
 
 int modal__dtimeout_failure(lua_State *L, int di, modal_deferred *d) {
