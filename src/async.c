@@ -45,15 +45,19 @@ static int step(lua_State *L, lua_State *co, int nargs) {
   if (!modal__is_failure(L, -1)) {
     int v = lua_gettop(L);
     luaL_traceback(L, co, NULL, 0);      /* v + 1 */
-    lua_pushcfunction(L, make_failure);
-    lua_pushvalue(L, v);
-    lua_pushvalue(L, v + 1);
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {   /* its __tostring raised, or no C stack left */
-      lua_pop(L, 1);
-      modal__failure_new(L, "error", "a modal.async function raised a value that has no "
-                                     "message", 0, v + 1);
+    if (lua_type(L, v) == LUA_TSTRING) {
+      modal__failure_new(L, "error", NULL, v, v + 1);
+    } else {                             /* tostring may run Lua: protected */
+      lua_pushcfunction(L, make_failure);
       lua_pushvalue(L, v);
-      lua_setfield(L, -2, "value");
+      lua_pushvalue(L, v + 1);
+      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {   /* its __tostring raised, or no C stack */
+        lua_pop(L, 1);
+        modal__failure_new(L, "error", "a modal.async function raised a value that has no "
+                                       "message", 0, v + 1);
+        lua_pushvalue(L, v);
+        lua_setfield(L, -2, "value");
+      }
     }
     lua_replace(L, v);
     lua_settop(L, v);
