@@ -157,10 +157,10 @@ MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
 ** waits again, else the coroutine's outcome (one value; a failure fails the Deferred). */
 MODAL__FUNC void modal__deferred_new_async(lua_State *L, int resumer);
 /* From inside the coroutine of the async call whose Deferred is at `o`: waits on the
-** Deferred at `w`. A final outcome is handed over at once (w is left holding nil): pushed,
-** returning 1, or 2 for a failure (also pushed for a misuse: awaiting `o` itself, or an `o`
-** fired from outside). Else, when `may_wait`, `o` pauses on `w` and 0 is returned: yield, and
-** w's outcome reaches the resumer. Else -1, nothing pushed. */
+** Deferred at `w`, which keeps its outcome (counted as handled: it went to the coroutine). A
+** final outcome is pushed at once, returning 1, or 2 for a failure (also pushed for a misuse:
+** awaiting `o` itself, or an `o` fired from outside). Else, when `may_wait`, `o` pauses on `w`
+** and 0 is returned: yield, and w's outcome reaches the resumer. Else -1, nothing pushed. */
 MODAL__FUNC int modal__await(lua_State *L, int o, int w, int may_wait);
 /* The coroutine of the async call whose Deferred is at `o` was resumed by something else
 ** while it waited: `o` stops waiting (what it awaited no longer reaches the coroutine). */

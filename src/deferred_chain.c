@@ -4,8 +4,10 @@
 ** following one, handing an outcome over, and the waits of modal.async calls.
 **
 ** Hand-over rule (doc/deferreds.md): an outcome has one owner. A Deferred whose outcome goes
-** on to another one — returned by a link, followed, awaited — is left holding nil (state
-** "succeeded"), as in Twisted, so a failure is reported at most once.
+** on to another one's chain — returned by a link, followed — is left holding nil (state
+** "succeeded"), as in Twisted, so a failure is reported at most once. modal.await only
+** observes: the awaited Deferred keeps its outcome, counted as handled, so any number of
+** coroutines may await it (as with promises and asyncio futures).
 */
 #include "deferred.h"
 
@@ -78,8 +80,17 @@ static int unpause(lua_State *L, int oi, int vi) {
   return 1;
 }
 
+/* Pushes d's current result for an async call awaiting it: d keeps it, counted as handled
+** (its failure went to the coroutine), so every coroutine awaiting d gets it. */
+static int observe(lua_State *L, int di, modal_deferred *d) {
+  lua_getiuservalue(L, di, 1);
+  d->flags |= DF_HANDLED;
+  return (d->flags & DF_FAILED) ? 2 : 1;
+}
+
 /* The entry at d's head is a continuation: d (at di) hands its outcome to the outer Deferred
-** and is left holding nil. Returns 1 with the outer one pushed when its chain is to run. */
+** and is left holding nil (an awaiting async call only observes it). Returns 1 with the outer
+** one pushed when its chain is to run. */
 static int hand_over(lua_State *L, int di, modal_deferred *d) {
   int oi;
   modal__dpush(L, di, d, d->head);       /* the outer one */
@@ -90,7 +101,10 @@ static int hand_over(lua_State *L, int di, modal_deferred *d) {
     lua_pop(L, 1);
     return 0;
   }
-  take_over(L, di, d);                   /* oi + 1 */
+  if (((modal_deferred *)lua_touserdata(L, oi))->flags & DF_FIRED)
+    take_over(L, di, d);                 /* oi + 1 */
+  else
+    observe(L, di, d);
   if (!unpause(L, oi, oi + 1)) {
     lua_settop(L, oi - 1);
     return 0;
@@ -462,7 +476,7 @@ int modal__await(lua_State *L, int oi, int wi, int may_wait) {
     return 2;
   }
   if (IS_FINAL(w))
-    return take_over(L, wi, w);
+    return observe(L, wi, w);
   if (!may_wait)
     return -1;
   modal__dappend(L, wi, w, E_CONT, oi);  /* first: should it raise, o is not left waiting */
