@@ -44,6 +44,7 @@ static int waits_on(lua_State *L, int oi, int ii) {
 static int unpause(lua_State *L, int oi, int vi) {
   modal_deferred *o = (modal_deferred *)lua_touserdata(L, oi);
   int base = lua_gettop(L), top;
+  luaL_checkstack(L, 8, "modal: no room to hand an outcome over");
   CLEAR(o, DF_PAUSED);
   if ((o->flags & DF_SPILLED) && modal__failure_is_kind(L, vi, "cancelled") &&
       modal__dtimeout_failure(L, oi, o)) /* the outer one timed out: it sees "timeout" */

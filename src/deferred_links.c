@@ -32,6 +32,10 @@ void modal__push_deferred_mt(lua_State *L) {
 /* ============================================================== entries */
 
 void modal__dset(lua_State *L, int di, modal_deferred *d, uint32_t i, int code, int vi) {
+  if (di < 0)
+    di = lua_absindex(L, di);
+  if (vi < 0)
+    vi = lua_absindex(L, vi);
   if (modal__dinline(d, i)) {
     d->codes = (uint16_t)((d->codes & ~(15u << (4 * i))) | ((unsigned)code << (4 * i)));
     if (vi)
