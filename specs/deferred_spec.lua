@@ -815,6 +815,22 @@ describe("modal.deferred", function()
       assert.is_nil(later_cb.args[1][1])
     end)
 
+    it("leaves a Deferred a method handler returned holding nil (the call's Deferred follows it)", function()
+      local inner = modal.deferred()
+      local M = modal.machine { name = "handover_spec", initial = "ready", methods = { "query" },
+        states = { ready = { query = function() return inner end } } }
+      local call = M:new():query()
+      assert.equal("pending", call:state())
+      local f = modal.failure("custom", "from the handler's Deferred")
+      inner:errback(f)
+      local state, got = outcome(call)
+      assert.equal("failed", state)
+      assert.is_true(rawequal(f, got))
+      local inner_state, left = outcome(inner)
+      assert.equal("succeeded", inner_state)
+      assert.is_nil(left)
+    end)
+
     it("lets an inner Deferred's links added before the outer one paused see its value", function()
       local inner = modal.deferred()
       local before = support.counter(function(v) return v .. "+before" end)
