@@ -31,10 +31,10 @@ CFLAGS    = -std=c99 -fPIC -fvisibility=hidden $(OPT) $(WARN) $(SAN) \
             $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
-CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred.c src/combine.c \
-            src/async.c src/later.c src/loop.c src/compile.c src/instance.c src/observe.c \
-            src/calls.c src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c \
-            src/module.c
+CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links.c \
+            src/deferred_chain.c src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
+            src/later.c src/loop.c src/compile.c src/instance.c src/observe.c src/calls.c \
+            src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)
@@ -63,7 +63,7 @@ check-deps:
 	@pkg-config --exists $(PKGS) && command -v busted >/dev/null && command -v luacheck >/dev/null \
 	  || $(MAKE) --no-print-directory deps
 
-$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h | $(BUILD)
+$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD):

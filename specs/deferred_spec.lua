@@ -1,4 +1,5 @@
--- specs/deferred_spec.lua — modal.deferred: firing, links, errors, pausing, cancel, timeouts, state.
+-- specs/deferred_spec.lua — modal.deferred: firing, links, errors, pausing, hand-over, cancel,
+-- timeouts, state, and links and cancellers that misbehave (doc/deferreds.md).
 local support = require "support"
 local uv = require "luv"
 
@@ -759,6 +760,248 @@ describe("modal.deferred", function()
       assert.equal("unavailable", f.kind)
       assert.equal("no route", f.message)
       assert.equal("unavailable: no route", tostring(f))
+    end)
+  end)
+
+  describe("handing an outcome over (doc/deferreds.md)", function()
+    it("leaves a fired Deferred returned by a link holding nil, succeeded", function()
+      local inner = modal.fail("boom", "handled by the outer chain")
+      local outer = modal.deferred()
+      outer:add_callback(function() return inner end)
+      outer:add_errback(function(f) return "recovered from " .. f.kind end)
+      outer:callback(nil)
+      assert.same({ "succeeded", "recovered from boom" }, { outcome(outer) })
+      local seen = support.counter()
+      inner:add_callback(seen.fn)
+      assert.equal(1, seen.n)
+      assert.same({ n = 1 }, seen.args[1])
+      assert.equal("succeeded", inner:state())
+    end)
+
+    it("leaves a pending Deferred returned by a link holding nil once it fires", function()
+      local inner = modal.deferred()
+      local outer = modal.succeed(1):add_callback(function() return inner end)
+      local f = modal.failure("custom", "inner failed")
+      inner:errback(f)
+      local state, got = outcome(outer)
+      assert.equal("failed", state)
+      assert.is_true(rawequal(f, got))
+      assert.same({ "succeeded" }, { (outcome(inner)) })
+      local _, left = outcome(inner)
+      assert.is_nil(left)
+    end)
+
+    it("hands over through every Deferred of a nest, each left holding nil", function()
+      local a = modal.deferred()
+      local b = modal.succeed():add_callback(function() return a end)
+      local c = modal.succeed():add_callback(function() return b end)
+      a:callback("value")
+      assert.same({ "succeeded", "value" }, { outcome(c) })
+      for _, d in ipairs({ a, b }) do
+        local state, v = outcome(d)
+        assert.equal("succeeded", state)
+        assert.is_nil(v)
+      end
+    end)
+
+    it("gives links added to the inner after the hand-over nil, on the callback path", function()
+      local inner = modal.deferred()
+      modal.succeed():add_callback(function() return inner end):add_errback(function() end)
+      inner:add_callback(function(v) return v end)   -- before the continuation: sees the value
+      local later_cb, later_eb = support.counter(), support.counter()
+      inner:errback("inner broke")
+      inner:add_callbacks(later_cb.fn, later_eb.fn)
+      assert.same({ 1, 0 }, { later_cb.n, later_eb.n })
+      assert.is_nil(later_cb.args[1][1])
+    end)
+
+    it("leaves a Deferred a method handler returned holding nil (the call's Deferred follows it)", function()
+      local inner = modal.deferred()
+      local M = modal.machine { name = "handover_spec", initial = "ready", methods = { "query" },
+        states = { ready = { query = function() return inner end } } }
+      local call = M:new():query()
+      assert.equal("pending", call:state())
+      local f = modal.failure("custom", "from the handler's Deferred")
+      inner:errback(f)
+      local state, got = outcome(call)
+      assert.equal("failed", state)
+      assert.is_true(rawequal(f, got))
+      local inner_state, left = outcome(inner)
+      assert.equal("succeeded", inner_state)
+      assert.is_nil(left)
+    end)
+
+    it("lets an inner Deferred's links added before the outer one paused see its value", function()
+      local inner = modal.deferred()
+      local before = support.counter(function(v) return v .. "+before" end)
+      inner:add_callback(before.fn)
+      local outer = modal.succeed():add_callback(function() return inner end)
+      inner:callback("v")
+      assert.equal("v", before.args[1][1])
+      assert.same({ "succeeded", "v+before" }, { outcome(outer) })
+    end)
+  end)
+
+  describe("extra arguments", function()
+    it("keeps nil arguments in place across the inline and spilled entries", function()
+      local d = modal.deferred(function() end)   -- a canceller takes an inline entry
+      local first = support.counter(function(v) return v end)
+      local second = support.counter()
+      d:add_callback(first.fn, nil, nil, 3, nil)
+      d:add_callbacks(nil, nil, "ignored")
+      d:add_both(second.fn, nil)
+      d:callback("v")
+      assert.same({ n = 5, "v", nil, nil, 3, nil }, first.args[1])
+      assert.same({ n = 2, "v", nil }, second.args[1])
+    end)
+
+    it("passes the arguments of a link added while the chain runs", function()
+      local d = modal.deferred()
+      local late = support.counter(function() return "late" end)
+      d:add_callback(function(v)
+        d:add_callback(late.fn, nil, "q")
+        return v .. "!"
+      end)
+      d:add_callback(function(v) return v .. "?" end)
+      d:callback("v")
+      assert.same({ n = 3, "v!?", nil, "q" }, late.args[1])
+      assert.same({ "succeeded", "late" }, { outcome(d) })
+    end)
+
+    it("passes many arguments", function()
+      local args = {}
+      for i = 1, 300 do args[i] = i end
+      local cb = support.counter()
+      modal.succeed(0):add_callback(cb.fn, table.unpack(args))
+      assert.equal(301, cb.args[1].n)
+      assert.equal(300, cb.args[1][301])
+    end)
+  end)
+
+  describe("links that misbehave", function()
+    it("turns a second fire from inside a callback into an error for the next errback", function()
+      local d = modal.deferred()
+      local eb = support.counter()
+      d:add_callback(function() d:callback(2) end):add_errback(eb.fn)
+      d:callback(1)
+      assert.equal(1, eb.n)
+      assert.matches("already called", eb.args[1][1].message, 1, true)
+    end)
+
+    it("ignores a cancel of the Deferred whose chain is running", function()
+      local d = modal.deferred(function() error("the canceller must not run") end)
+      d:add_callback(function(v) d:cancel(); return v + 1 end)
+      d:callback(1)
+      assert.same({ "succeeded", 2 }, { outcome(d) })
+    end)
+
+    it("turns any raised value into kind 'error', keeping it as the value", function()
+      for _, value in ipairs({ 42, true, {} }) do
+        local _, f = outcome(modal.succeed():add_callback(function() error(value) end))
+        assert.equal("error", f.kind)
+        assert.is_true(rawequal(value, f.value))
+      end
+      local _, f = outcome(modal.succeed():add_callback(function() error(nil) end))
+      assert.equal("error", f.kind)
+      assert.equal("nil", f.message)
+    end)
+
+    it("still fails with kind 'error' when the raised value's __tostring raises", function()
+      local bad = setmetatable({}, { __tostring = function() error("no text for you") end })
+      local state, f = outcome(modal.succeed():add_callback(function() error(bad) end))
+      assert.equal("failed", state)
+      assert.equal("error", f.kind)
+    end)
+
+    it("pauses on a returned Deferred that is itself paused", function()
+      local inner = modal.deferred()
+      local mid = modal.succeed():add_callback(function() return inner end)
+      local outer = modal.succeed():add_callback(function() return mid end)
+      assert.same({ "pending", "pending" }, { mid:state(), outer:state() })
+      inner:callback("deep")
+      assert.same({ "succeeded", "deep" }, { outcome(outer) })
+    end)
+
+    it("waits for a returned Deferred whose own chain is running, then takes its result", function()
+      local a, b = modal.deferred(), modal.deferred()
+      a:add_callback(function(v) b:callback(v); return v * 10 end)
+      b:add_callback(function() return a end)
+      a:callback(2)
+      assert.same({ "succeeded", 20 }, { outcome(b) })
+      assert.same({ "succeeded" }, { (outcome(a)) })
+    end)
+
+    it("survives collectgarbage('collect') in every link and in the canceller", function()
+      local d = modal.deferred(function() collectgarbage("collect") end)
+      local runs = 0
+      for i = 1, 10 do
+        d:add_callback(function(v) collectgarbage("collect"); runs = runs + 1; return v end, i)
+      end
+      d:add_errback(function(f) collectgarbage("collect"); runs = runs + 100; return f.kind end)
+      d:cancel()
+      assert.equal(100, runs)
+      assert.same({ "succeeded", "cancelled" }, { outcome(d) })
+    end)
+
+    it("runs each link exactly once whatever the links do to their Deferred", function()
+      local d = modal.deferred()
+      local runs = {}
+      local function count(i) return function(r) runs[i] = (runs[i] or 0) + 1; return r end end
+      d:add_callback(function(r)
+        runs[0] = (runs[0] or 0) + 1
+        d:add_callback(count(1))
+        pcall(d.callback, d, "again")
+        d:cancel()
+        d:add_timeout(0)
+        collectgarbage("collect")
+        return r
+      end)
+      d:add_both(count(2))
+      d:callback("once")
+      for i = 0, 2 do assert.equal(1, runs[i], "link " .. i) end
+      assert.same({ "succeeded", "once" }, { outcome(d) })
+    end)
+  end)
+
+  describe("cancellers that misbehave", function()
+    it("runs the canceller once when it cancels its own Deferred again", function()
+      local calls = 0
+      local d
+      d = modal.deferred(function() calls = calls + 1; d:cancel() end)
+      d:cancel()
+      assert.equal(1, calls)
+      assert.equal("cancelled", select(2, outcome(d)).kind)
+    end)
+
+    it("keeps the canceller's own fire and reports its later error once", function()
+      local reports = {}
+      local previous = modal.on_unhandled(function(f) reports[#reports + 1] = f end)
+      local d = modal.deferred(function(self) self:callback("fallback"); error("after firing", 0) end)
+      d:cancel()
+      modal.on_unhandled(previous)
+      assert.same({ "succeeded", "fallback" }, { outcome(d) })
+      assert.equal(1, #reports)
+      assert.equal("after firing", reports[1].message)
+    end)
+
+    it("fails the Deferred with the canceller's error when it raised before firing", function()
+      local d = modal.deferred(function() error({ code = 5 }) end)
+      d:cancel()
+      local state, f = outcome(d)
+      assert.equal("failed", state)
+      assert.equal("error", f.kind)
+      assert.equal(5, f.value.code)
+    end)
+
+    it("runs links the canceller adds, after the ones already there", function()
+      local order = {}
+      local d = modal.deferred(function(self)
+        self:add_errback(function(f) order[#order + 1] = "added:" .. f.kind; return f end)
+      end)
+      d:add_errback(function(f) order[#order + 1] = "first:" .. f.kind; return f end)
+      d:cancel()
+      outcome(d)
+      assert.same({ "first:cancelled", "added:cancelled" }, order)
     end)
   end)
 end)

@@ -149,15 +149,19 @@ MODAL__FUNC void modal__report_unhandled(lua_State *L, int idx);
 MODAL__FUNC void modal__open_failure(lua_State *L);
 
 /* ---------------------------------------------------------------- deferreds */
+/* doc/deferreds.md; the layout is private to src/deferred*.c (src/deferred.h). */
 
 MODAL__FUNC void modal__open_deferred(lua_State *L);
 MODAL__FUNC int modal__is_deferred(lua_State *L, int idx);
-/* Fires the Deferred at `d` with the value at `v` (a failure when `failed`); -1 if fired. */
+/* Fires the Deferred at `d` with the value at `v` (a failure when `failed`) and runs its chain;
+** -1 if it had fired (0, ignored, for the one late fire after a cancel that found it pending).
+** Firing the Deferred of a modal.async call from outside abandons its coroutine. */
 MODAL__FUNC int modal__fire(lua_State *L, int d, int v, int failed);
 /* Appends a link: `cb`/`eb` stack indices or 0, `both` when one function serves both, and
 ** `nargs` extra arguments on top of the stack (popped). Runs it at once if `d` has fired. */
 MODAL__FUNC void modal__add_link(lua_State *L, int d, int cb, int eb, int both, int nargs);
-/* Cancels the Deferred at `d` (DESIGN.md section 3). */
+/* Cancels the Deferred at `d`: inward through pauses and awaits to the Deferred everything
+** waits on, whose canceller runs; a cycle of waits ends (doc/deferreds.md). */
 MODAL__FUNC void modal__cancel(lua_State *L, int d);
 /* If the Deferred at `d` has a final outcome, pushes it, marks it handled (the Deferred keeps
 ** it, but its failure is no longer reported) and returns 1 (2 for a failure); else 0. */
@@ -165,7 +169,9 @@ MODAL__FUNC int modal__take_result(lua_State *L, int d);
 /* Marks the current outcome of the Deferred at `d` as handled (a link observed it). */
 MODAL__FUNC void modal__mark_handled(lua_State *L, int d);
 /* Fires the pending Deferred at `d` by following the Deferred at `r`: r's outcome becomes
-** d's (at once if r has one; else d waits, paused, and a cancel of d goes to r). */
+** d's (at once if r has one; else d waits, paused, and a cancel of d goes to r). r hands its
+** outcome over: it is left holding nil, state "succeeded". -1 if either is not a Deferred
+** or d has fired. */
 MODAL__FUNC int modal__follow(lua_State *L, int d, int r);
 /* A 32-bit field of the Deferred at `d` free for the core's own use (NULL if not one). */
 MODAL__FUNC uint32_t *modal__deferred_aux(lua_State *L, int d);
@@ -180,6 +186,20 @@ MODAL__FUNC void modal__deferred_fired_mt(lua_State *L, int v, int failed, int m
 MODAL__FUNC void modal__push_deferred_mt(lua_State *L);
 /* Pushes a new pending Deferred whose canceller is the function at `canceller` (or 0). */
 MODAL__FUNC void modal__deferred_new(lua_State *L, int canceller);
+/* Pushes the new pending Deferred of a modal.async call. While its coroutine awaits, the
+** Deferred is paused on the awaited one (a cancel goes there); the awaited outcome goes to
+** `resumer(value)`, the function at that index, which returns nothing when the coroutine
+** waits again, else the coroutine's outcome (one value; a failure fails the Deferred). */
+MODAL__FUNC void modal__deferred_new_async(lua_State *L, int resumer);
+/* From inside the coroutine of the async call whose Deferred is at `o`: waits on the
+** Deferred at `w`, which keeps its outcome (counted as handled: it went to the coroutine). A
+** final outcome is pushed at once, returning 1, or 2 for a failure (also pushed for a misuse:
+** awaiting `o` itself, or an `o` fired from outside). Else, when `may_wait`, `o` pauses on `w`
+** and 0 is returned: yield, and w's outcome reaches the resumer. Else -1, nothing pushed. */
+MODAL__FUNC int modal__await(lua_State *L, int o, int w, int may_wait);
+/* The coroutine of the async call whose Deferred is at `o` was resumed by something else
+** while it waited: `o` stops waiting (what it awaited no longer reaches the coroutine). */
+MODAL__FUNC void modal__unwait(lua_State *L, int o);
 
 MODAL__FUNC void modal__open_combine(lua_State *L);
 MODAL__FUNC void modal__open_compile(lua_State *L);
