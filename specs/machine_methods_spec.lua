@@ -95,6 +95,40 @@ describe("machine methods", function()
       assert.is_true(rawequal(value, f.value))
     end)
 
+    it("that returns a Deferred that has fired gives the caller that very Deferred", function()
+      local returned = {}
+      local M = modal.machine {
+        name = "returns_fired", initial = "ready", methods = { "ok", "bad" },
+        states = { ready = {
+          ok = function(_, x) returned.ok = modal.succeed(x); return returned.ok end,
+          bad = function() returned.bad = modal.fail("nope", "denied"); return returned.bad end,
+        } },
+      }
+      local c = M:new()
+      local d = c:ok(5)
+      assert.equal(returned.ok, d)
+      assert_succeeded(5, d)
+      local f = assert_failed("nope", c:bad())
+      assert.equal("denied", f.message)
+    end)
+
+    it("that returns a pending Deferred gives the caller one that follows it; it hands over", function()
+      local inner = modal.deferred()
+      local M = modal.machine {
+        name = "returns_pending", initial = "ready", methods = { "query" },
+        states = { ready = { query = function() return inner end } },
+      }
+      local d = M:new():query()
+      assert.are_not.equal(inner, d)
+      assert.equal("pending", d:state())
+      inner:callback(42)
+      assert_succeeded(42, d)
+      assert.same({ "succeeded" }, { inner:state() })
+      local seen = "unset"
+      inner:add_callback(function(v) seen = v end)
+      assert.is_nil(seen)                -- the outcome went to the caller's Deferred
+    end)
+
     it("that returns a failure fails the call with that failure", function()
       local denied = modal.failure("auth", "denied")
       local M = modal.machine {

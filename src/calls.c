@@ -37,16 +37,12 @@ void modal__settle(lua_State *L, int d, int r) {
 }
 
 void modal__outcome_deferred(lua_State *L, int r, int mt) {
-  int taken;
   if (r == R_ERROR) {
     modal__deferred_fired(L, -1, 1);
   } else if (!modal__is_deferred(L, -1)) {
     modal__deferred_fired_mt(L, -1, modal__is_failure(L, -1), mt);
-  } else if ((taken = modal__take_result(L, -1)) != 0) {
-    modal__deferred_fired_mt(L, -1, taken == 2, mt);   /* handed over at once */
-    lua_replace(L, -3);
-    lua_pop(L, 1);
-    return;
+  } else if (modal__is_final(L, -1)) {
+    return;                              /* fired already: the caller gets it as it is */
   } else {
     modal_new_deferred(L);
     modal__follow(L, -1, -2);

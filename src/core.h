@@ -179,6 +179,9 @@ MODAL__FUNC uint32_t *modal__deferred_aux(lua_State *L, int d);
 MODAL__FUNC int modal__is_cancelling(lua_State *L, int d);
 /* 1 when the value at `d` is a Deferred that has not fired. */
 MODAL__FUNC int modal__is_pending(lua_State *L, int d);
+/* 1 when the value at `d` is a Deferred whose outcome is final: fired, not waiting on
+** another, its chain not running (its links have all run). */
+MODAL__FUNC int modal__is_final(lua_State *L, int d);
 /* Pushes a new Deferred already fired with the value at `v` (a failure when `failed`). */
 MODAL__FUNC void modal__deferred_fired(lua_State *L, int v, int failed);
 /* The same, with the Deferreds' metatable at index `mt` (0: from the registry). */

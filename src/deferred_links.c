@@ -185,6 +185,11 @@ void modal__deferred_new(lua_State *L, int canceller) {
   }
 }
 
+int modal__is_final(lua_State *L, int di) {
+  modal_deferred *d = modal__dget(L, di);
+  return d && IS_FINAL(d);
+}
+
 int modal__take_result(lua_State *L, int di) {
   modal_deferred *d = (modal_deferred *)lua_touserdata(L, di);
   int failed;

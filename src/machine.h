@@ -216,7 +216,8 @@ enum { R_VALUE, R_POSTPONE, R_ERROR };
 ** nargs arguments. Its result (or failure) is left at `base`, the top. */
 MODAL__FUNC int modal__run_handler(lua_State *L, modal_instance *c, int base, int nargs);
 /* Replaces the handler outcome on top with the caller's Deferred (mt: Deferred metatable
-** index, or 0). */
+** index, or 0): a new one fired with a value or failure; the returned Deferred itself when it
+** has fired already (nothing is left to follow); else a new one that follows it. */
 MODAL__FUNC void modal__outcome_deferred(lua_State *L, int r, int mt);
 /* Settles the pending Deferred at d with the handler outcome on top (popped). */
 MODAL__FUNC void modal__settle(lua_State *L, int d, int r);
