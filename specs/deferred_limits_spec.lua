@@ -252,4 +252,28 @@ print("finished=yes")
       assert.equal("100000", got.awaits)
     end)
   end)
+
+  describe("the loop entered near the C stack limit", function()
+    it("returns from modal.run() instead of retrying its due timers for ever; they run later", function()
+      local got, out = run_child([[
+        local modal = require "modal"
+        modal.on_unhandled(function() end)
+        local ran = 0
+        local function nest(n)
+          if n == 0 then return modal.run() end
+          return select(2, pcall(nest, n - 1))
+        end
+        for _ = 1, 3 do
+          modal.call_later(0, function() ran = ran + 1 end)
+          nest(197)
+        end
+        io.write("deep=", ran, "\n")
+        modal.run()
+        io.write("after=", ran, "\n")
+      ]], 20)
+      assert.equal("0", got.rc, out)
+      assert.equal("0", got.deep, out)
+      assert.equal("3", got.after, out)
+    end)
+  end)
 end)

@@ -230,6 +230,9 @@ static void enter_from_libuv(timers *T) {
     T->processing = 0;
     notice(L, T);
     schedule(T);
+    uv_stop(T->loop);                    /* it could not even start (the C stack is full, at
+                                         ** a run entered that deep): run() returns instead
+                                         ** of trying again for ever */
   }
 }
 
