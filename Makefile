@@ -73,6 +73,15 @@ $(BUILD):
 $(BUILD)/modal.so: $(CORE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $(CORE_OBJ) -llua5.4-luv $(UV_LIBS) -lm
 
+# The host finds its Lua half under the prefix compiled into it: host.o is rebuilt whenever
+# PREFIX changes (`make demo` then `make install PREFIX=/opt/modal` installs a working host).
+$(BUILD)/prefix: FORCE | $(BUILD)
+	@echo '$(PREFIX)' | cmp -s - $@ || echo '$(PREFIX)' > $@
+
+$(BUILD)/host.o: $(BUILD)/prefix
+
+FORCE:
+
 $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
 
@@ -110,8 +119,8 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
-	for f in lua/modal/*.lua; do [ ! -e "$$f" ] || \
-	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/; done
+	cd lua && find modal -name '*.lua' | while read -r f; do \
+	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
 
 uninstall:
@@ -120,4 +129,4 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
 clean:
-	rm -rf build build-asan modal.so
+	rm -rf build build-asan modal.so src/*.o   # luarocks make builds in src/

@@ -142,6 +142,9 @@ MODAL__FUNC void modal__open_log(lua_State *L);
 MODAL__FUNC void modal__failure_new(lua_State *L, const char *kind, const char *message,
                                     int value, int traceback);
 MODAL__FUNC int modal__is_failure(lua_State *L, int idx);
+/* Pushes tostring(value at idx) and returns it; never raises: a __tostring that raises or
+** returns no string gives a message saying so. */
+MODAL__FUNC const char *modal__tostring(lua_State *L, int idx);
 /* Replaces the value at `idx` with a failure of kind "error" unless it is one already. */
 MODAL__FUNC void modal__to_failure(lua_State *L, int idx);
 MODAL__FUNC int modal__failure_is_kind(lua_State *L, int idx, const char *kind);

@@ -1,0 +1,91 @@
+-- specs/messages_spec.lua — what a newcomer reads when something is wrong: each message names
+-- what was wrong and where, and no error value can turn a clear error into a raised one
+-- (doc/machines.md, doc/reload.md, doc/deferreds.md).
+local modal = require "modal"
+local support = require "support"
+
+local function tmp_file(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  support.defer(function() os.remove(path) end)
+  return path
+end
+
+describe("messages", function()
+  after_each(support.run_undo)
+
+  it("M:new(42) says what M:new takes", function()
+    local M = modal.machine { name = "msg_new", initial = "a", methods = {}, states = { a = {} } }
+    local ok, err = pcall(M.new, M, 42)
+    assert.is_false(ok)
+    assert.matches("M:new(data): data must be a table or nil, got number", err, 1, true)
+    ok, err = pcall(M.new)
+    assert.is_false(ok)
+    assert.matches("call it on a machine, as M:new(data)", err, 1, true)
+  end)
+
+  it("an input no state takes, fired from inside, is logged by its name", function()
+    local lines = support.capture_log()
+    local M = modal.machine { name = "msg_input", initial = "a", methods = { "poke" },
+      states = { a = { poke = function(m) m:fire("nowhere", 1) end } } }
+    M:new():poke()
+    local found
+    for _, line in ipairs(lines) do
+      if line.level == "warn" and line.fields.machine == "msg_input" then found = line end
+    end
+    assert.truthy(found, "nothing logged")
+    assert.equal("input 'nowhere' not taken (no state takes it) in state 'a'", found.message)
+    assert.equal("nowhere", found.fields.input)
+  end)
+
+  it("modal.reload returns nil and a message when the file raises a value whose __tostring raises", function()
+    support.capture_log()
+    local path = tmp_file('return { name = "msg_reload", initial = "a", methods = {}, states = { a = {} } }')
+    local M = modal.load(path)
+    local f = assert(io.open(path, "w"))
+    f:write('error(setmetatable({}, { __tostring = function() error("no") end }))')
+    f:close()
+    local ok, err = modal.reload(path)
+    assert.is_nil(ok)
+    assert.matches("error object is a table value whose __tostring failed", err, 1, true)
+    assert.equal(1, #M.states)
+  end)
+
+  it("a definition file that loads itself says so", function()
+    local path = tmp_file("")
+    local f = assert(io.open(path, "w"))
+    f:write(("require('modal').load(%q)\nreturn { name = 'msg_self', initial = 'a', methods = {}, " ..
+      "states = { a = {} } }"):format(path))
+    f:close()
+    local ok, err = pcall(modal.load, path)
+    assert.is_false(ok)
+    assert.matches(path .. " loads itself", err, 1, true)
+    assert.is_nil(modal.loaded().msg_self)
+  end)
+
+  for _, name in ipairs { "all", "settled", "race" } do
+    it("modal." .. name .. " refuses a list whose __len is negative", function()
+      local ok, err = pcall(modal[name], setmetatable({}, { __len = function() return -3 end }))
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to '" .. name .. "' (its length is -3", err, 1, true)
+    end)
+  end
+
+  it("a failing unhandled reporter is logged with its own message and the failure it was given", function()
+    local lines = support.capture_log()
+    local previous = modal.on_unhandled(function() error("reporter broke") end)
+    support.defer(function() modal.on_unhandled(previous) end)
+    do modal.fail("lost", "the failure nobody took") end
+    collectgarbage(); collectgarbage()
+    support.run_loop(0.05)
+    local found
+    for _, line in ipairs(lines) do
+      if line.message:find("on_unhandled reporter failed", 1, true) then found = line.message end
+    end
+    assert.truthy(found, "nothing logged")
+    assert.matches("reporter broke", found, 1, true)
+    assert.matches("lost: the failure nobody took", found, 1, true)
+  end)
+end)
