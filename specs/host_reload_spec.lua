@@ -213,6 +213,18 @@ describe("the live host", function()
       stop_host()
     end)
 
+    it("keeps watching a folder that was deleted and made again", function()
+      start({ "--watch" })
+      os.execute("rm -rf " .. quote(dir))
+      sleep(0.3)
+      assert(os.execute("mkdir " .. quote(dir)))
+      write_file(file, definition(2))
+      assert_reloaded_once(1, 2, 0.6)
+      write_file(file, definition(3))               -- and later saves are seen as well
+      assert_reloaded_once(2, 3)
+      stop_host()
+    end)
+
     it("reloads each of two saves apart once", function()
       start({ "--watch" })
       write_file(file, definition(2))
@@ -417,9 +429,11 @@ describe("the live host", function()
       local huge = raw_client(socket, { string.rep("x", 70 * 1024) }, nil, 1)
       assert.is_true(huge.eof, "the host kept a 70 KiB line open")
       assert.truthy(huge.got:find("too long", 1, true), huge.got)
-      local blank = raw_client(socket, { string.rep("\n", 60000) .. "status\n" }, nil, 0.3)
-      assert.equal(1, count(blank.got, "\n"), blank.got)              -- blank lines: no reply
-      assert.is_true(cjson.decode(blank.got).ok)
+      local blank = raw_client(socket, { "\n  \r\n\nstatus\n" }, nil, 0.3)
+      assert.equal(4, count(blank.got, "\n"), blank.got)              -- each line a reply
+      assert.equal(3, count(blank.got, "empty request (use status, reload [NAME], trace on|off)"),
+        blank.got)
+      assert.is_true(cjson.decode(blank.got:match("([^\n]*)\n$")).ok)
       local lines = raw_client(socket, { "a\nb\r\nc\n" }, nil, 0.3)
       assert.equal(3, count(lines.got, "unknown command"), lines.got)
       raw_client(socket, { "reload" }, "close")                       -- cut off: never run
@@ -465,6 +479,14 @@ describe("the live host", function()
       assert.equal(0, ctl_status)
       assert.is_true(r.ok)
       stop_host()
+    end)
+
+    it("a path in a folder that does not exist: the host exits 1 and says so", function()
+      local missing = dir .. "/no/such/folder/admin.sock"
+      local status, _, stderr = modal_cmd("run", "--admin", missing, FIXTURES .. "quick_app.lua", file)
+      assert.equal(1, status, stderr)
+      assert.truthy(stderr:find("cannot serve the admin socket " .. missing .. ": its folder " ..
+        dir .. "/no/such/folder does not exist", 1, true), stderr)
     end)
 
     it("a path that is not a socket: the host exits 1 and the file stays", function()

@@ -34,6 +34,7 @@ local host = {}
 
 --- Tunables (milliseconds and bytes); specs may lower them.
 host.DEBOUNCE_MS = 100          -- quiet time after the last event before a reload
+host.REWATCH_MS = 500           -- how often watched folders are checked for being made anew
 host.MISSING_TRIES = 10         -- looks for a missing file, DEBOUNCE_MS apart (~1 s)
 host.MAX_LINE = 64 * 1024       -- longest admin request line
 host.MAX_CLIENTS = 64           -- admin connections served at once
@@ -188,6 +189,43 @@ local function on_fs_event(dir, err, filename)
   if rec and not is_temp(filename) then schedule(rec) end
 end
 
+-- Starts (or starts again) the folder's fs_event handle; returns true, or nil and why not.
+local function watch_folder(dir)
+  local h, err = uv.new_fs_event()
+  if not h then return nil, err end
+  local ok, e = h:start(dir.path, {}, function(ferr, filename) on_fs_event(dir, ferr, filename) end)
+  if not ok then
+    h:close()
+    return nil, e
+  end
+  if dir.handle then close(dir.handle) end
+  dir.handle = own(h)
+  local st = uv.fs_stat(dir.path)
+  dir.ino = st and st.ino
+  return true
+end
+
+-- A watched folder that was deleted and made again is a new folder: its old handle sees
+-- nothing any more. Every REWATCH_MS the folders are looked at, and one whose inode changed is
+-- watched again and its files checked (reloaded if they changed meanwhile).
+local function rewatch()
+  if not S then return end
+  for _, dir in pairs(S.dirs) do
+    local st = uv.fs_stat(dir.path)
+    if not st then
+      dir.ino = nil
+    elseif st.ino ~= dir.ino then
+      local ok, err = watch_folder(dir)
+      if ok then
+        log("info", format("watching %s again (it was made anew)", dir.path))
+        for _, rec in pairs(dir.files) do schedule(rec) end
+      else
+        log("warn", format("cannot watch %s again: %s", dir.path, tostring(err)))
+      end
+    end
+  end
+end
+
 --- Watches the file at `path` (registered as `name`) for changes.
 function host.watch(path, name)
   if not (S and S.watch) or type(path) ~= "string" then return end
@@ -196,21 +234,18 @@ function host.watch(path, name)
   local key = uv.fs_realpath(dirname) or dirname
   local dir = S.dirs[key]
   if not dir then
-    local h, err = uv.new_fs_event()
-    if not h then
+    dir = { path = dirname, files = {} }
+    local ok, err = watch_folder(dir)
+    if not ok then
       log("warn", format("cannot watch %s: %s", dirname, tostring(err)))
       return
     end
-    dir = { path = dirname, files = {}, handle = own(h) }
-    local ok, e = h:start(dirname, {}, function(ferr, filename)
-      on_fs_event(dir, ferr, filename)
-    end)
-    if not ok then
-      close(h)
-      log("warn", format("cannot watch %s: %s", dirname, tostring(e)))
-      return
-    end
     S.dirs[key] = dir
+    if not S.rewatch then
+      S.rewatch = own(uv.new_timer())
+      S.rewatch:start(host.REWATCH_MS, host.REWATCH_MS, rewatch)
+      S.rewatch:unref()               -- the folders' own handles keep the host alive
+    end
   end
   local rec = { path = path, name = name, tries = 0, sig = signature(path),
                 timer = own(uv.new_timer()) }
@@ -314,11 +349,14 @@ local function on_client_data(c, err, data)
     end
     local line = buf:sub(at, nl - 1):gsub("\r$", "")
     at = nl + 1
+    local ok, res
     if line:find("%S") then
-      local ok, res = pcall(host.command, line)
+      ok, res = pcall(host.command, line)
       if not ok then res = { ok = false, error = "internal error: " .. tostring(res) } end
-      reply(c, res)
+    else
+      res = { ok = false, error = "empty request (" .. USAGE .. ")" }
     end
+    reply(c, res)
   end
   if c.gone then return end
   c.buf = buf:sub(at)
@@ -380,6 +418,13 @@ end
 -- another process listens on is left alone (an error); one nobody listens on is replaced.
 local function serve_admin(path)
   if #path > 107 then return nil, "the path is longer than 107 bytes" end
+  local folder = split(path)
+  local fst = uv.fs_stat(folder)
+  if not fst then return nil, format("its folder %s does not exist", folder) end
+  if fst.type ~= "directory" then return nil, format("%s is not a folder", folder) end
+  if not uv.fs_access(folder, "W") then
+    return nil, format("its folder %s is not writable by this process", folder)
+  end
   local st = uv.fs_stat(path)
   if not st then return listen(path) end
   if st.type ~= "socket" then return nil, "the file exists and is not a socket" end
