@@ -185,6 +185,9 @@ local function on_fs_event(dir, err, filename)
     for _, rec in pairs(dir.files) do schedule(rec) end
     return
   end
+  if filename == dir.base then        -- about the folder itself (deleted, moved): its handle
+    dir.dead = true                   -- sees nothing more; rewatch() starts a new one
+  end
   local rec = dir.files[filename]
   if rec and not is_temp(filename) then schedule(rec) end
 end
@@ -201,7 +204,7 @@ local function watch_folder(dir)
   if dir.handle then close(dir.handle) end
   dir.handle = own(h)
   local st = uv.fs_stat(dir.path)
-  dir.ino = st and st.ino
+  dir.ino, dir.dead = st and st.ino, false
   return true
 end
 
@@ -214,7 +217,7 @@ local function rewatch()
     local st = uv.fs_stat(dir.path)
     if not st then
       dir.ino = nil
-    elseif st.ino ~= dir.ino then
+    elseif st.ino ~= dir.ino or dir.dead then   -- an inode may be reused at once
       local ok, err = watch_folder(dir)
       if ok then
         log("info", format("watching %s again (it was made anew)", dir.path))
@@ -234,7 +237,7 @@ function host.watch(path, name)
   local key = uv.fs_realpath(dirname) or dirname
   local dir = S.dirs[key]
   if not dir then
-    dir = { path = dirname, files = {} }
+    dir = { path = dirname, base = select(2, split(dirname)), files = {} }
     local ok, err = watch_folder(dir)
     if not ok then
       log("warn", format("cannot watch %s: %s", dirname, tostring(err)))
