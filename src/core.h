@@ -211,6 +211,7 @@ MODAL__FUNC void modal__open_combine(lua_State *L);
 MODAL__FUNC void modal__open_compile(lua_State *L);
 MODAL__FUNC void modal__open_machine(lua_State *L);
 MODAL__FUNC void modal__open_stats(lua_State *L);
+MODAL__FUNC void modal__open_peer(lua_State *L);
 MODAL__FUNC void modal__open_reload(lua_State *L);
 MODAL__FUNC void modal__open_async(lua_State *L);
 

@@ -64,6 +64,7 @@ int luaopen_modal(lua_State *L) {
   modal__open_machine(L);
   modal__open_reload(L);
   modal__open_stats(L);
+  modal__open_peer(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

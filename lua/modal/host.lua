@@ -369,6 +369,18 @@ local function on_client_data(c, err, data)
   end
 end
 
+-- Only this process's own user and root may talk to the admin socket (the socket's 0600 mode
+-- says the same; this also holds when its folder or mode lets others connect). Returns true,
+-- or false and who was refused.
+local function peer_allowed(pipe)
+  local fd = pipe:fileno()
+  local uid, _, pid = modal._peercred(fd)
+  if not uid then return false, "its credentials cannot be read (" .. tostring(_) .. ")" end
+  if uid == 0 or uid == modal._uid() then return true end
+  return false, format("uid %d (pid %d) is neither this host's user (uid %d) nor root", uid,
+    pid or -1, modal._uid())
+end
+
 local function on_connection(server, err)
   if not S then return end
   if err then
@@ -384,6 +396,13 @@ local function on_connection(server, err)
   if S.clients >= host.MAX_CLIENTS then
     pipe:close()
     log("warn", "admin socket: too many connections, one refused")
+    return
+  end
+  local allowed, who = peer_allowed(pipe)
+  if not allowed then
+    log("warn", "admin socket: refused a client: " .. who)
+    pcall(pipe.write, pipe, encode({ ok = false, error = "refused: " .. who }) .. "\n")
+    pcall(pipe.shutdown, pipe, function() if not pipe:is_closing() then pipe:close() end end)
     return
   end
   S.clients = S.clients + 1
