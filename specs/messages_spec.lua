@@ -88,4 +88,54 @@ describe("messages", function()
     assert.matches("reporter broke", found, 1, true)
     assert.matches("lost: the failure nobody took", found, 1, true)
   end)
+
+  it("c:fire of an input this state does not take names the input", function()
+    local M = modal.machine { name = "msg_fire", initial = "a", methods = {},
+      states = { a = { on = { go = "b" } }, b = { on = { back = "a" } } } }
+    local c = M:new()
+    local ok, err = pcall(c.fire, c, "back")
+    assert.is_false(ok)
+    assert.matches("msg_fire#1 in state 'a' does not take input 'back'$", err)
+    err = select(2, pcall(c.fire, c, "nope"))
+    assert.matches("does not take input 'nope' (no state does)", err, 1, true)
+  end)
+
+  it("bad arguments name the method and what it takes", function()
+    local M = modal.machine { name = "msg_args", initial = "a", methods = {}, states = { a = {} } }
+    local c = M:new()
+    local cases = {
+      { function() c:fire() end, "bad argument #1 to 'fire' (input name expected, got no value)" },
+      { function() c:fire({}) end, "bad argument #1 to 'fire' (input name expected, got table)" },
+      { function() c:when(1) end, "bad argument #1 to 'when' (state name expected, got number)" },
+      { function() c:on_transition("f") end,
+        "bad argument #1 to 'on_transition' (function expected, got string)" },
+      { function() modal.deferred():add_timeout("1") end,
+        "bad argument #1 to 'add_timeout' (seconds expected, got string)" },
+      { function() modal.deferred():add_timeout(-1) end,
+        "bad argument #1 to 'add_timeout' (seconds must be >= 0, got -1)" },
+      { function() c.state = "b" end, "cannot set field 'state' of an instance (#1)" },
+      { function() c() end, "attempt to call an instance (msg_args#1 (a))" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(case[1])
+      assert.is_false(ok)
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+
+  it("tostring(M) names the machine and its version", function()
+    local M = modal.machine { name = "conn", version = 3, initial = "a", methods = {}, states = { a = {} } }
+    assert.equal("modal.machine 'conn' version 3", tostring(M))
+  end)
+
+  it("a run that returns a failure fires input error with it", function()
+    local got
+    local M = modal.machine { name = "msg_run_failure", initial = "a", methods = {},
+      states = { a = { run = function() return modal.failure("refused", "no") end,
+                       on = { done = "ok", error = { to = "bad", action = function(_, f) got = f end } } },
+                 ok = {}, bad = {} } }
+    local c = M:new()
+    assert.equal("bad", c.state)
+    assert.equal("refused", got.kind)
+  end)
 end)

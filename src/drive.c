@@ -354,8 +354,8 @@ void modal__drive_start_job(lua_State *L, modal_instance *c, int ci) {
   if (call_hook(L, c, ci, s->run, 0, 0, 0, 1, "run"))
     return;
   d = lua_gettop(L);
-  if (!modal__is_deferred(L, d)) {       /* a plain value: done at once */
-    enqueue_literal(L, c, ci, "done", (int)c->entry, d, 1);
+  if (!modal__is_deferred(L, d)) {       /* a plain value: done at once; a failure: error */
+    enqueue_literal(L, c, ci, modal__is_failure(L, d) ? "error" : "done", (int)c->entry, d, 1);
     lua_pop(L, 1);
     return;
   }

@@ -81,11 +81,11 @@ static int md_machine_index(lua_State *L) {
 
 static int md_machine_tostring(lua_State *L) {
   modal_machine *M = check_machine(L, 1);
-  push_name(L, 1, 0);
+  push_name(L, 1, 0);                    /* 2 */
   if (M->has_version) {
     modal__push_version(L, M);
-    lua_pushfstring(L, "modal.machine '%s' version %s", lua_tostring(L, -2),
-                    luaL_tolstring(L, -1, NULL));
+    lua_pushfstring(L, "modal.machine '%s' version %s", lua_tostring(L, 2),
+                    luaL_tolstring(L, 3, NULL));
   } else {
     lua_pushfstring(L, "modal.machine '%s'", lua_tostring(L, -1));
   }

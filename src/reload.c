@@ -37,7 +37,7 @@ static int obtain(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_settop(L, 1);
   if (luaL_loadfile(L, path) != LUA_OK)
-    return luaL_error(L, "cannot load %s", lua_tostring(L, -1));
+    return lua_error(L);                  /* "cannot open <path>" or "<path>:<line>: ..." */
   lua_call(L, 0, 1);                      /* 2: what the file returns */
   if (modal__to_machine(L, 2)) {
     lua_getiuservalue(L, 2, M_DEF);       /* 3: compiled */
