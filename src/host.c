@@ -187,6 +187,44 @@ static int on_signal(lua_State *L) {
   return 0;
 }
 
+/* A second SIGINT/SIGTERM must end the host even while Lua code runs and the loop cannot
+** call on_signal (a busy main chunk, a definition that loops): a handler of our own counts
+** the signals, exits at once on the second, and passes the first on to libuv's. Process-wide
+** by nature — a signal handler can reach static storage only. */
+static volatile sig_atomic_t stop_signals;
+static struct sigaction chained[2];     /* libuv's handlers for SIGINT and SIGTERM */
+
+static void on_stop_signal(int signum) {
+  static const char sigint_msg[] = "modal: second stop signal (SIGINT): exiting now\n";
+  static const char sigterm_msg[] = "modal: second stop signal (SIGTERM): exiting now\n";
+  struct sigaction *next = &chained[signum == SIGINT ? 0 : 1];
+  if (++stop_signals >= 2) {
+    if (signum == SIGINT)
+      (void)!write(2, sigint_msg, sizeof sigint_msg - 1);
+    else
+      (void)!write(2, sigterm_msg, sizeof sigterm_msg - 1);
+    _exit(128 + signum);
+  }
+  if (next->sa_handler != SIG_DFL && next->sa_handler != SIG_IGN && next->sa_handler)
+    next->sa_handler(signum);           /* libuv's: on_signal runs when the loop can */
+}
+
+/* Puts on_stop_signal in front of the handlers libuv installed for the watchers. */
+static void chain_stop_signals(void) {
+  static const int which[2] = {SIGINT, SIGTERM};
+  int i;
+  for (i = 0; i < 2; i++) {
+    struct sigaction sa;
+    if (sigaction(which[i], NULL, &chained[i]) != 0)
+      continue;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(which[i], &sa, NULL);
+  }
+}
+
 /* Calls method `name` of the value on top with the string `arg` (or none); pops the results. */
 static void call_method(lua_State *L, const char *name, const char *arg) {
   int self = lua_gettop(L);
@@ -224,6 +262,7 @@ static void open_signals(lua_State *L) {
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &signals_key);
   lua_pop(L, 1);
+  chain_stop_signals();
 }
 
 /* Closes the watchers (whoever closed them already, e.g. uv.walk's exit idiom, is fine). */
