@@ -69,11 +69,28 @@ static void notify_load(lua_State *L, int path, int name) {
   lua_pop(L, lua_istable(L, -1) ? 3 : 2);
 }
 
+/* Replaces the path at idx with the file's canonical path (symlinks, "." and ".." resolved),
+** so that one file is one entry whatever path names it; a path that does not resolve (the
+** file is missing) is kept as given. */
+static const char *canonical(lua_State *L, int idx) {
+  char *real;
+  idx = lua_absindex(L, idx);
+  real = realpath(lua_tostring(L, idx), NULL);
+  if (real) {
+    lua_pushstring(L, real);
+    free(real);
+    lua_replace(L, idx);
+  }
+  return lua_tostring(L, idx);
+}
+
 /* modal.load(path) -> M */
 static int md_load(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path;
   int status;
+  luaL_checkstring(L, 1);
   lua_settop(L, 1);
+  path = canonical(L, 1);
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
   lua_getfield(L, 2, "names");            /* 4 */
@@ -394,6 +411,14 @@ static int md_reload(lua_State *L) {
   lua_getfield(L, 2, "paths");            /* 3 */
   if (lua_getfield(L, 3, key) == LUA_TNIL) {               /* 4: M, by path */
     lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    if (lua_getfield(L, 3, canonical(L, -1)) != LUA_TNIL) {   /* another name of the file */
+      lua_copy(L, 4, 1);                  /* 1: the canonical path */
+      lua_replace(L, 4);                  /* 4: M */
+      key = lua_tostring(L, 1);
+      goto found;
+    }
+    lua_pop(L, 2);
     lua_getfield(L, 2, "names");
     if (lua_getfield(L, -1, key) != LUA_TSTRING) {
       lua_pushnil(L);
@@ -404,6 +429,7 @@ static int md_reload(lua_State *L) {
     lua_pop(L, 1);
     lua_getfield(L, 3, lua_tostring(L, 1));
   }
+found:
   M = modal__to_machine(L, 4);
   lua_pushcfunction(L, modal__msgh);      /* 5 */
   lua_pushcfunction(L, reload_body);
