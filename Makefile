@@ -33,7 +33,7 @@ UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
 CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links.c \
             src/deferred_chain.c src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
-            src/later.c src/loop.c src/compile.c src/instance.c src/observe.c src/calls.c \
+            src/later.c src/clock.c src/loop.c src/compile.c src/instance.c src/observe.c src/calls.c \
             src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)

@@ -206,7 +206,7 @@ static int md_fire(lua_State *L) {
   if (k->on_count[cell] == 1 && t->plain && !(c->flags & I_HASX) && !M->ctx->tracing) {
     c->state = (uint16_t)t->to;          /* no user code, nothing to tell: done in place */
     c->entry++;
-    c->entered_ms = (uint32_t)uv_now(M->ctx->loop);
+    c->entered_ms = (uint32_t)modal__now_ms(M->ctx);
     M->transitions++;
     return 0;
   }
