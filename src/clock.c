@@ -12,7 +12,7 @@
 
 #define NS 1e9                           /* nanoseconds per second */
 #define MAX_VTIME 4611686018427387904.0  /* 2^62 ns (~146 years): the clock's range */
-#define SAME_INSTANT_LIMIT 1000000       /* timers armed and run at one instant in a row */
+#define SAME_INSTANT_LIMIT 100000        /* timers armed and run at one instant in a row */
 
 /* Seconds for virtual nanoseconds: exact for every time a test writes (0.3 is 0.3). */
 static double seconds(uint64_t ns) {
