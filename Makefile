@@ -107,11 +107,13 @@ demo: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
 	for f in lua/modal/*.lua; do [ ! -e "$$f" ] || \
 	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/; done
+	for f in lua/modal/testing/*.lua; do [ ! -e "$$f" ] || \
+	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing/; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
 
 uninstall:

@@ -1,7 +1,8 @@
 /*
 ** clock.c — the testing clock's C side, the hidden table modal._clock that
 ** lua/modal/testing/clock.lua wraps (doc/testing.md): install and close, advance, next,
-** pending, now, and the mark/drop pair a walk uses to leave nothing armed behind.
+** pending, now, and what a walk uses to replay paths: restart (the clock jumps back to 0) and
+** the mark/drop pair (nothing of a replay is left armed).
 **
 ** While a clock is installed every timer modal owns (call_later, sleep, add_timeout, state
 ** timeouts, and so every policy's timers) counts virtual nanoseconds (ctx->vnow), which move
@@ -67,6 +68,17 @@ static int clk_close(lua_State *L) {
                          "after clock:advance returns)");
   if (modal__timers_rebase(L, 0, 0) != 0)
     ctx->vclock = 0;                     /* the timers closed: nothing is left to move */
+  return 0;
+}
+
+/* modal._clock.restart(start): the clock jumps to `start` seconds, back or forth, and every
+** armed timer keeps the delay it has left. A walk starts each replay at 0 this way. */
+static int clk_restart(lua_State *L) {
+  modal_ctx *ctx = installed(L, "clock:restart");
+  uint64_t start = check_step(L, 1, "clock:restart", 0);
+  if (ctx->vstepping)
+    return luaL_error(L, "clock:restart: called from a timer the clock is running");
+  modal__timers_rebase(L, 1, start);
   return 0;
 }
 
@@ -179,6 +191,7 @@ void modal__open_clock(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"install", clk_install},
     {"close", clk_close},
+    {"restart", clk_restart},
     {"installed", clk_installed},
     {"now", clk_now},
     {"advance", clk_advance},

@@ -100,8 +100,9 @@ MODAL__FUNC void modal__timers_hold(lua_State *L);
 
 /* The testing clock's use of the timer layer (clock.c; doc/testing.md). Virtual time counts
 ** nanoseconds in ctx->vnow; real time, libuv's milliseconds. */
-/* Moves every armed timer to virtual time starting at `start` ns (`to_virtual`), or back to
-** real time; each keeps its remaining delay. Returns 0, or -1 when the timers have closed. */
+/* Moves every armed timer to virtual time starting at `start` ns (`to_virtual`; from virtual
+** time, the clock jumps to `start`), or back to real time; each keeps its remaining delay.
+** Returns 0, or -1 when the timers have closed. */
 MODAL__FUNC int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start);
 /* The number of armed timers; the earliest deadline in *first when there is one. */
 MODAL__FUNC int modal__timers_pending(lua_State *L, uint64_t *first);

@@ -313,6 +313,18 @@ static void schedule(timers *T) {
   }
 }
 
+/* Disarms the earliest timer `t` and calls its function with its owner, pinned while it runs. */
+static void run_timer(lua_State *L, timers *T, modal_timer *t, int top) {
+  heap_remove(T, t);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+  if (T->ctx->vclock && t->due > T->ctx->vnow)
+    T->ctx->vnow = t->due;               /* a virtual timer sees its own deadline as now */
+  t->fire(L, t);
+  lua_settop(L, top);
+}
+
 /* Runs the timers due now, oldest first; timers armed during the pass wait for the next
 ** iteration (a zero delay never runs in the pass that armed it). A callback that closes
 ** modal's handles ends the pass: what was armed is disarmed. */
@@ -325,12 +337,7 @@ static void process(lua_State *L, timers *T) {
     modal_timer *t = T->heap[0];
     if (t->due > now || t->seq >= limit || T->ctx->vclock != virt)
       break;                             /* (a clock installed or closed: another time base) */
-    heap_remove(T, t);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);      /* the owner stays pinned while it runs */
-    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-    t->ref = LUA_NOREF;
-    t->fire(L, t);
-    lua_settop(L, top);
+    run_timer(L, T, t, top);
     notice(L, T);
   }
   T->processing = 0;
@@ -527,7 +534,9 @@ int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start) {
   now = uv_now(T->loop);
   for (i = 0; i < T->nheap; i++) {
     modal_timer *t = T->heap[i];
-    if (to_virtual) {
+    if (to_virtual && T->ctx->vclock) {                     /* a jump of the clock */
+      t->due = start + (t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0);
+    } else if (to_virtual) {
       uint64_t left = t->due > now ? t->due - now : 0;     /* ms */
       t->due = start + (left > MAX_VDELAY / 1000000u ? MAX_VDELAY : left * 1000000u);
     } else {
@@ -558,15 +567,8 @@ int modal__timers_run_first(lua_State *L, uint64_t upto, uint64_t *seq) {
   if (!T || T->nheap == 0 || !T->ctx->vclock || T->heap[0]->due > upto)
     return 0;
   t = T->heap[0];
-  heap_remove(T, t);
-  if (t->due > T->ctx->vnow)
-    T->ctx->vnow = t->due;               /* the timer sees its own deadline as now */
   *seq = t->seq;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);        /* the owner stays pinned while it runs */
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
-  t->fire(L, t);
-  lua_settop(L, top);
+  run_timer(L, T, t, top);
   return 1;
 }
 
