@@ -25,7 +25,7 @@ local modal = require "modal"
 local check = require "modal.check"
 
 local C = modal._clock
-local type, pairs, ipairs, next, tostring, select = type, pairs, ipairs, next, tostring, select
+local type, pairs, ipairs, next, tostring = type, pairs, ipairs, next, tostring
 local pcall, error, setmetatable, getmetatable = pcall, error, setmetatable, getmetatable
 local format, concat, sort = string.format, table.concat, table.sort
 
@@ -95,7 +95,7 @@ local function instrument(entry)
     local enter = raw.enter
     cs.enter = function(m, ...)           -- a new entry: no deadline, no job yet
       local i = info_of(entry, m)
-      i.deadline, i.job = nil, nil
+      i.armed_at, i.delay, i.job = nil, nil, nil
       if enter then return enter(m, ...) end
     end
     if raw.run ~= nil then
@@ -111,7 +111,8 @@ local function instrument(entry)
         local s = timeout
         if type(s) == "function" then s = s(m) end
         if type(s) == "number" and s >= 0 and s < math.huge then
-          info_of(entry, m).deadline = modal.now() + s
+          local i = info_of(entry, m)
+          i.armed_at, i.delay = modal.now(), s
         end
         return s
       end
@@ -345,8 +346,9 @@ local function candidates(entry, c, i, opts)
   for _, e in ipairs(st.record.on or {}) do
     local input = e.input
     if input == "timeout" and st.timed then
-      if i.deadline then
-        local left = i.deadline - modal.now()
+      if i.delay then                     -- the delay itself when armed now: exact
+        local now = modal.now()
+        local left = now == i.armed_at and i.delay or i.armed_at + i.delay - now
         list[#list + 1] = { advance = left > 0 and left or 0 }
       end
     elseif (input == "done" or input == "error") and st.job then
