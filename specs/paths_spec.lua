@@ -314,6 +314,14 @@ describe("modal.testing", function()
       }, "\n") .. "\n", out)
     end)
 
+    it("takes every transition of the examples' definitions", function()
+      local status, out = run_cli({ "examples/echo_client.lua", "examples/reload/policy.lua" })
+      assert.equal(0, status, out)
+      assert.matches("examples/echo_client.lua: 10/10 transitions taken\n", out, 1, true)
+      assert.matches("examples/reload/policy.lua: 4/4 transitions taken\n", out, 1, true)
+      assert.is_nil(out:find("note:", 1, true), out)
+    end)
+
     it("reads --options and reports full coverage of the valid fixtures", function()
       local args = { "--options", PATHS .. "options.lua" }
       for name in io.popen("ls " .. VALID):lines() do args[#args + 1] = VALID .. name end
