@@ -14,7 +14,7 @@
 --
 -- Paths are found by running the definition, not by reading it alone: an instrumented copy
 -- of it (each `run` a Deferred the steps settle, each transition recording itself, each
--- timeout recording its deadline) is replayed breadth first from `initial`, one node per state
+-- timeout recording its delay) is replayed breadth first from `initial`, one node per state
 -- and data, so guards see real instances and the paths found are the shortest. The walk
 -- replays one path the same way and checks each step's state against the path (`to`) or,
 -- when a step does not say, against the definition's transitions.
@@ -70,7 +70,7 @@ local function edges_of(def, norm)
 end
 
 -- What one instance of the instrumented copy did: the transitions it took (ids, in order),
--- its current job's Deferred and the deadline of its current state's timeout.
+-- its current job's Deferred, and when its current state's timeout was armed and for how long.
 local function info_of(entry, m)
   local i = entry.info[m]
   if not i then
@@ -82,7 +82,7 @@ end
 
 -- The copy of `def` that a walk drives: same states, handlers and hooks, but every transition
 -- records itself (an action wrapping the one given), every `run` returns a Deferred the walk
--- settles, and every `timeout` records its deadline.
+-- settles, and every `timeout` records its delay.
 local function instrument(entry)
   local def, norm = entry.def, entry.norm
   local copy = {}
@@ -93,7 +93,7 @@ local function instrument(entry)
     local cs = {}
     for k, v in next, raw do cs[k] = v end
     local enter = raw.enter
-    cs.enter = function(m, ...)           -- a new entry: no deadline, no job yet
+    cs.enter = function(m, ...)           -- a new entry: no timeout, no job yet
       local i = info_of(entry, m)
       i.armed_at, i.delay, i.job = nil, nil, nil
       if enter then return enter(m, ...) end
