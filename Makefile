@@ -33,8 +33,8 @@ UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
 CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links.c \
             src/deferred_chain.c src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
-            src/later.c src/loop.c src/compile.c src/instance.c src/observe.c src/calls.c \
-            src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/peer.c \
+            src/later.c src/clock.c src/loop.c src/compile.c src/instance.c src/observe.c \
+            src/calls.c src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/peer.c \
             src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
@@ -117,7 +117,7 @@ demo: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
 	cd lua && find modal -name '*.lua' | while read -r f; do \

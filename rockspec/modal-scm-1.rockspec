@@ -29,7 +29,7 @@ build = {
       sources = {
         "src/context.c", "src/log.c", "src/failure.c", "src/timer.c", "src/deferred_links.c",
         "src/deferred_chain.c", "src/deferred_cancel.c", "src/deferred.c", "src/combine.c",
-        "src/async.c", "src/later.c", "src/loop.c", "src/compile.c", "src/instance.c",
+        "src/async.c", "src/later.c", "src/clock.c", "src/loop.c", "src/compile.c", "src/instance.c",
         "src/observe.c", "src/calls.c", "src/drive.c", "src/entry.c", "src/machine.c",
         "src/reload.c", "src/stats.c", "src/peer.c", "src/module.c",
       },
@@ -42,6 +42,9 @@ build = {
     ["modal.graph"] = "lua/modal/graph.lua",
     ["modal.cli"] = "lua/modal/cli.lua",
     ["modal.host"] = "lua/modal/host.lua",
+    ["modal.testing"] = "lua/modal/testing/init.lua",
+    ["modal.testing.clock"] = "lua/modal/testing/clock.lua",
+    ["modal.testing.paths"] = "lua/modal/testing/paths.lua",
   },
 }
 test = { type = "busted" }

@@ -399,7 +399,7 @@ void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int i
                         int nargs) {
   modal_state *s = &c->M->def->states[c->state];
   c->entry++;
-  c->entered_ms = (uint32_t)(uv_hrtime() / 1000000);   /* now, not the loop's cached time */
+  c->entered_ms = (uint32_t)modal__clock_ms(c->M->ctx);
   if (s->enter) {
     if (from)
       lua_pushvalue(L, from);
@@ -421,7 +421,7 @@ void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int i
 /* --trace: one line per transition, with the time spent in the old state. */
 static void trace(lua_State *L, modal_instance *c, int ci, int from, int in) {
   int f = lua_gettop(L) + 1;
-  uint32_t ms = (uint32_t)(uv_hrtime() / 1000000) - c->entered_ms;
+  uint32_t ms = (uint32_t)modal__clock_ms(c->M->ctx) - c->entered_ms;
   modal__push_fields(L, c, ci, in);
   modal__push_state_name(L, c, ci, c->state);
   if (c->entered_ms == ENTERED_UNKNOWN)   /* entered in place, while the trace was off */

@@ -56,6 +56,9 @@ static const char usage_text[] =
   "                                  warning as `file: path: message`; exit 1 on errors\n"
   "  graph FILE [--format dot|mermaid]\n"
   "                                  print the state diagram (Graphviz renders dot)\n"
+  "  test [--options LUAFILE] [--max-depth N] [--steps] FILE...\n"
+  "                                  walk paths that take every transition, on a\n"
+  "                                  virtual clock; exit 1 on a mismatch\n"
   "\n"
   "  ctl SOCKET status|reload [NAME]|trace on|off\n"
   "                                  talk to a host started with --admin SOCKET\n"
@@ -430,7 +433,7 @@ static void exit_path(lua_State *L, host *h) {
   exit_step(L, close_handles);
 }
 
-/* The tools written in Lua (lua/modal/cli.lua): `modal check` and `modal graph`. */
+/* The tools written in Lua (lua/modal/cli.lua): `modal check`, `graph`, `test` and `ctl`. */
 static int ptool(lua_State *L) {
   host *h = (host *)lua_touserdata(L, 1);
   int i;
@@ -552,7 +555,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
   if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0 ||
-      strcmp(argv[1], "ctl") == 0)
+      strcmp(argv[1], "test") == 0 || strcmp(argv[1], "ctl") == 0)
     return cmd_tool(argc, argv);
   if (argv[1][0] == '-')
     return fail_usage("unknown option '%s'", argv[1]);

@@ -60,6 +60,7 @@ int luaopen_modal(lua_State *L) {
   modal__open_combine(L);
   modal__open_async(L);
   modal__open_later(L);
+  modal__open_clock(L);
   modal__open_compile(L);
   modal__open_machine(L);
   modal__open_reload(L);
