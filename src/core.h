@@ -24,6 +24,10 @@ typedef void (*modal_close_hook)(lua_State *L, void *arg);
 /* Called when a run of the loop has ended, last registered first: `exiting` is 0 when
 ** modal.run() returns (a later run may go on), 1 when the host is about to close the state. */
 typedef void (*modal_run_end_hook)(lua_State *L, void *arg, int exiting);
+/* Called when a Deferred the core keeps (a nonzero aux word; its canceller, at index `canc`,
+** is its keeper) is fired by someone else: the keeper lets go of it. Must not raise or run
+** Lua code. */
+typedef void (*modal_kept_fired_hook)(lua_State *L, int d, int canc);
 
 typedef struct modal_ctx_hook modal_ctx_hook;
 
@@ -38,9 +42,11 @@ typedef struct modal_ctx {
   modal_ctx_hook *close_hooks, *run_end_hooks;   /* private */
   int nclose, capclose, nrun_end, caprun_end;     /* private */
   int ending;            /* inside the run-end hooks -- private */
+  modal_kept_fired_hook kept_fired;   /* set by the instances' layer */
   /* What the machine driver is doing (doc/machines.md, rule 12): */
   int driving;           /* entries into the driver in progress: user code may run */
   int planning;          /* a reload is planning (migrate runs): M:new, fire and calls raise */
+  int reloading;         /* a reload runs (its file, its plan, its switch): another raises */
   int tracing;           /* modal.trace(true): every transition logged at info */
   /* The testing clock (doc/testing.md); the timer layer sets these: */
   int vclock;            /* installed: modal's timers and modal.now() run on virtual time */

@@ -382,6 +382,14 @@ int modal__fire(lua_State *L, int di, int vi, int failed) {
     }
     return -1;
   }
+  if (d->aux && (d->flags & DF_ENTRY0) && (d->codes & 15) == E_CANC) {
+    modal_ctx *ctx = modal__ctx(L);     /* a kept Deferred (a postponed call, a when() */
+    if (ctx && ctx->kept_fired) {        /* waiter) fired by whoever holds it */
+      lua_getiuservalue(L, di, 2);
+      ctx->kept_fired(L, di, lua_gettop(L));
+      lua_settop(L, top);
+    }
+  }
   /* An async call fired from outside stops waiting: its coroutine's outcome goes nowhere. */
   d->flags = (uint8_t)((d->flags | DF_FIRED) & ~DF_PAUSED);
   if (d->flags & DF_ENTRY0) {            /* the canceller or resumer: no longer needed */

@@ -216,38 +216,59 @@ static void instance_name(lua_State *L, modal_instance *c, int ci) {
   lua_pop(L, 1);
 }
 
-/* The instances' __call: (c, d), the canceller of its postponed calls and when() Deferreds,
-** run by d:cancel() only. The instance lets go of d at once (its slot becomes dead). */
-int modal__instance_cancel(lua_State *L) {
-  modal_instance *c = modal__check_instance(L, 1);
-  uint32_t *aux = modal__deferred_aux(L, 2), a;
+/* The instance at ci lets go of the Deferred at d it kept (a postponed call or a when()
+** waiter): its slot becomes dead, the counts drop. Runs no Lua code. */
+static void let_go(lua_State *L, modal_instance *c, int ci, int d) {
+  uint32_t *aux = modal__deferred_aux(L, d), a;
   modal_extras *x;
-  if (!aux || !modal__is_cancelling(L, 2))  /* only d:cancel() gets here legitimately */
-    return luaL_error(L, "modal: attempt to call an instance (%s): call its methods, as "
-                      "c:method(...)", lua_tostring(L, (instance_name(L, c, 1), -1)));
-  if (*aux == 0)
-    return 0;                            /* it had left already */
+  int top = lua_gettop(L);
+  if (!aux || *aux == 0)
+    return;                              /* it had left already */
   a = *aux;
   *aux = 0;
-  lua_settop(L, 2);
-  x = modal__extras(L, 1, 0);            /* 3 */
+  x = modal__extras(L, ci, 0);
   if (a & AUX_WHEN) {
     if (x) {
       x->waiters.live--;
-      modal__push_list(L, 3, X_WAITERS);
+      modal__push_list(L, -1, X_WAITERS);
       list_tidy(L, &x->waiters, -1, (c->flags & I_ANNOUNCING) != 0);
     }
   } else {
     c->npostponed--;
     if (x) {
       x->calls.live--;
-      modal__push_list(L, 3, X_CALLS);
+      modal__push_list(L, -1, X_CALLS);
       list_tidy(L, &x->calls, -1, (c->flags & I_RETRYING) != 0);
     }
   }
+  lua_settop(L, top);
+  modal__update_pin(L, c, ci);
+}
+
+/* The instances' __call: (c, d), the canceller of its postponed calls and when() Deferreds,
+** run by d:cancel() only. The instance lets go of d at once (its slot becomes dead). */
+int modal__instance_cancel(lua_State *L) {
+  modal_instance *c = modal__check_instance(L, 1);
+  if (!modal__deferred_aux(L, 2) || !modal__is_cancelling(L, 2))  /* only d:cancel() */
+    return luaL_error(L, "modal: attempt to call an instance (%s): call its methods, as "
+                      "c:method(...)", lua_tostring(L, (instance_name(L, c, 1), -1)));
   lua_settop(L, 2);
-  modal__update_pin(L, c, 1);
+  let_go(L, c, 1, 2);
   return 0;
+}
+
+/* The context's kept_fired hook: a call's or waiter's Deferred fired by whoever holds it
+** (d:callback, d:errback) is no longer waiting. */
+static void kept_fired(lua_State *L, int d, int canc) {
+  modal_instance *c = modal__to_instance(L, canc);
+  if (c)
+    let_go(L, c, lua_absindex(L, canc), lua_absindex(L, d));
+}
+
+void modal__open_instance(lua_State *L) {
+  modal_ctx *ctx = modal__ctx(L);
+  if (ctx)
+    ctx->kept_fired = kept_fired;
 }
 
 /* ============================================================== fields */
@@ -298,11 +319,13 @@ static int instance_tostring(lua_State *L) {
 void modal__instance_mt(lua_State *L, int mi, int methods) {
   mi = lua_absindex(L, mi);
   methods = lua_absindex(L, methods);
-  lua_createtable(L, 1, 4);
+  lua_createtable(L, 2, 5);
   lua_pushvalue(L, mi);                  /* [1] = M: keeps the machine alive, c.machine */
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, methods);
   lua_pushcclosure(L, instance_index, 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, 2);                 /* [2] = __index: a reload swaps its methods table */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, modal__instance_cancel);
   lua_setfield(L, -2, "__call");

@@ -92,60 +92,66 @@ static int md_machine_tostring(lua_State *L) {
   return 1;
 }
 
-void modal__fill_methods(lua_State *L, int mi) {
+void modal__build_methods(lua_State *L, int mi, int compiled, uint32_t gen) {
   lua_Integer i, n;
-  int methods, index, names;
+  int methods, index, inputs, names;
   mi = lua_absindex(L, mi);
-  lua_getiuservalue(L, mi, M_METHODS);
+  compiled = lua_absindex(L, compiled);
+  lua_newtable(L);                       /* the methods, as the instances' __index sees them */
   methods = lua_gettop(L);
-  lua_pushnil(L);                        /* cleared first: a reload refills it in place */
-  while (lua_next(L, methods)) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L);
-    lua_rawset(L, methods);
-  }
   lua_newtable(L);                       /* {name = index}, for bound methods after a reload */
   index = lua_gettop(L);
-  lua_getiuservalue(L, mi, M_INPUTS);    /* {input name = index}, refilled in place */
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L);
-    lua_rawset(L, -4);
-  }
-  lua_getiuservalue(L, mi, M_DEF);
-  lua_getiuservalue(L, -1, K_INPUTS);
+  lua_newtable(L);                       /* {input name = index}, for c:fire */
+  inputs = lua_gettop(L);
+  lua_getiuservalue(L, compiled, K_INPUTS);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     if (lua_type(L, -2) == LUA_TSTRING) {
       lua_pushvalue(L, -2);
       lua_insert(L, -2);
-      lua_rawset(L, -6);
+      lua_rawset(L, inputs);
     } else {
       lua_pop(L, 1);
     }
   }
-  lua_pop(L, 3);
+  lua_pop(L, 1);
   modal__open_calls(L, methods);
   modal__open_observe(L, methods);
   modal__open_drive(L, methods, mi);
-  lua_getiuservalue(L, mi, M_DEF);
-  lua_getiuservalue(L, -1, K_METHODS);
+  lua_getiuservalue(L, compiled, K_METHODS);
   names = lua_gettop(L);
+  lua_getiuservalue(L, compiled, K_FNS); /* names + 1 */
   n = (lua_Integer)lua_rawlen(L, names);
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, names, i);
     lua_pushinteger(L, i - 1);
     lua_rawset(L, index);
     lua_rawgeti(L, names, i);
-    modal__push_method(L, mi, -1, (int)i - 1);
+    modal__push_method(L, mi, -1, (int)i - 1, gen, names + 1);
     lua_rawset(L, methods);
   }
+  lua_settop(L, inputs);
+}
+
+void modal__install_methods(lua_State *L, int mi, int methods, int index) {
+  modal_machine *M = modal__to_machine(L, mi);
+  mi = lua_absindex(L, mi);
+  methods = lua_absindex(L, methods);
+  index = lua_absindex(L, index);
+  lua_pushvalue(L, methods);
+  lua_setiuservalue(L, mi, M_METHODS);
   lua_pushvalue(L, index);
   lua_setiuservalue(L, mi, M_MINDEX);
-  lua_settop(L, methods - 1);
+  lua_pushvalue(L, index + 1);
+  lua_setiuservalue(L, mi, M_INPUTS);
+  M->last_name = NULL;                   /* fire's cache: the names' indices may change */
+  if (lua_getiuservalue(L, mi, M_IMT) == LUA_TTABLE) {   /* the instances' __index */
+    lua_rawgeti(L, -1, 2);
+    lua_pushvalue(L, methods);
+    lua_setupvalue(L, -2, 1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 void modal__push_machines(lua_State *L) {
@@ -186,13 +192,11 @@ void modal__machine_new(lua_State *L, int compiled) {
   lua_setiuservalue(L, mi, M_INSTANCES);
   lua_newtable(L);
   lua_setiuservalue(L, mi, M_INFO);
-  lua_newtable(L);
-  lua_setiuservalue(L, mi, M_INPUTS);
-  modal__fill_methods(L, mi);
-  lua_getiuservalue(L, mi, M_METHODS);
-  modal__instance_mt(L, mi, -1);
+  modal__build_methods(L, mi, compiled, M->gen);   /* methods, index, inputs */
+  modal__instance_mt(L, mi, -3);
   lua_setiuservalue(L, mi, M_IMT);
-  lua_pop(L, 1);
+  modal__install_methods(L, mi, -3, -2);
+  lua_settop(L, mi);
   modal__push_machines(L);
   lua_pushvalue(L, mi);
   lua_pushboolean(L, 1);
@@ -353,6 +357,7 @@ static void strand_hook(lua_State *L, void *arg, int exiting) {
 static const char hooked_key = 'h';     /* registry: the run-end hook is registered */
 
 void modal__open_machine(lua_State *L) {
+  modal__open_instance(L);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &hooked_key) == LUA_TNIL) {
     modal__ctx_on_run_end(L, strand_hook, NULL);
     lua_pushboolean(L, 1);

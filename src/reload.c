@@ -188,8 +188,8 @@ static int reload_result(lua_State *L, int mi, int name, const char *path, const
 /* One live instance in a reload: its id (the order of creation), where it is in the list
 ** that anchors it, and the state it goes to (migrated: it needs an entry). */
 typedef struct slot {
-  uint32_t id;
-  int to, migrated;
+  uint32_t id, entry;                     /* entry: at the switch's first pass */
+  int old, to, migrated, had;             /* had: the old state's timeout (1) and run (2) */
   lua_Integer at;
 } slot;
 
@@ -245,6 +245,7 @@ static int reload_body(lua_State *L) {
   modal_compiled *oldk = M->def, *newk;
   lua_Integer i, n;
   int mi = 2, name = 3, oldc, newc, def, list, map, smap, st, *smapc;
+  const char *err = NULL;
   slot *slots;
   lua_settop(L, 3);
   lua_getiuservalue(L, mi, M_DEF);        /* 4: old compiled */
@@ -294,24 +295,23 @@ static int reload_body(lua_State *L) {
     lua_rawseti(L, smap, st + 1);
   }
   ctx->planning++;                        /* migrate only reads: M:new, fire, calls raise */
-  for (i = 0; i < n; i++) {
+  for (i = 0; i < n && !err; i++) {
     modal_instance *c;
     int to, status;
+    lua_settop(L, smap);
     lua_rawgeti(L, list, slots[i].at);    /* 12 */
     c = modal__to_instance(L, 12);
+    slots[i].old = c->state;
     slots[i].to = smapc[c->state];
     slots[i].migrated = 0;
-    if (slots[i].to >= 0) {
-      lua_settop(L, smap);
+    if (slots[i].to >= 0)
       continue;
-    }
     push_state(L, oldc, c->state);        /* 13: the old state's name */
     if (!newk->migrate) {
-      ctx->planning--;
-      lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not have, "
-                      "and it has no migrate", lua_tostring(L, name), (int)c->id,
-                      lua_tostring(L, 13));
-      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+      err = lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not "
+                            "have, and it has no migrate", lua_tostring(L, name), (int)c->id,
+                            lua_tostring(L, 13));
+      break;
     }
     lua_getiuservalue(L, newc, K_FNS);
     lua_rawgeti(L, -1, newk->migrate);
@@ -321,74 +321,83 @@ static int reload_body(lua_State *L) {
     modal__push_version(L, M);
     status = modal__call(L, 3, 1);        /* 14: a state name, or the failure */
     if (status != LUA_OK) {
-      ctx->planning--;
-      lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
-                      (int)c->id, lua_tostring(L, 13), modal__tostring(L, 14));
-      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+      err = lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s",
+                            lua_tostring(L, name), (int)c->id, lua_tostring(L, 13),
+                            modal__tostring(L, 14));
+      break;
     }
     if (lua_type(L, 14) != LUA_TSTRING || (lua_pushvalue(L, 14), to = state_in(L, newc)) < 0) {
-      ctx->planning--;
       if (lua_type(L, 14) == LUA_TSTRING)
         lua_pushfstring(L, "'%s'", lua_tostring(L, 14));
       else
         lua_pushstring(L, luaL_typename(L, 14));
-      lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the new "
-                      "definition", lua_tostring(L, -1), lua_tostring(L, name), (int)c->id,
-                      lua_tostring(L, 13));
-      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+      err = lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the "
+                            "new definition", lua_tostring(L, -1), lua_tostring(L, name),
+                            (int)c->id, lua_tostring(L, 13));
+      break;
     }
     slots[i].to = to;
     slots[i].migrated = 1;
-    lua_settop(L, smap);
   }
   ctx->planning--;
+  if (err) {
+    lua_replace(L, smap + 1);             /* the message: kept while the instances drain */
+    lua_settop(L, smap + 1);
+    modal__drive_deferred_drains(L);      /* what migrate's user code set going, as usual */
+    return reload_result(L, mi, name, path, lua_tostring(L, smap + 1));
+  }
+  lua_settop(L, smap);
   lua_newtable(L);                        /* 12: methods, old index + 1 -> new index + 1 */
   map = 12;
   lua_getiuservalue(L, oldc, K_METHODS);
   lua_getiuservalue(L, newc, K_METHODS);
   index_map(L, map, -2, -1);
   lua_settop(L, map);
-  /* commit: M in place, then every instance's calls and waiters, then its state */
+  /* Everything the switch needs is made first (13 methods, 14 index, 15 inputs): the switch
+  ** itself allocates nothing, so no finalizer can run while instances are half switched. */
+  modal__build_methods(L, mi, newc, M->gen + 1);
+  luaL_checkstack(L, 16, "reload");
   ctx->driving++;                         /* user code from here on may not reload */
   M->def = newk;
   M->gen++;
-  lua_pushvalue(L, newc);
-  lua_setiuservalue(L, mi, M_DEF);
   M->has_version = newk->has_version;
   M->version = newk->version;
-  modal__fill_methods(L, mi);
+  lua_pushvalue(L, newc);
+  lua_setiuservalue(L, mi, M_DEF);
+  modal__install_methods(L, mi, 13, 14);
   for (i = 0; i < n; i++) {
     modal_instance *c;
+    modal_state *old;
     lua_rawgeti(L, list, slots[i].at);
     c = modal__to_instance(L, -1);
+    old = &oldk->states[slots[i].old];
+    slots[i].had = (old->timeout >= 0 || old->timeout_fn ? 1 : 0) | (old->run ? 2 : 0);
+    slots[i].entry = c->entry;
     if (c->flags & I_HASX) {
       modal__remap_calls(L, c, -1, map);
       modal__remap_waiters(L, c, -1, smap);
     }
-    lua_settop(L, map);
+    modal__switch_state(L, -1, newk, slots[i].to, slots[i].migrated);
+    lua_pop(L, 1);
+  }
+  /* Second pass: every instance is in its new state; user code may run. */
+  modal__drive_deferred_drains(L);
+  for (i = 0; i < n; i++) {
+    lua_settop(L, 15);
+    lua_rawgeti(L, list, slots[i].at);    /* 16 */
+    push_state(L, oldc, slots[i].old);    /* 17 */
+    modal__after_switch(L, 16, slots[i].to, slots[i].migrated, slots[i].had, slots[i].entry,
+                        17);
   }
   for (i = 0; i < n; i++) {
     modal_instance *c;
-    lua_rawgeti(L, list, slots[i].at);    /* 13 */
-    c = modal__to_instance(L, -1);
-    if (!slots[i].migrated) {
-      modal_state *old = &oldk->states[c->state];
-      modal__drive_switch(L, 13, slots[i].to, 0, (old->timeout >= 0 || old->timeout_fn ? 1 : 0) |
-                                                 (old->run ? 2 : 0));
-    } else {
-      push_state(L, oldc, c->state);
-      modal__drive_switch(L, 13, slots[i].to, 14, 0);
-    }
-    lua_settop(L, map);
-  }
-  for (i = 0; i < n; i++) {
-    modal_instance *c;
+    lua_settop(L, 15);
     lua_rawgeti(L, list, slots[i].at);
     c = modal__to_instance(L, -1);
     if (c->npostponed > 0 || (c->flags & I_QUEUED))
       modal__drive_after_reload(L, -1);
-    lua_settop(L, map);
   }
+  lua_settop(L, 15);
   ctx->driving--;
   return reload_result(L, mi, name, path, NULL);
 }
@@ -398,14 +407,15 @@ static int md_reload(lua_State *L) {
   const char *key = luaL_checkstring(L, 1);
   modal_ctx *ctx = modal__ctx(L);
   modal_machine *M;
-  int driving = ctx->driving, planning = ctx->planning, status;
-  if (driving || planning)
+  int driving = ctx->driving, planning = ctx->planning, reloading = ctx->reloading, status;
+  if (driving || planning || reloading)
     return luaL_error(L, "modal.reload: called while %s; reloads come from outside (the "
                       "main chunk, a timer, a signal, the admin socket): use "
                       "modal.call_later(0, modal.reload, '%s')",
-                      planning ? "another reload plans (from migrate)" :
-                      "a machine runs user code (a handler, hook, guard, action, run, timeout "
-                      "function, observer, or a callback a transition fired)", key);
+                      reloading || planning ? "another reload runs (its file, its migrate, "
+                      "its switch)" : "a machine runs user code (a handler, hook, guard, "
+                      "action, run, timeout function, observer, or a callback a transition "
+                      "fired)", key);
   lua_settop(L, 1);
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
@@ -440,9 +450,11 @@ found:
   lua_rawgeti(L, -1, M->def->name);
   lua_replace(L, -3);
   lua_pop(L, 1);
+  ctx->reloading = 1;
   status = lua_pcall(L, 3, 2, 5);
   ctx->driving = driving;                 /* however it ended */
   ctx->planning = planning;
+  ctx->reloading = reloading;
   if (status != LUA_OK)
     return lua_error(L);
   if (lua_isnil(L, -2))
