@@ -2,12 +2,8 @@
 -- doc/reload.md): reproducers of what specs/fuzz/driver_fuzz.lua (`make fuzz-driver`) found,
 -- each reduced to the few steps that show it.
 --
--- The ones still failing are marked pending, so the suite stays green; each says what it
--- expects and what happens instead. Run them with MODAL_REPRO=1:
---   MODAL_REPRO=1 SPECS=specs/reentry_spec.lua make test
--- (under `make asan` some of them end in a sanitizer report instead of a failure). When one
--- is fixed, its `repro` becomes `it`, and the fuzzer's matching FUZZ_KNOWN switch goes (see
--- KNOWN in specs/fuzz/driver_fuzz.lua).
+-- Each says what it expects and what used to happen instead (under ASan some of them ended in
+-- a sanitizer report).
 --
 -- Three of them depend on where the collector runs a finalizer: they make the collector run a
 -- step at nearly every allocation and try until a finalizer lands in the window they need
@@ -16,7 +12,6 @@ local modal = require "modal"
 local support = require "support"
 local run_undo = support.run_undo
 
-local repro = os.getenv("MODAL_REPRO") == "1" and it or pending
 
 local dir
 do
@@ -66,7 +61,7 @@ describe("re-entry into the driver", function()
     -- timeout of its own): the call is answered, so it no longer waits. Instead it stays
     -- counted in c:postponed() for good (the retry drops the slot but never decrements), and
     -- the count keeps the instance pinned (never collected).
-    repro("is no longer counted by c:postponed() (rules 2 and 12)", function()
+    it("is no longer counted by c:postponed() (rules 2 and 12)", function()
       local M = modal.machine { name = "re_holder", initial = "waiting", methods = { "q" },
         states = { waiting = { q = "postpone", on = { go = "ready" } },
                    ready = { q = function() return "ok" end } } }
@@ -86,7 +81,7 @@ describe("re-entry into the driver", function()
     -- got earlier. A direct call that returns it in a final state fails with kind "error"
     -- (rule 1); a retried one in the same state is kept in the queue instead — in a final
     -- state nothing retries it again, so it is never answered.
-    repro("fails the call with kind error, as for a direct call (rule 1)", function()
+    it("fails the call with kind error, as for a direct call (rule 1)", function()
       local marker
       local M = modal.machine { name = "re_marker", initial = "open", methods = { "q" },
         states = {
@@ -111,7 +106,7 @@ describe("re-entry into the driver", function()
     -- which is above the top by then (the drive left c and its result): the input's name reads
     -- as "(null)" (an unacceptable index handed to the Lua API). Inputs no state takes (the
     -- "(no state does)" path, before the drive) are named right.
-    repro("names the input in the error", function()
+    it("names the input in the error", function()
       local M = modal.machine { name = "re_message", initial = "a", methods = {},
         states = { a = { on = { go = "b" } }, b = { on = { back = "a" } } } }
       local c = M:new()
@@ -125,7 +120,7 @@ describe("re-entry into the driver", function()
     -- md_machine_tostring (src/machine.c) passes lua_tostring(L, -2) and
     -- luaL_tolstring(L, -1, NULL) to one lua_pushfstring: C leaves their order open, and when
     -- luaL_tolstring runs first it pushes, so -2 is the version: the name reads as the version.
-    repro("shows the machine's name, then its version", function()
+    it("shows the machine's name, then its version", function()
       local M = modal.machine { name = "re_named", version = 3, initial = "a", methods = {},
         states = { a = {} } }
       assert.equal("modal.machine 're_named' version 3", tostring(M))   -- "modal.machine '3' version 3"
@@ -141,7 +136,7 @@ describe("re-entry into the driver", function()
     -- tables at the old index (under ASan: heap-buffer-overflow in modal__drive_input,
     -- src/drive.c). An instance that user code drives before its own switch is then switched
     -- to the state planned before it moved (without exit or enter).
-    repro("only ever shows user code instances in a state of their definition", function()
+    it("only ever shows user code instances in a state of their definition", function()
       quiet_log()
       local version, other, seen = 1, nil, {}
       local path = def_file(function()
@@ -177,7 +172,7 @@ describe("re-entry into the driver", function()
       assert.equal("succeeded", seen.call:state())   -- fails: "... in state '(null)'"
     end)
 
-    repro("does not move an instance that user code drove before its switch back", function()
+    it("does not move an instance that user code drove before its switch back", function()
       quiet_log()
       local version, second = 1, nil
       local path = def_file(function()
@@ -213,7 +208,7 @@ describe("re-entry into the driver", function()
     -- the states map is indexed by the inner definition's state indices (under ASan:
     -- heap-buffer-overflow in reload_body, src/reload.c), and calls are remapped by the wrong
     -- method list.
-    repro("raises, as while another reload plans (doc/reload.md)", function()
+    it("raises, as while another reload plans (doc/reload.md)", function()
       local version, nested = 1, nil
       local function def(names, prefix)
         local states = {}
@@ -252,7 +247,7 @@ describe("re-entry into the driver", function()
     -- c:when(state) fails with kind "stopped" once the instance is in a different final state
     -- (rule 10); a reload whose new definition makes the instance's (kept) state final leaves
     -- the waiters pending forever instead.
-    repro("fails the when() waiters for other states", function()
+    it("fails the when() waiters for other states", function()
       quiet_log()
       local version = 1
       local path = def_file(function()
@@ -277,7 +272,7 @@ describe("re-entry into the driver", function()
     -- input "error" at once, so that instance moves after the reload planned it — and the
     -- switch then puts it back in the state it planned (no exit, no enter, no job running):
     -- stuck where nothing will ever move it.
-    repro("does not leave an instance in a state it had left", function()
+    it("does not leave an instance in a state it had left", function()
       quiet_log()
       local version, jobs, B = 1, {}, nil
       local path = def_file(function()
@@ -316,7 +311,7 @@ describe("re-entry into the driver", function()
       for _ = 1, n do setmetatable({}, { __gc = fn }) end
     end
 
-    repro("never queues a postponed call into a state it was not postponed in", function()
+    it("never queues a postponed call into a state it was not postponed in", function()
       eager_collector()
       local armed
       local M = modal.machine { name = "re_gc_postpone", initial = "open", methods = { "q" },
@@ -343,7 +338,7 @@ describe("re-entry into the driver", function()
       assert.equal(0, stuck)              -- each hit leaves the call pending in `closed`
     end)
 
-    repro("handles the inputs a handler fired before the one a finalizer fires later", function()
+    it("handles the inputs a handler fired before the one a finalizer fires later", function()
       eager_collector()
       local armed, order = nil, nil
       local M = modal.machine { name = "re_gc_order", initial = "a", methods = { "q" },
@@ -373,7 +368,7 @@ describe("re-entry into the driver", function()
       assert.equal(0, swapped)            -- "two" was handled first each time the window hit
     end)
 
-    repro("never records a call with another method when a finalizer reloads", function()
+    it("never records a call with another method when a finalizer reloads", function()
       eager_collector()
       quiet_log()
       local version, armed = 1, nil
@@ -410,7 +405,7 @@ describe("re-entry into the driver", function()
       assert.equal(0, wrong)              -- call q answered "r"
     end)
 
-    repro("never shows an instance without its methods while a reload refills them", function()
+    it("never shows an instance without its methods while a reload refills them", function()
       eager_collector()
       local path = def_file(function()
         return { name = "re_gc_methods", initial = "a", methods = { "q", "r", "s", "t" },
