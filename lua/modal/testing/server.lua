@@ -29,6 +29,7 @@ local format, concat, find, sub = string.format, table.concat, string.find, stri
 local floor = math.floor
 
 local HOST = "127.0.0.1"
+local RESET_DELAY_MS = 10
 
 local server = {}
 
@@ -165,7 +166,13 @@ local function on_line(s, c, line)
   elseif mode == "reset_mid_reply" then
     local half = sub(line .. "\n", 1, floor((#line + 1) / 2))
     if half ~= "" then send(c, half) end
-    drop(s, c, true)
+    -- The reset a moment later: a peer that reads the half and the reset together may see
+    -- the end of the connection as a plain EOF.
+    c.closing = true
+    if c.reading then c.reading = false; c.sock:read_stop() end
+    c.timer = uv.new_timer()
+    if not s.ref then c.timer:unref() end
+    c.timer:start(RESET_DELAY_MS, 0, function() drop(s, c, true) end)
   elseif mode == "accept_close" then
     drop(s, c)
   end                                   -- silent: read, never answered
