@@ -200,7 +200,7 @@ describe("modal.testing.server", function()
   end)
 
   describe("slow_greeting", function()
-    it("greets after that many seconds and reads nothing before", function()
+    it("greets after that many seconds; lines wait for the greeting", function()
       local s = make { slow_greeting = 0.2 }
       local t0 = uv.hrtime()
       local c = dial(s.port)

@@ -9,7 +9,7 @@
 --
 -- Failures: a refused or failed connect is kind "unavailable" ("connect: ECONNREFUSED"); a
 -- refused password kind "auth"; a lost connection fails its requests in flight with kind
--- "unavailable" and fires m:fire("lost", failure, conn) once (not after conn:close()).
+-- "unavailable" after it fires m:fire("lost", failure, conn), once (not after conn:close()).
 -- Cancelling the connect Deferred closes the socket.
 local modal = require "modal"
 local uv = require "luv"
@@ -35,6 +35,7 @@ local function finish(conn, f, by_us)
   if conn.dead then return end
   conn.dead = true
   close_sock(conn)
+  if not by_us and conn.m and conn.ready then conn.m:fire("lost", f, conn) end
   local waiting = conn.waiting
   conn.waiting, conn.head, conn.tail = {}, 1, 0
   for i = 1, #waiting do
@@ -46,7 +47,6 @@ local function finish(conn, f, by_us)
     conn.handshake = nil
     h:errback(f)
   end
-  if not by_us and conn.m and conn.ready then conn.m:fire("lost", f, conn) end
 end
 
 function Conn:request(text)

@@ -666,9 +666,10 @@ local function build(P)
       own_short[f] = format("connect timed out after %s s", secs(P.connect_timeout))
       attempt_failed_action(m, f)
     end },
-    lost = { to = "backoff", guard = guard_current_conn, action = function(m, f)
+    lost = { to = "backoff", guard = guard_current_conn, action = function(m, f, conn)
       if not is_failure(f) then f = failure("unavailable", "connection lost during its handshake") end
       attempt_failed_action(m, f)
+      if conn ~= nil then hand_off(m, record(m), P, conn) end    -- the handshake's connection
     end },
     close = "closing",
   }
@@ -728,7 +729,8 @@ local function build(P)
       local last = r.last
       r.failing = function(mm, rr)
         local _, value = standing(mm, rr)
-        return failure(is_failure(last) and last.kind or "unavailable", last_text(last), value)
+        return failure(is_failure(last) and last.kind or "unavailable",
+          is_failure(last) and last.message or tostring(last), value)
       end
       m:fire("failed_waiting")
     end

@@ -12,7 +12,7 @@
 -- refused), blackhole (accepts, never reads), accept_close (accepts and closes at once), silent
 -- (reads, never answers), reset_mid_reply (answers half a line, then resets the connection).
 -- Options beside the mode: greeting (a line sent on accept: a string, or true for "+OK
--- modal.testing"), slow_greeting (seconds before the greeting; nothing is read meanwhile),
+-- modal.testing"), slow_greeting (seconds before the greeting; lines wait for it meanwhile),
 -- auth (the first line must be "AUTH <secret>": answered "+OK", else "-ERR auth" and closed),
 -- ref (true: the server keeps the loop alive; by default it never does, so a test's loop ends
 -- when the client's work does).
@@ -125,11 +125,11 @@ end
 
 local answer_lines
 
--- Reading follows the mode: blackhole reads nothing; a client still waiting for its greeting
--- neither.
+-- Reading follows the mode: blackhole reads nothing. A client still waiting for its greeting
+-- is read (so its close is seen), and its lines wait for the greeting.
 local function update_reading(s, c)
   if c.gone then return end
-  local want = s.running and s.mode ~= "blackhole" and c.greeted
+  local want = s.running and s.mode ~= "blackhole"
   if want and not c.reading then
     c.reading = true
     c.sock:read_start(function(err, chunk)
@@ -180,6 +180,10 @@ end
 
 answer_lines = function(s, c, chunk)
   if c.closing or c.gone then return end
+  if not c.greeted then
+    c.buffer = c.buffer .. chunk
+    return
+  end
   -- The fast path: echo mode, past auth, whole lines: the chunk goes back as it came.
   if s.mode == "echo" and (c.authed or not s.auth) and c.buffer == "" and sub(chunk, -1) == "\n" then
     local n, at = 0, 1
@@ -211,6 +215,11 @@ local function greet(s, c)
   if g == nil and s.slow_greeting then g = true end
   if g then send(c, (g == true and DEFAULT_GREETING or g) .. "\n") end
   update_reading(s, c)
+  if c.buffer ~= "" then                  -- lines that came before the greeting
+    local early = c.buffer
+    c.buffer = ""
+    answer_lines(s, c, early)
+  end
 end
 
 local function on_connection(s, err)
@@ -231,6 +240,7 @@ local function on_connection(s, err)
   s.clients[c] = true
   if s.mode == "blackhole" then return end   -- not greeted, never read
   if s.slow_greeting and s.slow_greeting > 0 then
+    update_reading(s, c)
     c.timer = uv.new_timer()
     if not s.ref then c.timer:unref() end
     c.timer:start(floor(s.slow_greeting * 1000 + 0.5), 0, function()
