@@ -565,7 +565,11 @@ local function build(P)
 
   -- Handlers shared by every user method, per state.
   local function start_and_wait(m) m:fire("connect"); return m:postpone() end
-  local function close_and_wait(m) m:fire("close"); return m:postpone() end
+  -- close() waits through when("closed"), not the postponed queue: a full queue must not
+  -- make it fail with overloaded.
+  local function nothing() return nil end
+  local function wait_closed(m) return m:when("closed"):add_callback(nothing) end
+  local function close_and_wait(m) m:fire("close"); return wait_closed(m) end
   local function fatal(m) return record(m).fatal end
   local function closed_call(m) return stopped(m, record(m)) end
   local function closed_fine() return nil end
@@ -590,7 +594,7 @@ local function build(P)
   -- close()
   idle.close, connecting.close, ready.close, backoff.close = close_and_wait, close_and_wait, close_and_wait,
     close_and_wait
-  closing.close = "postpone"                 -- answered once closed
+  closing.close = wait_closed
   failed.close, closed.close = closed_fine, closed_fine
 
   -- connect_now(): acts once, then waits as c:connect_now(WAIT)
