@@ -93,14 +93,14 @@ function ss.pause(seconds)
   support.wait_for(function() return uv.hrtime() - t0 >= seconds * 1e9 end, seconds + 1)
 end
 
---- Every transition of c, as "from>to:input" strings, and their times.
+--- Every transition of c, as "from>to:input" strings; and their times (modal.now()).
 function ss.transitions(c)
-  local list = { at = {} }
+  local list, at = {}, {}
   c:on_transition(function(_, from, to, input)
     list[#list + 1] = string.format("%s>%s:%s", from, to, tostring(input))
-    list.at[#list] = modal.now()
+    at[#list] = modal.now()
   end)
-  return list
+  return list, at
 end
 
 --- Closes every instance and server the test made, and lets the loop settle.
