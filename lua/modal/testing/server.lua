@@ -263,7 +263,7 @@ local function listen(s)
   if s.port == 0 then s.port = h:getsockname().port end
   s.listener = h
   if s.running and s.mode ~= "refuse" then
-    local ok, lerr = h:listen(128, function(e) on_connection(s, e) end)
+    local ok, lerr = h:listen(1024, function(e) on_connection(s, e) end)
     if not ok then
       error(format("modal.testing.server: cannot listen on %s:%d: %s", HOST, s.port, tostring(lerr)), 3)
     end
