@@ -108,7 +108,8 @@ describe("modal.backoff", function()
 
     it("is reachable as require 'modal.backoff' too, and prints its state", function()
       local b = require("modal.backoff") { initial = 3 }
-      assert.matches("modal.backoff(initial=3, multiplier=1.6, jitter=0.2, max=120, count=0)", tostring(b), 1, true)
+      assert.matches("modal.backoff(initial=3, multiplier=1.6, jitter=0.2, max=120, count=0)",
+        tostring(b), 1, true)
     end)
   end)
 end)

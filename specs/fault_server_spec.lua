@@ -55,8 +55,8 @@ describe("modal.testing.server", function()
     it("names an unknown mode and lists the modes", function()
       local ok, err = pcall(server, { mode = "flaky" })
       assert.is_false(ok)
-      assert.matches("mode: expected one of echo, refuse, blackhole, accept_close, silent, reset_mid_reply", err,
-        1, true)
+      assert.matches("mode: expected one of echo, refuse, blackhole, accept_close, silent, "
+        .. "reset_mid_reply", err, 1, true)
     end)
 
     it("names unknown options, bad ports, greetings and secrets at once", function()

@@ -86,8 +86,8 @@ describe("modal.service beyond the usual", function()
       assert.is_true(wait(function() return status(c).attempts == 4 and c.state == "backoff" end))
       local f = watch(c:echo("b")).value
       assert.equal("unavailable", f.kind)
-      assert.equal("echo#3 in backoff after 4 failed attempts (last: connect: ECONNREFUSED); next attempt in 1.9 s",
-        f.message)
+      assert.equal("echo#3 in backoff after 4 failed attempts (last: connect: ECONNREFUSED); "
+        .. "next attempt in 1.9 s", f.message)
       assert.equal("unavailable: " .. f.message, tostring(f))
       assert.equal("backoff", f.value.state)
       assert.equal(4, f.value.attempts)
@@ -105,12 +105,14 @@ describe("modal.service beyond the usual", function()
 
     it("after a loss, say what was lost", function()
       local s = ss.server()
-      local c = ss.new(ss.echo { wait_for_ready = false, backoff = { initial = 1, jitter = 0 } }, { port = s.port })
+      local c = ss.new(ss.echo { wait_for_ready = false, backoff = { initial = 1, jitter = 0 } },
+        { port = s.port })
       assert.is_true(wait(fired(watch(c:connect_now()))))
       s:stop()
       assert.is_true(wait(function() return c.state == "backoff" end))
       local f = watch(c:echo("x")).value
-      assert.matches("^" .. c.machine.name .. "#1 in backoff %(last: connection lost: EOF%); next attempt in 1%.0 s$",
+      assert.matches("^" .. c.machine.name
+        .. "#1 in backoff %(last: connection lost: EOF%); next attempt in 1%.0 s$",
         f.message)
     end)
   end)
@@ -216,7 +218,8 @@ describe("modal.service beyond the usual", function()
 
     it("fires lost when a ping fails or raises", function()
       local s = ss.server()
-      local c = ss.new(ss.echo { keepalive = { ping = function() return modal.fail("unavailable", "pong?") end,
+      local c = ss.new(ss.echo { keepalive = { ping = function() return modal.fail("unavailable",
+        "pong?") end,
         interval = 0.03 }, backoff = { initial = 5 } }, { port = s.port })
       assert.is_true(wait(fired(watch(c:connect_now()))))
       assert.is_true(wait(function() return c.state == "backoff" end))
@@ -233,7 +236,8 @@ describe("modal.service beyond the usual", function()
   describe("connect_now()", function()
     it("in backoff: cancels the wait, connects at once with the backoff reset, succeeds with c", function()
       local s = ss.server { mode = "refuse" }
-      local c = ss.new(ss.echo { backoff = { initial = 0.02, multiplier = 100, jitter = 0 } }, { port = s.port })
+      local c = ss.new(ss.echo { backoff = { initial = 0.02, multiplier = 100, jitter = 0 } },
+        { port = s.port })
       local seen = ss.transitions(c)
       watch(c:echo("a"))
       assert.is_true(wait(function() return status(c).attempts == 2 end))   -- now waiting 2 s
@@ -247,13 +251,15 @@ describe("modal.service beyond the usual", function()
 
     it("resets the backoff: the next wait is initial again", function()
       local s = ss.server { mode = "refuse" }
-      local c = ss.new(ss.echo { backoff = { initial = 0.02, multiplier = 100, jitter = 0 } }, { port = s.port })
+      local c = ss.new(ss.echo { backoff = { initial = 0.02, multiplier = 100, jitter = 0 } },
+        { port = s.port })
       local seen, at = ss.transitions(c)
       watch(c:echo("a"))
       assert.is_true(wait(function() return status(c).attempts == 2 end))
       watch(c:connect_now())
       local n = #seen
-      assert.is_true(wait(function() return seen[n + 2] ~= nil end))   -- connecting>backoff, backoff>connecting
+      -- connecting>backoff, then backoff>connecting
+      assert.is_true(wait(function() return seen[n + 2] ~= nil end))
       assert.is_true(at[n + 2] - at[n + 1] < 0.02 + 0.03)
     end)
 
@@ -282,7 +288,8 @@ describe("modal.service beyond the usual", function()
 
     it("acts once: a retry in backoff waits for the delay instead of connecting again", function()
       local s = ss.server { mode = "refuse" }
-      local c = ss.new(ss.echo { backoff = { initial = 0.15, multiplier = 1, jitter = 0 } }, { port = s.port })
+      local c = ss.new(ss.echo { backoff = { initial = 0.15, multiplier = 1, jitter = 0 } },
+        { port = s.port })
       local seen, at = ss.transitions(c)
       local got = watch(c:connect_now())           -- idle: connects, fails, backs off
       assert.is_true(wait(function() return #seen >= 4 end))

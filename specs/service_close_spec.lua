@@ -27,7 +27,8 @@ end
 describe("modal.service close()", function()
   after_each(ss.cleanup)
 
-  it("in connecting: cancels the attempt (its socket closes), fails the waiting calls, answers once closed", function()
+  it("in connecting: cancels the attempt (its socket closes), fails the waiting calls, answers "
+    .. "once closed", function()
     local s = ss.server { slow_greeting = 5 }
     local c = ss.new(ss.echo(), { port = s.port, greeting = true })
     local seen = ss.transitions(c)

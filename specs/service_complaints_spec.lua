@@ -66,14 +66,16 @@ describe("modal.service complaints", function()
     local t0 = modal.now()
     s:set("blackhole")
     local calls = {}
-    for i = 1, 50 do calls[i] = { got = watch(c:echo(i):add_timeout(0.05 + i * 0.002)), deadline = 0.05 + i * 0.002,
+    for i = 1, 50 do calls[i] = { got = watch(c:echo(i):add_timeout(0.05 + i * 0.002)),
+      deadline = 0.05 + i * 0.002,
       t = modal.now() } end
     assert.is_true(wait(function() return c.state == "backoff" end, 2))
     for i = 1, 50 do
       local call = calls[i]
       assert.is_true(call.got.fired)
       assert.is_false(call.got.ok)
-      assert.is_true(call.got.at - call.t <= call.deadline + 0.03, string.format("call %d outlived its deadline", i))
+      assert.is_true(call.got.at - call.t <= call.deadline + 0.03,
+        string.format("call %d outlived its deadline", i))
     end
     local lost_at = at[#seen] - t0
     assert.equal("ready>backoff:lost", seen[#seen])
@@ -95,7 +97,8 @@ describe("modal.service complaints", function()
         k = k + 1
         local floor = math.min(base, schedule.max) * (1 - schedule.jitter)
         assert.is_true(at[i + 1] - at[i] >= floor - 0.002,
-          string.format("reconnect %d after %.3f s, faster than the backoff (>= %.3f)", k, at[i + 1] - at[i], floor))
+          string.format("reconnect %d after %.3f s, faster than the backoff (>= %.3f)", k,
+            at[i + 1] - at[i], floor))
         base = base * schedule.multiplier
       end
     end
@@ -149,7 +152,7 @@ describe("modal.service complaints", function()
     local band = { initial = 1, multiplier = 2, jitter = 0.5, max = 10 }
     local M = ss.echo { backoff = band }
     local instances, attempts, own = {}, {}, {}
-    local lost_at, last_loss = nil, 0
+    local last_loss = 0
     for i = 1, N do
       local c = ss.new(M, { port = s.port })
       instances[i] = c
@@ -167,7 +170,7 @@ describe("modal.service complaints", function()
     end
     assert.is_true(wait(function() return s.open == N end, 10))
     for i = 1, N do assert.equal("ready", instances[i].state) end
-    lost_at = modal.now()
+    local lost_at = modal.now()
     s:stop()
     assert.is_true(wait(function() return #attempts == N end, 5))
     for _, d in ipairs(own) do          -- each one's wait: within the band
@@ -178,13 +181,15 @@ describe("modal.service complaints", function()
     for k = 1, 10 do buckets[k] = 0 end
     for _, t in ipairs(attempts) do
       local d = t - lost_at
-      assert.is_true(d >= 0.5 - 0.002 and d <= 1.5 + lag + 0.05, string.format("an attempt %.3f s after the loss", d))
+      assert.is_true(d >= 0.5 - 0.002 and d <= 1.5 + lag + 0.05,
+        string.format("an attempt %.3f s after the loss", d))
       local k = math.max(1, math.min(10, math.floor((d - 0.5) / 0.1) + 1))
       buckets[k] = buckets[k] + 1
     end
     local share = N / 10
     for k = 1, 10 do
-      assert.is_true(buckets[k] <= 3 * share, string.format("bucket %d holds %d (share %d): %s", k, buckets[k],
+      assert.is_true(buckets[k] <= 3 * share, string.format("bucket %d holds %d (share %d): %s", k,
+        buckets[k],
         share, table.concat(buckets, " ")))
     end
   end)

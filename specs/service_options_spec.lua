@@ -44,7 +44,8 @@ describe("modal.service options", function()
 
     it("refuses fail_after = 0 and infinities", function()
       assert.matches("fail_after: expected a whole number", error_of(ss.options { fail_after = 0 }), 1, true)
-      assert.matches("connect_timeout: expected", error_of(ss.options { connect_timeout = math.huge }), 1, true)
+      assert.matches("connect_timeout: expected", error_of(ss.options { connect_timeout = math.huge }), 1,
+        true)
     end)
 
     it("names bad method names and bodies", function()
@@ -61,7 +62,8 @@ describe("modal.service options", function()
       local err = error_of(ss.options { backoff = { initial = -1, jiter = 1 } })
       assert.matches("backoff.initial: expected a number of seconds >= 0, got -1", err, 1, true)
       assert.matches("backoff.jiter: unknown option (did you mean 'jitter'?)", err, 1, true)
-      assert.matches("backoff: expected a table of options, got number", error_of(ss.options { backoff = 3 }), 1,
+      assert.matches("backoff: expected a table of options, got number",
+        error_of(ss.options { backoff = 3 }), 1,
         true)
     end)
 
@@ -87,7 +89,8 @@ describe("modal.service options", function()
 
     it("says when extend returns something else than the definition", function()
       local err = error_of(ss.options { extend = function() return 42 end })
-      assert.matches("extend: expected it to return the definition table (or nothing), got number", err, 1, true)
+      assert.matches("extend: expected it to return the definition table (or nothing), got number", err,
+        1, true)
     end)
 
     it("lets modal.machine report a definition extend broke, with its path", function()

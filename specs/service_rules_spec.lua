@@ -49,7 +49,8 @@ describe("modal.service rules", function()
       end
     end)
 
-    it("answers the waiting calls once the server accepts, within the delay then pending plus a connect", function()
+    it("answers the waiting calls once the server accepts, within the delay then pending plus a "
+      .. "connect", function()
       local s = ss.server { mode = "refuse" }
       local c = ss.new(ss.echo(), { port = s.port })
       local calls = {}
@@ -82,7 +83,8 @@ describe("modal.service rules", function()
       assert.is_true(wait(function() return seen[n + 2] ~= nil end))
       assert.same({ "ready>backoff:lost", "backoff>connecting:timeout" }, { seen[n + 1], seen[n + 2] })
       local delay = at[n + 2] - at[n + 1]
-      assert.is_true(delay >= 0.049 and delay < 0.05 + 0.04, "the first delay after a connect is initial again")
+      assert.is_true(delay >= 0.049 and delay < 0.05 + 0.04,
+        "the first delay after a connect is initial again")
     end)
   end)
 
@@ -98,14 +100,16 @@ describe("modal.service rules", function()
       assert.is_true(wait(function() return s.open <= 1 end))   -- the timed-out sockets are closed
       local f = status(c).last
       assert.equal("timeout", f.kind)
-      assert.matches("^" .. c.machine.name .. "#" .. c.id .. " connect attempt %d timed out after 0.10 s$", f.message)
+      assert.matches("^" .. c.machine.name .. "#" .. c.id
+        .. " connect attempt %d timed out after 0.10 s$", f.message)
     end)
   end)
 
   describe("classify", function()
     local function is_auth(f) return f:is("auth") and "fatal" or "retry" end
 
-    it("sends a fatal connect failure to failed, which answers every waiting and later call with it", function()
+    it("sends a fatal connect failure to failed, which answers every waiting and later call with "
+      .. "it", function()
       local s = ss.server { auth = "secret" }
       local c = ss.new(ss.echo { classify = is_auth }, { port = s.port, auth = "guess" })
       local a, b = watch(c:echo("a")), watch(c:echo("b"))
@@ -146,7 +150,8 @@ describe("modal.service rules", function()
   end)
 
   describe("wait_for_ready = false (fail-fast)", function()
-    it("fails the waiting calls on entering backoff, and calls in backoff at once, with unavailable", function()
+    it("fails the waiting calls on entering backoff, and calls in backoff at once, with "
+      .. "unavailable", function()
       local s = ss.server { mode = "refuse" }
       local c = ss.new(ss.echo { wait_for_ready = false, backoff = { initial = 0.2, jitter = 0 } },
         { port = s.port })
@@ -169,7 +174,8 @@ describe("modal.service rules", function()
   end)
 
   describe("fail_after", function()
-    it("fails the waiting calls with the last failure once N attempts in a row failed; later calls wait", function()
+    it("fails the waiting calls with the last failure once N attempts in a row failed; later calls "
+      .. "wait", function()
       local s = ss.server { mode = "refuse" }
       local c = ss.new(ss.echo { fail_after = 3 }, { port = s.port })
       local first = watch(c:echo("a"))
@@ -233,7 +239,8 @@ describe("modal.service rules", function()
       assert.equal(1, ss.disconnected[conn])
     end)
 
-    it("in connecting: abandons the attempt, backs off, and hands the connection to disconnect once", function()
+    it("in connecting: abandons the attempt, backs off, and hands the connection to disconnect "
+      .. "once", function()
       local s = ss.server { mode = "silent" }
       local conns = {}
       local M = ss.echo {

@@ -87,7 +87,8 @@ describe("modal.service soak", function()
         for _, k in pairs(kinds) do n = n + k end
         return n
       end
-      assert.is_true(ss.wait(function() return total() >= calls end, DEADLINE + calls / PER_TICK * TICK * 4 + 5))
+      assert.is_true(ss.wait(function() return total() >= calls end,
+        DEADLINE + calls / PER_TICK * TICK * 4 + 5))
       ss.pause(0.05)                                    -- nothing answers twice later
       local once = 0
       for i = 1, calls do if times[i] == 1 then once = once + 1 end end
@@ -112,7 +113,8 @@ describe("modal.service soak", function()
     local t0 = modal.now()
     local once, ok, kinds, r = phase(CALLS, RESTARTS)
     local took = modal.now() - t0
-    io.stderr:write(string.format("soak: %d calls, %d restarts, %.1f s, %d ok, RSS %d -> %d KiB\n", CALLS, RESTARTS, took, ok, before or -1, rss_kb() or -1))
+    io.stderr:write(string.format("soak: %d calls, %d restarts, %.1f s, %d ok, RSS %d -> %d KiB\n", CALLS,
+      RESTARTS, took, ok, before or -1, rss_kb() or -1))
     assert.equal(CALLS, once)
     assert.equal(RESTARTS, r)
     assert.equal(0, misrouted)
@@ -127,7 +129,8 @@ describe("modal.service soak", function()
     local after = rss_kb()
 
     if before and after then
-      assert.is_true(after <= before * 1.10, string.format("RSS %d KiB after the run, %d KiB after warm-up", after,
+      assert.is_true(after <= before * 1.10,
+        string.format("RSS %d KiB after the run, %d KiB after warm-up", after,
         before))
     end
     assert.is_true(took < 30, string.format("the soak took %.1f s", took))

@@ -39,7 +39,8 @@ local function problems(opts)
   for _, k in ipairs(unknown) do
     local near = nearest(k, OPTIONS)
     out[#out + 1] = format("%s: unknown option%s", k,
-      near and format(" (did you mean '%s'?)", near) or " (options: initial, multiplier, jitter, max, random)")
+      near and format(" (did you mean '%s'?)",
+        near) or " (options: initial, multiplier, jitter, max, random)")
   end
   local function number(k, ok, want)
     local v = opts[k]

@@ -234,7 +234,8 @@ local function start_attempt(m, P)
   if is_failure(d) then return fail(d) end
   if not is_deferred(d) then
     if d == nil then
-      return fail("error", "connect returned nothing: it returns a Deferred of the connection, or the connection")
+      return fail("error",
+        "connect returned nothing: it returns a Deferred of the connection, or the connection")
     end
     a.conn = d
     return d                             -- connected at once
@@ -520,12 +521,14 @@ local function normalize(opts)
   local ka = opts.keepalive
   if ka ~= nil then
     if type(ka) ~= "table" then
-      bad("keepalive: expected a table { ping = function(m, conn), interval =, timeout = }, got %s", describe(ka))
+      bad("keepalive: expected a table { ping = function(m, conn), interval =, timeout = }, got %s",
+        describe(ka))
     else
       for k in next, ka do
         if k ~= "ping" and k ~= "interval" and k ~= "timeout" then
           local near = check.nearest(tostring(k), { "ping", "interval", "timeout" })
-          bad("keepalive.%s: unknown option%s", tostring(k), near and format(" (did you mean '%s'?)", near) or "")
+          bad("keepalive.%s: unknown option%s", tostring(k), near and format(" (did you mean '%s'?)",
+            near) or "")
         end
       end
       if type(ka.ping) ~= "function" then
@@ -636,7 +639,8 @@ local function build(P)
     if not P.classify then return false end
     local ok, verdict = pcall(P.classify, f)
     if not ok then
-      modal.log("error", who(m) .. ": classify raised: " .. last_text(verdict) .. " (counted as retry)", fields(m))
+      modal.log("error", who(m) .. ": classify raised: " .. last_text(verdict) .. " (counted as retry)",
+        fields(m))
       return false
     end
     if verdict ~= "fatal" and verdict ~= "retry" and verdict ~= nil then

@@ -77,7 +77,8 @@ local function apply(s, opts, creating)
       concat(server.OPTIONS, ", ")) end
   end
   if opts.mode ~= nil and not MODE[opts.mode] then
-    errs[#errs + 1] = format("mode: expected one of %s, got %s", concat(server.MODES, ", "), tostring(opts.mode))
+    errs[#errs + 1] = format("mode: expected one of %s, got %s", concat(server.MODES, ", "),
+      tostring(opts.mode))
   end
   if opts.port ~= nil then
     if not creating then
@@ -90,9 +91,10 @@ local function apply(s, opts, creating)
       and (type(opts.greeting) ~= "string" or find(opts.greeting, "\n", 1, true)) then
     errs[#errs + 1] = "greeting: expected true, false or a line of text (no newline)"
   end
-  if opts.slow_greeting ~= nil and opts.slow_greeting ~= false and
-      (type(opts.slow_greeting) ~= "number" or opts.slow_greeting ~= opts.slow_greeting or opts.slow_greeting < 0) then
-    errs[#errs + 1] = "slow_greeting: expected a number of seconds >= 0 (or false), got " .. tostring(opts.slow_greeting)
+  local sg = opts.slow_greeting
+  if sg ~= nil and sg ~= false and (type(sg) ~= "number" or sg ~= sg or sg < 0) then
+    errs[#errs + 1] = "slow_greeting: expected a number of seconds >= 0 (or false), got "
+      .. tostring(opts.slow_greeting)
   end
   if opts.auth ~= nil and opts.auth ~= false and (type(opts.auth) ~= "string" or opts.auth == "") then
     errs[#errs + 1] = "auth: expected the secret (a string), or false"
