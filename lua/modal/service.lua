@@ -74,8 +74,8 @@ end
 -- Formatting ------------------------------------------------------------------------------
 
 local function secs(x)
-  if x >= 10 then return format("%.0f", x) end
-  if x >= 1 then return format("%.1f", x) end
+  if x >= 9.95 then return format("%.0f", x) end
+  if x >= 0.995 then return format("%.1f", x) end
   return format("%.2f", x)
 end
 
@@ -264,17 +264,82 @@ local function settled(v, sess)
   return v
 end
 
-local function make_body_handler(body)
+-- Two ways to know the calls in flight. With idle_timeout or keepalive, every call's Deferred
+-- gets a link (settled) that counts it and times the last answer. Without them only close()
+-- needs to know, so the hot path just lists what the bodies returned, and closing links what
+-- is still pending then. The list is pruned when it has doubled: the answered calls at its
+-- head go (answers mostly come in call order); when its middle has been answered too (a call
+-- stuck at the head), it is compacted. Amortized O(1) per call, a couple of state() reads.
+local state_of = DMT.__index and DMT.__index.state or function(d) return d:state() end
+
+local function pending(d)
+  return is_deferred(d) and state_of(d) == "pending"
+end
+
+local function prune(sess)
+  local calls, head, n = sess.calls, sess.head, sess.ncalls
+  while head <= n and not pending(calls[head]) do
+    calls[head] = nil
+    head = head + 1
+  end
+  local live = n - head + 1
+  if live > 1 and not pending(calls[head + live // 2]) then
+    local k = 0
+    for i = head, n do
+      local d = calls[i]
+      calls[i] = nil
+      if pending(d) then
+        k = k + 1
+        calls[k] = d
+      end
+    end
+    head, n, live = 1, k, k
+  elseif head > n then
+    head, n = 1, 0
+  end
+  sess.head, sess.ncalls = head, n
+  sess.prune_at = n + (live < 64 and 64 or live)
+end
+
+local function make_body_handler(body, watched)
+  if watched then
+    return function(m, ...)
+      local sess = records[m].session
+      sess.last_active = now()
+      local d = body(m, sess.conn, ...)
+      if is_deferred(d) then
+        sess.inflight = sess.inflight + 1
+        d:add_both(settled, sess)
+      end
+      return d
+    end
+  end
   return function(m, ...)
     local sess = records[m].session
-    sess.last_active = now()
     local d = body(m, sess.conn, ...)
-    if is_deferred(d) then
-      sess.inflight = sess.inflight + 1
-      d:add_both(settled, sess)
+    if type(d) == "userdata" then
+      local k = sess.ncalls + 1
+      sess.calls[k] = d
+      sess.ncalls = k
+      if k >= sess.prune_at then prune(sess) end
     end
     return d
   end
+end
+
+-- From the listed calls to linked ones (closing counts what is in flight).
+local function watch_calls(sess)
+  local calls = sess.calls
+  if calls == nil then return end
+  sess.calls = nil
+  for i = sess.head, sess.ncalls do
+    local d = calls[i]
+    if pending(d) then
+      sess.inflight = sess.inflight + 1
+      d:add_both(settled, sess)
+    end
+  end
+  sess.ncalls = 0
 end
 
 -- Timers in ready -------------------------------------------------------------------------
@@ -373,6 +438,7 @@ local function closing_job(m, P)
   local r = record(m)
   local sess = r.session
   if sess == nil then return true end
+  watch_calls(sess)
   local job = deferred()
   local done = false
   local function finish()
@@ -584,10 +650,11 @@ local function build(P)
   end
 
   local idle, connecting, ready, backoff, failed, closing, closed = {}, {}, {}, {}, {}, {}, {}
+  local watched = (P.idle_timeout or P.keepalive) and true or false
   for _, n in ipairs(names) do
     idle[n] = start_and_wait
     connecting[n] = "postpone"
-    ready[n] = make_body_handler(P.methods[n])
+    ready[n] = make_body_handler(P.methods[n], watched)
     backoff[n] = backoff_call
     failed[n] = fatal
     closing[n] = closed_call
@@ -688,7 +755,8 @@ local function build(P)
     if input ~= "done" then conn = r.connected end
     r.connected = nil
     local t = now()
-    local sess = { conn = conn, inflight = 0, last_active = t, last_reply = t, current = true }
+    local sess = { conn = conn, inflight = 0, last_active = t, last_reply = t, current = true,
+                   calls = not watched and {} or nil, head = 1, ncalls = 0, prune_at = 64 }
     r.session = sess
     m.data.conn = conn
     if P.stable_after > 0 then
