@@ -703,7 +703,8 @@ local function bench(w)
         if target and r.throughput then    -- a bar on throughput: at least 1/target of the floor's
           part = part .. string.format(", throughput %sx", sig3(1 / ratio)) .. verdict(ratio, target,
             string.format("%.2f: throughput >= %.2fx", target, 1 / target),
-            string.format("%s throughput %sx vs %s (target >= %.2fx)", w.id, sig3(1 / ratio), r.name, 1 / target))
+            string.format("%s throughput %sx vs %s (target >= %.2fx)", w.id, sig3(1 / ratio), r.name,
+              1 / target))
         elseif target then
           part = part .. verdict(ratio, target, string.format("%.2f", target),
             string.format("%s ratio %s vs %s (target <= %.2f)", w.id, sig3(ratio), r.name, target))
