@@ -59,6 +59,15 @@ describe("a service file in the host's tools", function()
     assert.matches("ready --> backoff : lost [guard]", stdout, 1, true)
   end)
 
+  it("runs examples/echo/main.lua to the end by one command", function()
+    local status, stdout, stderr = modal_cmd("run", "examples/echo/main.lua")
+    assert.equal(0, status, stdout .. stderr)
+    for _, text in ipairs { 'call "hello" -> "hello"', 'call "during the outage" -> "during the outage"',
+      "keepalive: no answer to a ping", "that client is failed", 'with the right one: "open sesame"', "done: " } do
+      assert.matches(text, stdout, 1, true)
+    end
+  end)
+
   it("modal run --trace logs its transitions; ctl status counts its instances and waiting calls", function()
     local dir = os.tmpname()
     os.remove(dir)
