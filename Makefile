@@ -112,6 +112,9 @@ install: all
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
 	for f in lua/modal/*.lua; do [ ! -e "$$f" ] || \
 	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/; done
+	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing
+	for f in lua/modal/testing/*.lua; do [ ! -e "$$f" ] || \
+	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing/; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
 
 uninstall:
