@@ -77,7 +77,8 @@ describe("a service file in the host's tools", function()
     local status, stdout, stderr = modal_cmd("run", "examples/echo/main.lua")
     assert.equal(0, status, stdout .. stderr)
     for _, text in ipairs { 'call "hello" -> "hello"', 'call "during the outage" -> "during the outage"',
-      "keepalive: no answer to a ping", "that client is failed", 'with the right one: "open sesame"', "done: " } do
+      "keepalive: no answer to a ping", "that client is failed", 'with the right one: "open sesame"',
+      "done: " } do
       assert.matches(text, stdout, 1, true)
     end
   end)
