@@ -1,4 +1,4 @@
--- specs/fault_server_spec.lua — the testing kit's fault server (doc/testing.md, "Fault
+-- specs/fault_server_spec.lua — the testing kit's fault server (doc/policies.md, "The fault
 -- server"), driven by raw luv clients on 127.0.0.1: every mode, the greeting and auth options,
 -- set/stop/start/close, the counters, and clear errors for bad options.
 local uv = require "luv"

@@ -1,5 +1,5 @@
--- lua/modal/testing/init.lua — the testing kit's front door (doc/testing.md): each field is
--- a submodule of modal.testing, loaded the first time it is read.
+-- lua/modal/testing/init.lua — the testing kit's front door: each field is a submodule of
+-- modal.testing, loaded the first time it is read (the fault server: doc/policies.md).
 --
 --   local testing = require "modal.testing"
 --   local s = testing.server { mode = "echo" }      -- lua/modal/testing/server.lua

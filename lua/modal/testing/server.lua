@@ -1,5 +1,5 @@
--- lua/modal/testing/server.lua — the fault server (doc/testing.md, "Fault server"): a line
--- protocol TCP server on 127.0.0.1 that a test scripts to fail the ways real servers fail.
+-- lua/modal/testing/server.lua — the fault server (doc/policies.md, "The fault server"): a
+-- line protocol TCP server on 127.0.0.1 that a test scripts to fail the ways real servers fail.
 --
 --   local server = require("modal.testing").server
 --   local s = server { mode = "echo" }        -- listening at once, on a free port: s.port
