@@ -33,8 +33,9 @@ UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
 CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links.c \
             src/deferred_chain.c src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
-            src/later.c src/loop.c src/compile.c src/instance.c src/observe.c src/calls.c \
-            src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/module.c
+            src/later.c src/clock.c src/loop.c src/compile.c src/instance.c src/observe.c \
+            src/calls.c src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/peer.c \
+            src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)
@@ -73,6 +74,15 @@ $(BUILD):
 $(BUILD)/modal.so: $(CORE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $(CORE_OBJ) -llua5.4-luv $(UV_LIBS) -lm
 
+# The host finds its Lua half under the prefix compiled into it: host.o is rebuilt whenever
+# PREFIX changes (`make demo` then `make install PREFIX=/opt/modal` installs a working host).
+$(BUILD)/prefix: FORCE | $(BUILD)
+	@echo '$(PREFIX)' | cmp -s - $@ || echo '$(PREFIX)' > $@
+
+$(BUILD)/host.o: $(BUILD)/prefix
+
+FORCE:
+
 $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
 
@@ -107,14 +117,11 @@ demo: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
-	for f in lua/modal/*.lua; do [ ! -e "$$f" ] || \
-	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/; done
-	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing
-	for f in lua/modal/testing/*.lua; do [ ! -e "$$f" ] || \
-	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing/; done
+	cd lua && find modal -name '*.lua' | while read -r f; do \
+	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
 
 uninstall:
@@ -123,4 +130,4 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
 clean:
-	rm -rf build build-asan modal.so
+	rm -rf build build-asan modal.so src/*.o   # luarocks make builds in src/

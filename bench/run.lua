@@ -497,6 +497,69 @@ local function w6_cpu(client)
   end
 end
 
+-- The testing clock (T1, T2) ----------------------------------------------------------------
+
+-- T1's machine: `connecting` runs a job that fails at once, `backoff` waits the next delay of
+-- m.data.delays (gRPC's defaults with jitter 0: 1 s, times 1.6, at most 120 s).
+local backoff_machine
+local function t1_machine()
+  backoff_machine = backoff_machine or modal.machine {
+    name = "bench_backoff", initial = "idle", methods = {},
+    states = {
+      idle = { on = { go = "connecting" } },
+      connecting = { run = function() return modal.fail("refused", "no server") end, timeout = 20,
+                     on = { done = "idle", error = "backoff", timeout = "backoff" } },
+      backoff = { timeout = function(m)
+                    m.data.i = m.data.i + 1
+                    return m.data.delays[m.data.i]
+                  end,
+                  on = { timeout = "connecting" } },
+    },
+  }
+  return backoff_machine
+end
+
+-- T1: wall ms of a backoff schedule of n delays on the testing clock, from the first attempt
+-- to the last (n delays, 181 s of virtual time for 10).
+local function t1(n)
+  local C = modal._clock
+  local delays = {}
+  for i = 1, n do delays[i] = math.min(1.6 ^ (i - 1), 120) end
+  local M = t1_machine()
+  C.install(0)
+  local mark = C.mark()
+  local t0 = wall_ms()
+  local c = M:new { i = 0, delays = delays }
+  c:fire("go")
+  while c.data.i < n do C.next() end
+  C.next()                               -- the last delay: the last attempt
+  local ms = wall_ms() - t0
+  local now = C.now()
+  C.drop(mark)
+  C.close()
+  local want = 0
+  for i = 1, n do want = want + delays[i] end
+  check(math.abs(now - want) < 1e-6, "the schedule ended at %s s of virtual time, want %s", now, want)
+  return ms
+end
+
+-- T2: wall ms of one clock:advance over n armed call_later timers (deadlines spread over 100 s,
+-- O(n log n) in the heap).
+local function t2(n)
+  local C = modal._clock
+  local ran = 0
+  local function f() ran = ran + 1 end
+  C.install(0)
+  for i = 1, n do modal.call_later((i * 7919 % n) / n * 100, f) end
+  fullgc()
+  local t0 = wall_ms()
+  C.advance(100)
+  local ms = wall_ms() - t0
+  C.close()
+  check(ran == n, "%d timers ran, want %d", ran, n)
+  return ms
+end
+
 -- Lines ------------------------------------------------------------------------------------
 --
 -- Each entry is one printed line:
@@ -597,6 +660,10 @@ local LINES = {
     bound = 1, warmup = false,
   },
   {
+    id = "T1", name = "clock: 10 backoffs", unit = "ms", n = 10, needs = "_clock",
+    modal = t1, bound = 10, note = "181 s of virtual time",
+  },
+  {
     id = "W0", name = "o:m(x)", unit = "ns/op", n = 10000000, info = true,
     floors = {
       { name = "lua", run = function(n)
@@ -618,6 +685,10 @@ local LINES = {
     judged = { { w = "W4", variant = "lua-min-mt", field = "ns" } },
     floors = { { name = "fsm", run = function(n, rep) return fsm_w4(n, rep).ns end } },
     note = "timed in W4's pass",
+  },
+  {
+    id = "T2", name = "clock: advance 100k", unit = "ms", n = 100000, needs = "_clock", info = true,
+    modal = t2, note = "one clock:advance over 100,000 armed timers, O(n log n)",
   },
 }
 
@@ -734,7 +805,7 @@ elseif CHILD then
   error("unknown --child=" .. CHILD)
 end
 
-print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7* wall time",
+print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7* and T* wall time",
   _VERSION, REPS, REPS == 1 and "" or "s",
   SCALE ~= 1 and string.format(", scale %g (the judged floor runs at its own counts)", SCALE) or ""))
 print("judged floor: bench/floor_plain.lua (its own process); ratio = modal / floor, lower is better")

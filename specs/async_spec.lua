@@ -8,6 +8,7 @@ describe("modal.async", function()
   before_each(function()
     modal = require "modal"
   end)
+  after_each(support.run_undo)          -- closes the testing clock of timer tests
 
   describe("modal.await() outside modal.async", function()
     it("raises an error that names modal.await", function()
@@ -135,17 +136,20 @@ describe("modal.async", function()
       assert.same({ "succeeded", 50 }, { outcome(d) })
     end)
 
-    it("waits on timers from the loop, one await after another", function()
-      local steps = 0
+    it("waits on timers, one await after another", function()
+      local clock = support.clock()
+      local steps, at = 0, {}
       local d = modal.async(function()
         for _ = 1, 3 do
           modal.await(modal.sleep(0.01))
           steps = steps + 1
+          at[steps] = modal.now()
         end
         return steps
       end)()
       assert.equal(0, steps)
-      assert.is_true(support.run_loop(5))
+      clock:advance(0.03)
+      assert.same({ 0.01, 0.02, 0.03 }, at)
       assert.same({ "succeeded", 3 }, { outcome(d) })
     end)
   end)
@@ -295,8 +299,9 @@ describe("modal.async", function()
         error(f)
       end)()
       local kind
+      local clock = support.clock()
       d:add_timeout(0.02):add_errback(function(f) kind = f.kind end)
-      assert.is_true(support.run_loop(5))
+      clock:advance(0.02)
       assert.equal(1, canceller.n)
       assert.equal("timeout", seen)
       assert.equal("timeout", kind)
@@ -307,18 +312,21 @@ describe("modal.async", function()
         local _, f = pcall(modal.await, modal.deferred())
         return "caught " .. f.kind
       end)()
+      local clock = support.clock()
       d:add_timeout(0.01)
-      assert.is_true(support.run_loop(5))
+      clock:advance(0.01)
       assert.same({ "succeeded", "caught timeout" }, { outcome(d) })
     end)
 
     it("fails with kind 'timeout' when the coroutine does not catch it", function()
+      local clock = support.clock()
       local d = modal.async(function() return modal.await(modal.sleep(10)) end)()
       d:add_timeout(0.01)
-      assert.is_true(support.run_loop(5))
+      clock:advance(0.01)
       local state, f = outcome(d)
       assert.equal("failed", state)
       assert.equal("timeout", f.kind)
+      assert.same({}, clock:pending())                -- the sleep was cancelled inward
     end)
   end)
 

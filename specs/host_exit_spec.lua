@@ -36,6 +36,17 @@ describe("calls nobody can answer when the loop ends", function()
       assert.equal(1, lines, stderr)
       assert.truthy(stderr:find("gate", 1, true), stderr)
     end)
+
+    it("also fail the calls callbacks make while the host fails the others", function()
+      local status, stdout, stderr = run_host(FIXTURES .. "stranded_retry.lua")
+      assert.equal(0, status, stderr)
+      assert.equal("call 1 failed: stopped\nwhen failed: stopped\ncall 2 failed: stopped\n" ..
+        "second when failed: stopped\ncall 3 failed: stopped\n", stdout)
+      local _, n = stderr:gsub("in state 'down' failed with kind 'stopped'", "")
+      assert.equal(1, n, stderr)
+      assert.truthy(stderr:find("3 postponed call(s) and 2 when() waiter(s) in state 'down'", 1, true),
+        stderr)
+    end)
   end)
 
   describe("in module mode", function()

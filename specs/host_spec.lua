@@ -215,6 +215,21 @@ describe("modal host", function()
       assert.falsy(p.out:find("timer fired", 1, true))
     end)
 
+    it("a second signal ends a host busy in Lua code (the loop never runs), naming it", function()
+      for _, signals in ipairs { { "sigint", "sigterm" }, { "sigterm", "sigint" } } do
+        p = spawn({ "run", FIXTURES .. "busy_lua.lua" })
+        assert.is_true(wait_for(p.said("ready\n"), 2), "no ready line: " .. p.err)
+        p.handle:kill(signals[1])
+        assert.is_false(wait_for(p.done, 0.3), "the first signal ended a busy host")
+        p.handle:kill(signals[2])
+        assert.is_true(wait_for(p.done, 1), "the second signal did not end the busy host")
+        assert.equal(signals[2] == "sigint" and 130 or 143, p.code or (128 + (p.signal or 0)))
+        assert.truthy(p.err:find("second stop signal (" .. signals[2]:upper() .. "): exiting now", 1,
+          true), p.err)
+        p = nil
+      end
+    end)
+
     it("SIGTERM runs the on_stop handlers, then the host drains and exits 0", function()
       p = spawn({ "run", FIXTURES .. "stop_cancels.lua" })
       assert.is_true(wait_for(p.said("ready\n"), 2), "no ready line: " .. p.err)

@@ -294,4 +294,45 @@ describe("modal logging", function()
       assert.truthy(stderr:find("error: kaboom to stderr", 1, true), stderr)
     end)
   end)
+
+  describe("modal.trace(true)", function()
+    after_each(function() modal.trace(false) end)
+
+    it("logs each transition with its input and the real time spent in the old state", function()
+      local lines = support.capture_log()
+      local M = modal.machine { name = "traced", initial = "a", methods = {},
+        states = { a = { timeout = 0.1, on = { timeout = "b" } }, b = {} } }
+      modal.trace(true)
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.15 do end      -- the loop's cached time goes stale meanwhile
+      M:new()
+      support.run_loop(2)
+      local found
+      for _, line in ipairs(lines) do
+        if line.fields.machine == "traced" then found = line end
+      end
+      assert.truthy(found, "no trace line")
+      local ms = tonumber(found.message:match("^a %-> b on 'timeout' after (%d+) ms in a$"))
+      assert.truthy(ms, found.message)
+      assert.is_true(ms >= 95 and ms < 140, found.message)
+      assert.equal("timeout", found.fields.input)
+    end)
+
+    it("says no time for a state entered while the trace was off", function()
+      local lines = support.capture_log()
+      local M = modal.machine { name = "traced_late", initial = "a", methods = {}, inputs = { "flip" },
+        states = { a = { on = { flip = "b" } }, b = { on = { flip = "a" } } } }
+      local c = M:new()
+      c:fire("flip")
+      modal.trace(true)
+      c:fire("flip")
+      c:fire("flip")
+      local got = {}
+      for _, line in ipairs(lines) do
+        if line.fields.machine == "traced_late" then got[#got + 1] = line.message end
+      end
+      assert.equal("b -> a on 'flip'", got[1])
+      assert.matches("^a %-> b on 'flip' after %d+ ms in a$", got[2])
+    end)
+  end)
 end)

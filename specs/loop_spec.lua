@@ -32,6 +32,7 @@ end
 local function noop() end
 
 describe("modal loop", function()
+  after_each(support.run_undo)            -- closes the testing clock of timer tests
   describe("call_later()", function()
     it("raises on a negative delay", function()
       assert.has_error(function() modal.call_later(-1, noop) end)
@@ -70,13 +71,14 @@ describe("modal loop", function()
     end)
 
     it("runs callbacks in the order they fall due", function()
+      local clock = support.clock()           -- timer semantics: on the testing clock
       local order = {}
-      uv.update_time()
-      modal.call_later(0.03, function() order[#order + 1] = "c" end)
-      modal.call_later(0.01, function() order[#order + 1] = "a" end)
-      modal.call_later(0.02, function() order[#order + 1] = "b" end)
-      assert.is_true(run_loop(1))
-      assert.same({ "a", "b", "c" }, order)
+      local function note(name) return function() order[#order + 1] = name .. modal.now() end end
+      modal.call_later(0.03, note("c"))
+      modal.call_later(0.01, note("a"))
+      modal.call_later(0.02, note("b"))
+      clock:advance(0.03)
+      assert.same({ "a0.01", "b0.02", "c0.03" }, order)
     end)
 
     it("runs callbacks due at the same time in the order they were scheduled", function()
@@ -176,21 +178,12 @@ describe("modal loop", function()
     end)
 
     it("counts the new delay from now and runs the callback once", function()
+      local clock = support.clock()
       local fired_at = {}
-      uv.update_time()
-      local started = modal.now()
-      local reset_at
       local h = modal.call_later(0.05, function() fired_at[#fired_at + 1] = modal.now() end)
-      modal.call_later(0.03, function()
-        reset_at = modal.now()
-        h:reset(0.05)
-      end)
-      assert.is_true(run_loop(1))
-      assert.equal(1, #fired_at)
-      assert.is_not_nil(reset_at)
-      assert.is_true(fired_at[1] - reset_at >= 0.049,
-        "fired " .. (fired_at[1] - reset_at) .. " s after the reset")
-      assert.is_true(fired_at[1] - started >= 0.079)
+      modal.call_later(0.03, function() h:reset(0.05) end)
+      clock:advance(1)
+      assert.same({ 0.08 }, fired_at)
       assert.is_false(h:active())
     end)
 
@@ -204,8 +197,7 @@ describe("modal loop", function()
 
   describe("sleep()", function()
     it("returns a Deferred that succeeds with nil after the delay", function()
-      uv.update_time()
-      local started = modal.now()
+      local clock = support.clock(1)
       local d = modal.sleep(0.02)
       assert.equal("pending", d:state())
       local c = support.counter()
@@ -214,11 +206,13 @@ describe("modal loop", function()
         done_at = modal.now()
         c.fn(...)
       end)
-      assert.is_true(run_loop(1))
+      clock:advance(0.019)
+      assert.equal("pending", d:state())
+      clock:advance(0.001)
       assert.equal("succeeded", d:state())
       assert.equal(1, c.n)
       assert.is_nil(c.args[1][1])
-      assert.is_true(done_at - started >= 0.019)
+      assert.equal(1.02, done_at)
     end)
 
     it("stops its timer when cancelled: the Deferred fails cancelled, run() returns at once", function()

@@ -101,7 +101,7 @@ describe("modal.service options", function()
 
   describe("the machine it makes", function()
     it("is a machine with the service's states, the user's methods, close and connect_now", function()
-      local M = ss.echo { name = "opt_shape", version = 4,
+      local M = ss.echo { name = "opt_shape", version = 4, classify = function() return "retry" end,
         methods = { b = function() end, a = function() end } }
       assert.equal("opt_shape", M.name)
       assert.equal(4, M.version)
@@ -115,12 +115,20 @@ describe("modal.service options", function()
       end
     end)
 
+    it("has no failed state without classify (no failure can be fatal)", function()
+      local states = ss.echo().states
+      table.sort(states)
+      assert.same({ "backoff", "closed", "closing", "connecting", "idle", "ready" }, states)
+    end)
+
     it("validates under modal.check with no error and no warning", function()
-      local def
-      ss.echo { extend = function(d) def = d end }
-      local ok, errors, warnings = modal.check(def)
-      assert.is_true(ok, table.concat(errors or {}, "\n"))
-      assert.same({}, warnings)
+      for _, classify in ipairs { false, function() return "fatal" end } do
+        local def
+        ss.echo { classify = classify, extend = function(d) def = d end }
+        local ok, errors, warnings = modal.check(def)
+        assert.is_true(ok, table.concat(errors or {}, "\n"))
+        assert.same({}, warnings)
+      end
     end)
 
     it("is reachable as require 'modal.service' too, and takes an empty methods table", function()

@@ -111,6 +111,21 @@ describe("reloading a service file", function()
     assert.is_true(waited >= 0.159 and waited < 0.2, tostring(waited))   -- 0.02 x 2^3, the 4th step
   end)
 
+  it("that drops classify moves a failed instance to closed", function()
+    local s = ss.server { auth = "pw" }
+    local path, _, write = service_file()
+    write(1, 'classify = function() return "fatal" end')
+    local M = modal.load(path)
+    local c = ss.new(M, { port = s.port, auth = "guess" })
+    local got = watch(c:echo("a"))
+    assert.is_true(wait(function() return got.fired end))
+    assert.equal("failed", c.state)
+    write(2, "")
+    assert.equal(M, modal.reload(path))
+    assert.equal("closed", c.state)
+    assert.equal("stopped", watch(c:echo("b")).value.kind)
+  end)
+
   it("while ready keeps the connection and the calls in flight", function()
     local s = ss.server()
     local path, _, write = service_file([[

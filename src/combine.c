@@ -135,6 +135,9 @@ static int combine_list(lua_State *L, int mode, const char *fname) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   n = (lua_Integer)luaL_len(L, 1);
+  if (n < 0)
+    return luaL_error(L, "bad argument #1 to '%s' (its length is %I: a list cannot be "
+                      "negative)", fname, n);
   if (n == 0 && mode == RACE)
     return luaL_error(L, "bad argument #1 to '%s' (empty list: a race needs a Deferred)", fname);
   c = (combine *)lua_newuserdatauv(L, sizeof *c, 4);   /* 2: state */

@@ -42,7 +42,23 @@ typedef struct modal_ctx {
   int driving;           /* entries into the driver in progress: user code may run */
   int planning;          /* a reload is planning (migrate runs): M:new, fire and calls raise */
   int tracing;           /* modal.trace(true): every transition logged at info */
+  /* The testing clock (doc/testing.md); the timer layer sets these: */
+  int vclock;            /* installed: modal's timers and modal.now() run on virtual time */
+  int vstepping;         /* clock:advance() is running due timers */
+  uint64_t vnow;         /* the clock's time, in nanoseconds */
+  int stop_asked;        /* modal.stop() during the current run -- private to loop.c */
 } modal_ctx;
+
+/* The loop's time in milliseconds: libuv's, or the testing clock's while one is installed. */
+static inline uint64_t modal__now_ms(const modal_ctx *ctx) {
+  return ctx->vclock ? ctx->vnow / 1000000u : uv_now(ctx->loop);
+}
+
+/* Now in milliseconds, read from the clock (not the loop's cached time): the testing clock's
+** while one is installed. For the trace's time in a state. */
+static inline uint64_t modal__clock_ms(const modal_ctx *ctx) {
+  return ctx->vclock ? ctx->vnow / 1000000u : uv_hrtime() / 1000000u;
+}
 
 MODAL__FUNC modal_ctx *modal__ctx(lua_State *L);
 MODAL__FUNC void modal__ctx_open(lua_State *L, uv_loop_t *loop);
@@ -87,6 +103,28 @@ MODAL__FUNC int modal__timer_armed(lua_State *L, modal_timer *t);
 MODAL__FUNC int modal__timers_closed(lua_State *L);
 /* modal.stop(): no timer runs again until the current loop iteration ends. */
 MODAL__FUNC void modal__timers_hold(lua_State *L);
+
+/* The testing clock's use of the timer layer (clock.c; doc/testing.md). Virtual time counts
+** nanoseconds in ctx->vnow; real time, libuv's milliseconds. */
+/* Moves every armed timer to virtual time starting at `start` ns (`to_virtual`; from virtual
+** time, the clock jumps to `start`), or back to real time; each keeps its remaining delay.
+** Returns 0, or -1 when the timers have closed. */
+MODAL__FUNC int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start);
+/* The number of armed timers; the earliest deadline in *first when there is one. */
+MODAL__FUNC int modal__timers_pending(lua_State *L, uint64_t *first);
+/* Runs the earliest timer if its deadline is at or before `upto` (virtual time only): the
+** clock's time becomes its deadline first. Returns 1 when one ran (its seq in *seq), else 0. */
+MODAL__FUNC int modal__timers_run_first(lua_State *L, uint64_t upto, uint64_t *seq);
+/* Pushes the deadlines of the armed timers, in the order they will run, as a list of seconds. */
+MODAL__FUNC void modal__timers_push_deadlines(lua_State *L);
+/* The arming sequence number the next timer will get. */
+MODAL__FUNC uint64_t modal__timers_seq(lua_State *L);
+/* Disarms every timer armed at or after sequence number `mark` (as closing modal's handles
+** does: nothing fires, owners are let go). */
+MODAL__FUNC void modal__timers_drop_from(lua_State *L, uint64_t mark);
+/* Points libuv's handles at the earliest timer again (after the clock moved). */
+MODAL__FUNC void modal__timers_reschedule(lua_State *L);
+MODAL__FUNC void modal__open_clock(lua_State *L);
 
 /* A call_later handle: a timer with a function and its arguments in its user values. */
 typedef struct modal_handle {
@@ -142,6 +180,9 @@ MODAL__FUNC void modal__open_log(lua_State *L);
 MODAL__FUNC void modal__failure_new(lua_State *L, const char *kind, const char *message,
                                     int value, int traceback);
 MODAL__FUNC int modal__is_failure(lua_State *L, int idx);
+/* Pushes tostring(value at idx) and returns it; never raises: a __tostring that raises or
+** returns no string gives a message saying so. */
+MODAL__FUNC const char *modal__tostring(lua_State *L, int idx);
 /* Replaces the value at `idx` with a failure of kind "error" unless it is one already. */
 MODAL__FUNC void modal__to_failure(lua_State *L, int idx);
 MODAL__FUNC int modal__failure_is_kind(lua_State *L, int idx, const char *kind);
@@ -208,6 +249,7 @@ MODAL__FUNC void modal__open_combine(lua_State *L);
 MODAL__FUNC void modal__open_compile(lua_State *L);
 MODAL__FUNC void modal__open_machine(lua_State *L);
 MODAL__FUNC void modal__open_stats(lua_State *L);
+MODAL__FUNC void modal__open_peer(lua_State *L);
 MODAL__FUNC void modal__open_reload(lua_State *L);
 MODAL__FUNC void modal__open_async(lua_State *L);
 

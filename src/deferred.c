@@ -124,8 +124,13 @@ static int md_deferred_cancel(lua_State *L) {
 static int md_deferred_add_timeout(lua_State *L) {
   double s;
   check_self(L);
-  s = luaL_checknumber(L, 2);
-  luaL_argcheck(L, s >= 0, 2, "timeout must be >= 0");
+  if (lua_type(L, 2) != LUA_TNUMBER)     /* as call_later: a string is not seconds */
+    return luaL_error(L, "bad argument #1 to 'add_timeout' (seconds expected, got %s)",
+                      lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
+  s = lua_tonumber(L, 2);
+  if (!(s >= 0))
+    return luaL_error(L, "bad argument #1 to 'add_timeout' (seconds must be >= 0, got %s)",
+                      s != s ? "nan" : lua_tostring(L, 2));
   lua_settop(L, 1);
   modal__dadd_timeout(L, 1, s);
   return 1;

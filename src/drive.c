@@ -354,8 +354,8 @@ void modal__drive_start_job(lua_State *L, modal_instance *c, int ci) {
   if (call_hook(L, c, ci, s->run, 0, 0, 0, 1, "run"))
     return;
   d = lua_gettop(L);
-  if (!modal__is_deferred(L, d)) {       /* a plain value: done at once */
-    enqueue_literal(L, c, ci, "done", (int)c->entry, d, 1);
+  if (!modal__is_deferred(L, d)) {       /* a plain value: done at once; a failure: error */
+    enqueue_literal(L, c, ci, modal__is_failure(L, d) ? "error" : "done", (int)c->entry, d, 1);
     lua_pop(L, 1);
     return;
   }
@@ -399,7 +399,7 @@ void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int i
                         int nargs) {
   modal_state *s = &c->M->def->states[c->state];
   c->entry++;
-  c->entered_ms = (uint32_t)uv_now(c->M->ctx->loop);
+  c->entered_ms = (uint32_t)modal__clock_ms(c->M->ctx);
   if (s->enter) {
     if (from)
       lua_pushvalue(L, from);
@@ -421,11 +421,15 @@ void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int i
 /* --trace: one line per transition, with the time spent in the old state. */
 static void trace(lua_State *L, modal_instance *c, int ci, int from, int in) {
   int f = lua_gettop(L) + 1;
-  uint32_t ms = (uint32_t)uv_now(c->M->ctx->loop) - c->entered_ms;
+  uint32_t ms = (uint32_t)modal__clock_ms(c->M->ctx) - c->entered_ms;
   modal__push_fields(L, c, ci, in);
   modal__push_state_name(L, c, ci, c->state);
-  modal__log(L, MODAL_LOG_INFO, f, "%s -> %s on '%s' after %u ms in %s", lua_tostring(L, from),
-             lua_tostring(L, -1), lua_tostring(L, in), (unsigned)ms, lua_tostring(L, from));
+  if (c->entered_ms == ENTERED_UNKNOWN)   /* entered in place, while the trace was off */
+    lua_pushliteral(L, "");
+  else
+    lua_pushfstring(L, " after %d ms in %s", (int)ms, lua_tostring(L, from));
+  modal__log(L, MODAL_LOG_INFO, f, "%s -> %s on '%s'%s", lua_tostring(L, from),
+             lua_tostring(L, -2), lua_tostring(L, in), lua_tostring(L, -1));
   lua_settop(L, f - 1);
 }
 

@@ -164,7 +164,7 @@ static int md_fire(lua_State *L) {
   if (!c || lua_rawlen(L, 1) != sizeof *c || c->magic != INSTANCE_MAGIC)
     return luaL_typeerror(L, 1, "modal.instance");
   if (lua_type(L, 2) != LUA_TSTRING)
-    return luaL_error(L, "bad argument #2 to 'fire' (input name expected, got %s)",
+    return luaL_error(L, "bad argument #1 to 'fire' (input name expected, got %s)",
                       lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   M = c->M;
   if (M->ctx->planning)
@@ -206,19 +206,17 @@ static int md_fire(lua_State *L) {
   if (k->on_count[cell] == 1 && t->plain && !(c->flags & I_HASX) && !M->ctx->tracing) {
     c->state = (uint16_t)t->to;          /* no user code, nothing to tell: done in place */
     c->entry++;
-    c->entered_ms = (uint32_t)uv_now(M->ctx->loop);
+    c->entered_ms = ENTERED_UNKNOWN;      /* no clock read here: the trace is off */
     M->transitions++;
     return 0;
   }
   lua_pushinteger(L, in);
-  lua_insert(L, 2);                      /* c, in, name, args... */
+  lua_pushvalue(L, 2);
+  lua_rotate(L, 3, 2);                   /* c, name, in, name, args... (name kept at 2) */
   if (modal__drive_protected(L, c, 1, fire_body, nargs + 2, 1) != LUA_OK)
     return lua_error(L);
-  if (!lua_toboolean(L, -1)) {
-    lua_pushvalue(L, 3);
-    lua_replace(L, 2);
+  if (!lua_toboolean(L, -1))
     return not_taken(L, c, "");
-  }
   return 0;
 }
 

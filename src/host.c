@@ -56,6 +56,9 @@ static const char usage_text[] =
   "                                  warning as `file: path: message`; exit 1 on errors\n"
   "  graph FILE [--format dot|mermaid]\n"
   "                                  print the state diagram (Graphviz renders dot)\n"
+  "  test [--options LUAFILE] [--max-depth N] [--steps] FILE...\n"
+  "                                  walk paths that take every transition, on a\n"
+  "                                  virtual clock; exit 1 on a mismatch\n"
   "\n"
   "  ctl SOCKET status|reload [NAME]|trace on|off\n"
   "                                  talk to a host started with --admin SOCKET\n"
@@ -187,6 +190,44 @@ static int on_signal(lua_State *L) {
   return 0;
 }
 
+/* A second SIGINT/SIGTERM must end the host even while Lua code runs and the loop cannot
+** call on_signal (a busy main chunk, a definition that loops): a handler of our own counts
+** the signals, exits at once on the second, and passes the first on to libuv's. Process-wide
+** by nature — a signal handler can reach static storage only. */
+static volatile sig_atomic_t stop_signals;
+static struct sigaction chained[2];     /* libuv's handlers for SIGINT and SIGTERM */
+
+static void on_stop_signal(int signum) {
+  static const char sigint_msg[] = "modal: second stop signal (SIGINT): exiting now\n";
+  static const char sigterm_msg[] = "modal: second stop signal (SIGTERM): exiting now\n";
+  struct sigaction *next = &chained[signum == SIGINT ? 0 : 1];
+  if (++stop_signals >= 2) {
+    if (signum == SIGINT)
+      (void)!write(2, sigint_msg, sizeof sigint_msg - 1);
+    else
+      (void)!write(2, sigterm_msg, sizeof sigterm_msg - 1);
+    _exit(128 + signum);
+  }
+  if (next->sa_handler != SIG_DFL && next->sa_handler != SIG_IGN && next->sa_handler)
+    next->sa_handler(signum);           /* libuv's: on_signal runs when the loop can */
+}
+
+/* Puts on_stop_signal in front of the handlers libuv installed for the watchers. */
+static void chain_stop_signals(void) {
+  static const int which[2] = {SIGINT, SIGTERM};
+  int i;
+  for (i = 0; i < 2; i++) {
+    struct sigaction sa;
+    if (sigaction(which[i], NULL, &chained[i]) != 0)
+      continue;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(which[i], &sa, NULL);
+  }
+}
+
 /* Calls method `name` of the value on top with the string `arg` (or none); pops the results. */
 static void call_method(lua_State *L, const char *name, const char *arg) {
   int self = lua_gettop(L);
@@ -224,6 +265,7 @@ static void open_signals(lua_State *L) {
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &signals_key);
   lua_pop(L, 1);
+  chain_stop_signals();
 }
 
 /* Closes the watchers (whoever closed them already, e.g. uv.walk's exit idiom, is fine). */
@@ -391,7 +433,7 @@ static void exit_path(lua_State *L, host *h) {
   exit_step(L, close_handles);
 }
 
-/* The tools written in Lua (lua/modal/cli.lua): `modal check` and `modal graph`. */
+/* The tools written in Lua (lua/modal/cli.lua): `modal check`, `graph`, `test` and `ctl`. */
 static int ptool(lua_State *L) {
   host *h = (host *)lua_touserdata(L, 1);
   int i;
@@ -513,7 +555,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
   if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0 ||
-      strcmp(argv[1], "ctl") == 0)
+      strcmp(argv[1], "test") == 0 || strcmp(argv[1], "ctl") == 0)
     return cmd_tool(argc, argv);
   if (argv[1][0] == '-')
     return fail_usage("unknown option '%s'", argv[1]);

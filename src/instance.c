@@ -207,6 +207,15 @@ static void list_tidy(lua_State *L, modal_list *l, int t, int walking) {
     modal__list_compact(L, l, t, 1);
 }
 
+/* Pushes "name#id (state)" for the instance at ci. */
+static void instance_name(lua_State *L, modal_instance *c, int ci) {
+  modal__push_fn(L, ci, c->M->def->name);
+  modal__push_state_name(L, c, ci, c->state);
+  lua_pushfstring(L, "%s#%d (%s)", lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1));
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
 /* The instances' __call: (c, d), the canceller of its postponed calls and when() Deferreds,
 ** run by d:cancel() only. The instance lets go of d at once (its slot becomes dead). */
 int modal__instance_cancel(lua_State *L) {
@@ -214,7 +223,8 @@ int modal__instance_cancel(lua_State *L) {
   uint32_t *aux = modal__deferred_aux(L, 2), a;
   modal_extras *x;
   if (!aux || !modal__is_cancelling(L, 2))  /* only d:cancel() gets here legitimately */
-    return luaL_error(L, "modal: attempt to call an instance (%s#%d)", "instance", (int)c->id);
+    return luaL_error(L, "modal: attempt to call an instance (%s): call its methods, as "
+                      "c:method(...)", lua_tostring(L, (instance_name(L, c, 1), -1)));
   if (*aux == 0)
     return 0;                            /* it had left already */
   a = *aux;
@@ -272,11 +282,16 @@ static int instance_index(lua_State *L) {
   return 1;
 }
 
-static int instance_tostring(lua_State *L) {
+/* __newindex: an instance has no assignable fields. */
+static int instance_newindex(lua_State *L) {
   modal_instance *c = modal__check_instance(L, 1);
-  modal__push_fn(L, 1, c->M->def->name);
-  modal__push_state_name(L, c, 1, c->state);
-  lua_pushfstring(L, "%s#%d (%s)", lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1));
+  return luaL_error(L, "modal: cannot set field '%s' of an instance (#%d): its fields are "
+                    "read-only; keep your own values in c.data", lua_type(L, 2) == LUA_TSTRING ?
+                    lua_tostring(L, 2) : luaL_typename(L, 2), (int)c->id);
+}
+
+static int instance_tostring(lua_State *L) {
+  instance_name(L, modal__check_instance(L, 1), 1);
   return 1;
 }
 
@@ -291,6 +306,8 @@ void modal__instance_mt(lua_State *L, int mi, int methods) {
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, modal__instance_cancel);
   lua_setfield(L, -2, "__call");
+  lua_pushcfunction(L, instance_newindex);
+  lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, instance_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "modal.instance");

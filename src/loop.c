@@ -9,6 +9,17 @@
 static const char stop_key = 'o';       /* registry: list of on_stop handlers */
 static const char run_end_key = 'e';    /* registry: list of Lua run-end functions */
 
+/* The loop ran dry with a testing clock installed: a timer still armed on it would never
+** fire by waiting (doc/testing.md), so the run raises instead of returning as if done. */
+static void virtual_only(lua_State *L) {
+  uint64_t first;
+  int n = modal__timers_pending(L, &first);
+  if (n > 0)
+    luaL_error(L, "modal.run: only the testing clock's timers are left (%d armed, the next at "
+                  "%f s of virtual time): virtual time passes only with clock:advance() or "
+                  "clock:next()", n, (double)first / 1e9);
+}
+
 int modal__loop_run(lua_State *L) {
   modal_ctx *ctx = modal__ctx(L);
   luv_ctx_t *lctx = luv_context(L);
@@ -18,16 +29,20 @@ int modal__loop_run(lua_State *L) {
   if (ctx->closed)
     return luaL_error(L, "modal.run: the state is closing");
   ctx->running = 1;
+  ctx->stop_asked = 0;
   lctx->mode = UV_RUN_DEFAULT;           /* uv.loop_mode() answers inside callbacks, and */
   alive = uv_run(ctx->loop, UV_RUN_DEFAULT);   /* both libraries refuse a nested run */
   lctx->mode = -1;
   ctx->running = 0;
+  if (!alive && !ctx->stop_asked && ctx->vclock)
+    virtual_only(L);
   return alive != 0;
 }
 
 void modal__loop_stop(lua_State *L) {
   modal_ctx *ctx = modal__ctx(L);
   if (ctx->running || luv_context(L)->mode != -1) {
+    ctx->stop_asked = 1;
     modal__timers_hold(L);
     uv_stop(ctx->loop);
   }
@@ -59,9 +74,14 @@ static int md_stop(lua_State *L) {
   return 0;
 }
 
-/* modal.now() -> the loop's time in seconds (libuv's, updated every iteration). */
+/* modal.now() -> the loop's time in seconds (libuv's, updated every iteration), or the
+** testing clock's while one is installed. */
 static int md_now(lua_State *L) {
-  lua_pushnumber(L, (double)uv_now(modal__ctx(L)->loop) / 1000.0);
+  modal_ctx *ctx = modal__ctx(L);
+  if (ctx->vclock)
+    lua_pushnumber(L, (double)ctx->vnow / 1e9);
+  else
+    lua_pushnumber(L, (double)uv_now(ctx->loop) / 1000.0);
   return 1;
 }
 

@@ -81,11 +81,11 @@ static int md_machine_index(lua_State *L) {
 
 static int md_machine_tostring(lua_State *L) {
   modal_machine *M = check_machine(L, 1);
-  push_name(L, 1, 0);
+  push_name(L, 1, 0);                    /* 2 */
   if (M->has_version) {
     modal__push_version(L, M);
-    lua_pushfstring(L, "modal.machine '%s' version %s", lua_tostring(L, -2),
-                    luaL_tolstring(L, -1, NULL));
+    lua_pushfstring(L, "modal.machine '%s' version %s", lua_tostring(L, 2),
+                    luaL_tolstring(L, 3, NULL));
   } else {
     lua_pushfstring(L, "modal.machine '%s'", lua_tostring(L, -1));
   }
@@ -204,10 +204,10 @@ void modal__machine_new(lua_State *L, int compiled) {
 
 /* Adds a stranded instance's counts to the row of its machine and state in `rows` (a list
 ** of {machine, state, calls, waiters} in first-seen order; `index` maps "m\0s" to a row). */
-static void count_row(lua_State *L, modal_instance *c, int ci, int rows, int index, int calls,
-                      int waiters) {
+static void count_row(lua_State *L, modal_instance *c, int ci, int st, int rows, int index,
+                      int calls, int waiters) {
   modal__push_fn(L, ci, c->M->def->name);
-  modal__push_state_name(L, c, ci, c->state);
+  modal__push_state_name(L, c, ci, st);
   lua_pushfstring(L, "%s%c%s", lua_tostring(L, -2), 0, lua_tostring(L, -1));
   if (lua_rawget(L, index) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -231,11 +231,10 @@ static void count_row(lua_State *L, modal_instance *c, int ci, int rows, int ind
   lua_pop(L, 5);
 }
 
-void modal__machines_strand(lua_State *L, int exiting) {
-  int top = lua_gettop(L), stranded, rows, index, m;
-  lua_Integer i, n;
-  lua_newtable(L);                       /* the instances with calls or waiters */
-  stranded = lua_gettop(L);
+/* Appends to the list at `list` every instance with calls or waiters; returns how many. */
+static lua_Integer collect_stranded(lua_State *L, int list) {
+  lua_Integer n = 0;
+  int m;
   modal__push_machines(L);
   m = lua_gettop(L);
   lua_pushnil(L);
@@ -253,36 +252,60 @@ void modal__machines_strand(lua_State *L, int exiting) {
       lua_pop(L, 1);
       if (c->npostponed > 0 || (x && x->waiters.live > 0)) {
         lua_pushvalue(L, -1);
-        lua_rawseti(L, stranded, (lua_Integer)lua_rawlen(L, stranded) + 1);
+        lua_rawseti(L, list, ++n);
       }
     }
     lua_pop(L, 1);
   }
-  lua_settop(L, stranded);
+  lua_settop(L, m - 1);
+  return n;
+}
+
+#define STRAND_PASSES 100                /* a callback may make calls while others are failed */
+
+void modal__machines_strand(lua_State *L, int exiting) {
+  int top = lua_gettop(L), rows, index, pass;
+  lua_Integer i, n = 0;
   lua_newtable(L);
   rows = lua_gettop(L);
   lua_newtable(L);
   index = lua_gettop(L);
-  n = (lua_Integer)lua_rawlen(L, stranded);
-  for (i = 1; i <= n; i++) {             /* answering runs user code: the list is ours */
-    modal_instance *c;
-    modal_extras *x;
-    int calls, waiters;
-    lua_rawgeti(L, stranded, i);
-    c = modal__to_instance(L, -1);
-    x = modal__extras(L, -1, 0);
-    lua_pop(L, 1);
-    calls = c->npostponed;
-    waiters = x ? (int)x->waiters.live : 0;
-    count_row(L, c, lua_gettop(L), rows, index, calls, waiters);
-    if (exiting) {
-      modal__fail_calls(L, c, -1, "stopped", "host exiting");
-      modal__fail_waiters(L, c, -1, "stopped", "host exiting");
-    }
+  for (pass = 0; pass < STRAND_PASSES; pass++) {
     lua_settop(L, index);
+    lua_newtable(L);                     /* answering runs user code: the list is ours */
+    n = collect_stranded(L, index + 1);
+    if (n == 0)
+      break;
+    for (i = 1; i <= n; i++) {
+      modal_instance *c;
+      modal_extras *x;
+      int calls, waiters, st;
+      lua_rawgeti(L, index + 1, i);
+      c = modal__to_instance(L, -1);
+      st = c->state;                     /* where they were stranded, before any callback */
+      if (exiting) {
+        calls = modal__fail_calls(L, c, -1, "stopped", "host exiting");
+        waiters = modal__fail_waiters(L, c, -1, "stopped", "host exiting");
+      } else {
+        x = modal__extras(L, -1, 0);
+        lua_pop(L, 1);
+        calls = c->npostponed;
+        waiters = x ? (int)x->waiters.live : 0;
+      }
+      if (calls || waiters)
+        count_row(L, c, lua_gettop(L), st, rows, index, calls, waiters);
+      lua_settop(L, index + 1);
+    }
+    if (!exiting)
+      break;
   }
+  if (exiting && n > 0 && pass == STRAND_PASSES)
+    modal__log(L, MODAL_LOG_ERROR, 0, "calls still stranded after %d passes: callbacks keep "
+               "making calls while the host fails them; %d instance(s) left waiting",
+               STRAND_PASSES, (int)n);
   n = (lua_Integer)lua_rawlen(L, rows);
   for (i = 1; i <= n; i++) {
+    lua_settop(L, index);
     lua_rawgeti(L, rows, i);
     lua_createtable(L, 0, 2);
     lua_rawgeti(L, -2, 1);
@@ -298,10 +321,9 @@ void modal__machines_strand(lua_State *L, int exiting) {
                  (int)lua_tointeger(L, -2), (int)lua_tointeger(L, -1), lua_tostring(L, -3));
     else
       modal__log(L, MODAL_LOG_WARN, -4, "modal.run() returned with %d postponed call(s) and "
-                 "%d when() waiter(s) still waiting in state '%s': nothing is left to answer "
-                 "them", (int)lua_tointeger(L, -2), (int)lua_tointeger(L, -1),
-                 lua_tostring(L, -3));
-    lua_settop(L, index);
+                 "%d when() waiter(s) still waiting in state '%s': no work was left in the "
+                 "loop to answer them (a later run may)", (int)lua_tointeger(L, -2),
+                 (int)lua_tointeger(L, -1), lua_tostring(L, -3));
   }
   lua_settop(L, top);
 }

@@ -128,7 +128,8 @@ typedef struct modal_instance {
   uint16_t state;
   uint32_t id;
   uint32_t entry;          /* entries into states: timers and job outcomes carry theirs */
-  uint32_t entered_ms;     /* loop time (ms) of the last entry, for the trace */
+  uint32_t entered_ms;     /* monotonic ms of the last entry, for the trace (or
+                              ENTERED_UNKNOWN: entered in place while the trace was off) */
   int32_t npostponed;      /* postponed calls still waiting */
   int32_t depth;           /* method handlers running (m:postpone() is legal when > 0) */
   int32_t pin;             /* registry ref while I_PINNED */
@@ -136,6 +137,8 @@ typedef struct modal_instance {
 } modal_instance;
 
 enum { I_DATA = 1, I_EXTRAS, I_NUV = I_EXTRAS };
+
+#define ENTERED_UNKNOWN UINT32_MAX
 
 /* A FIFO of Lua values in a table, with explicit counts: the live slots are [head, tail);
 ** `live` counts entries that have not left (lazy removal leaves dead slots behind). */

@@ -85,10 +85,12 @@ int luaopen_modal(lua_State *L) {
   modal__open_combine(L);
   modal__open_async(L);
   modal__open_later(L);
+  modal__open_clock(L);
   modal__open_compile(L);
   modal__open_machine(L);
   modal__open_reload(L);
   modal__open_stats(L);
+  modal__open_peer(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);

@@ -38,7 +38,9 @@ static int md_when(lua_State *L) {
   modal_instance *c = modal__check_instance(L, 1);
   modal_extras *x;
   int st;
-  luaL_checkstring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return luaL_error(L, "bad argument #1 to 'when' (state name expected, got %s)",
+                      lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   lua_settop(L, 2);
   st = state_index(L, c, 1, 2);
   modal__deferred_new(L, 1);             /* 3; cancel: the instance lets go of it */
@@ -85,7 +87,9 @@ static int observer_cancel(lua_State *L) {
 static int md_on_transition(lua_State *L) {
   modal_extras *x;
   modal__check_instance(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    return luaL_error(L, "bad argument #1 to 'on_transition' (function expected, got %s)",
+                      lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   lua_settop(L, 2);
   x = modal__extras(L, 1, 1);            /* 3 */
   modal__push_list(L, 3, X_OBSERVERS);   /* 4 */

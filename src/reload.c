@@ -19,11 +19,13 @@ static double wall_now(void) {
 static void push_loaded(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loaded_key) != LUA_TTABLE) {
     lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_newtable(L);
     lua_setfield(L, -2, "paths");
     lua_newtable(L);
     lua_setfield(L, -2, "names");
+    lua_newtable(L);
+    lua_setfield(L, -2, "loading");
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &loaded_key);
   }
@@ -35,7 +37,7 @@ static int obtain(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_settop(L, 1);
   if (luaL_loadfile(L, path) != LUA_OK)
-    return luaL_error(L, "cannot load %s", lua_tostring(L, -1));
+    return lua_error(L);                  /* "cannot open <path>" or "<path>:<line>: ..." */
   lua_call(L, 0, 1);                      /* 2: what the file returns */
   if (modal__to_machine(L, 2)) {
     lua_getiuservalue(L, 2, M_DEF);       /* 3: compiled */
@@ -67,20 +69,49 @@ static void notify_load(lua_State *L, int path, int name) {
   lua_pop(L, lua_istable(L, -1) ? 3 : 2);
 }
 
+/* Replaces the path at idx with the file's canonical path (symlinks, "." and ".." resolved),
+** so that one file is one entry whatever path names it; a path that does not resolve (the
+** file is missing) is kept as given. */
+static const char *canonical(lua_State *L, int idx) {
+  char *real;
+  idx = lua_absindex(L, idx);
+  real = realpath(lua_tostring(L, idx), NULL);
+  if (real) {
+    lua_pushstring(L, real);
+    free(real);
+    lua_replace(L, idx);
+  }
+  return lua_tostring(L, idx);
+}
+
 /* modal.load(path) -> M */
 static int md_load(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path;
+  int status;
+  luaL_checkstring(L, 1);
   lua_settop(L, 1);
+  path = canonical(L, 1);
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
   lua_getfield(L, 2, "names");            /* 4 */
   if (lua_getfield(L, 3, path) != LUA_TNIL)
     return 1;                             /* loaded already: the same M, not run again */
   lua_pop(L, 1);
+  lua_getfield(L, 2, "loading");          /* paths whose file runs now */
+  if (lua_getfield(L, -1, path) != LUA_TNIL)
+    return luaL_error(L, "modal.load: %s loads itself (modal.load of its own path while it "
+                      "runs); a definition file returns its definition", path);
+  lua_pop(L, 1);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, path);
   lua_pushcfunction(L, obtain);
   lua_pushvalue(L, 1);
-  if (lua_pcall(L, 1, 3, 0) != LUA_OK)    /* 5 definition, 6 compiled, 7 result */
-    return luaL_error(L, "modal.load: %s", luaL_tolstring(L, -1, NULL));
+  status = lua_pcall(L, 1, 3, 0);
+  lua_pushnil(L);
+  lua_setfield(L, 5, path);               /* not loading any more, however it ended */
+  lua_remove(L, 5);
+  if (status != LUA_OK)                   /* 5 definition, 6 compiled, 7 result */
+    return luaL_error(L, "modal.load: %s", modal__tostring(L, -1));
   lua_getfield(L, 5, "name");             /* 8 */
   if (lua_getfield(L, 4, lua_tostring(L, 8)) != LUA_TNIL)
     return luaL_error(L, "modal.load: %s defines machine '%s', already loaded from %s", path,
@@ -221,7 +252,7 @@ static int reload_body(lua_State *L) {
   lua_pushcfunction(L, obtain);
   lua_pushvalue(L, 1);
   if (lua_pcall(L, 1, 3, 0) != LUA_OK)    /* 5 definition, 6 compiled, 7 result */
-    return reload_result(L, mi, name, path, luaL_tolstring(L, -1, NULL));
+    return reload_result(L, mi, name, path, modal__tostring(L, -1));
   def = 5;
   newc = 6;
   newk = (modal_compiled *)lua_touserdata(L, newc);
@@ -229,7 +260,7 @@ static int reload_body(lua_State *L) {
   lua_rawget(L, def);
   if (!lua_rawequal(L, -1, name)) {
     lua_pushfstring(L, "the file now defines machine '%s', not '%s' (a reload keeps the name)",
-                    luaL_tolstring(L, -1, NULL), lua_tostring(L, name));
+                    modal__tostring(L, -1), lua_tostring(L, name));
     return reload_result(L, mi, name, path, lua_tostring(L, -1));
   }
   lua_settop(L, 7);
@@ -292,7 +323,7 @@ static int reload_body(lua_State *L) {
     if (status != LUA_OK) {
       ctx->planning--;
       lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
-                      (int)c->id, lua_tostring(L, 13), luaL_tolstring(L, 14, NULL));
+                      (int)c->id, lua_tostring(L, 13), modal__tostring(L, 14));
       return reload_result(L, mi, name, path, lua_tostring(L, -1));
     }
     if (lua_type(L, 14) != LUA_TSTRING || (lua_pushvalue(L, 14), to = state_in(L, newc)) < 0) {
@@ -380,6 +411,14 @@ static int md_reload(lua_State *L) {
   lua_getfield(L, 2, "paths");            /* 3 */
   if (lua_getfield(L, 3, key) == LUA_TNIL) {               /* 4: M, by path */
     lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    if (lua_getfield(L, 3, canonical(L, -1)) != LUA_TNIL) {   /* another name of the file */
+      lua_copy(L, 4, 1);                  /* 1: the canonical path */
+      lua_replace(L, 4);                  /* 4: M */
+      key = lua_tostring(L, 1);
+      goto found;
+    }
+    lua_pop(L, 2);
     lua_getfield(L, 2, "names");
     if (lua_getfield(L, -1, key) != LUA_TSTRING) {
       lua_pushnil(L);
@@ -390,6 +429,7 @@ static int md_reload(lua_State *L) {
     lua_pop(L, 1);
     lua_getfield(L, 3, lua_tostring(L, 1));
   }
+found:
   M = modal__to_machine(L, 4);
   lua_pushcfunction(L, modal__msgh);      /* 5 */
   lua_pushcfunction(L, reload_body);

@@ -11,6 +11,10 @@
 ** finalizer closes them as its own. Whoever closes them (the exit idiom that closes every
 ** walked handle) disarms every timer armed at that moment; the next timer armed gets new
 ** handles (doc/loop.md).
+**
+** A testing clock (clock.c, doc/testing.md) moves every timer to virtual time: deadlines then
+** count nanoseconds of ctx->vnow, which moves only when the clock advances; the libuv timer
+** rests, and the idle handle still runs timers due at the clock's current time.
 */
 #include <math.h>
 #include <stdlib.h>
@@ -27,6 +31,7 @@ static const char *const handle_maker[NHANDLES] = {"new_timer", "new_idle", "new
 typedef struct timers {
   lua_State *L;                 /* the main thread */
   uv_loop_t *loop;
+  modal_ctx *ctx;               /* vclock, vnow: the testing clock */
   uv_handle_t **ud[NHANDLES];   /* luv's userdata blocks (a pointer to the handle); NULL: none */
   int ref[NHANDLES];            /* registry refs pinning those userdatas */
   int make[NHANDLES];           /* registry refs: luv's constructors */
@@ -117,16 +122,28 @@ static void heap_remove(timers *T, modal_timer *t) {
   sift_down(T, last->slot);
 }
 
-/* Disarms every timer: each owner is let go, nothing fires. */
-static void drop_all(lua_State *L, timers *T) {
+static void heapify(timers *T) {
   int i;
+  for (i = T->nheap / 2 - 1; i >= 0; i--)
+    sift_down(T, i);
+}
+
+/* Disarms every timer armed at or after sequence number `mark`: each owner is let go, nothing
+** fires. O(n). */
+static void drop_from(lua_State *L, timers *T, uint64_t mark) {
+  int i, kept = 0;
   for (i = 0; i < T->nheap; i++) {
     modal_timer *t = T->heap[i];
+    if (t->seq < mark) {
+      heap_set(T, kept++, t);
+      continue;
+    }
     t->slot = -1;
     luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
     t->ref = LUA_NOREF;
   }
-  T->nheap = 0;
+  T->nheap = kept;
+  heapify(T);
 }
 
 /* ============================================================== luv's handles */
@@ -164,7 +181,7 @@ static void notice(lua_State *L, timers *T) {
       return;
     }
   if (gone(T, H_TIMER) || gone(T, H_IDLE))
-    drop_all(L, T);
+    drop_from(L, T, 0);
   for (i = 0; i < NHANDLES; i++)
     if (gone(T, i))
       release(L, T, i);
@@ -280,7 +297,7 @@ static void schedule(timers *T) {
     return;
   }
   first = T->heap[0];
-  now = uv_now(T->loop);
+  now = T->ctx->vclock ? T->ctx->vnow : uv_now(T->loop);
   if (first->due <= now) {
     uv_timer_stop(timer);
     if (T->held)                         /* not in the iteration that stopped: on_check */
@@ -289,28 +306,38 @@ static void schedule(timers *T) {
       uv_idle_start(idle, on_idle);
   } else {
     uv_idle_stop(idle);
-    uv_timer_start(timer, on_timer, first->due - now, 0);
+    if (T->ctx->vclock)                  /* a virtual deadline: only the clock gets there */
+      uv_timer_stop(timer);
+    else
+      uv_timer_start(timer, on_timer, first->due - now, 0);
   }
+}
+
+/* Disarms the earliest timer `t` and calls its function with its owner, pinned while it runs. */
+static void run_timer(lua_State *L, timers *T, modal_timer *t, int top) {
+  heap_remove(T, t);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+  if (T->ctx->vclock && t->due > T->ctx->vnow)
+    T->ctx->vnow = t->due;               /* a virtual timer sees its own deadline as now */
+  t->fire(L, t);
+  lua_settop(L, top);
 }
 
 /* Runs the timers due now, oldest first; timers armed during the pass wait for the next
 ** iteration (a zero delay never runs in the pass that armed it). A callback that closes
 ** modal's handles ends the pass: what was armed is disarmed. */
 static void process(lua_State *L, timers *T) {
-  uint64_t now = uv_now(T->loop), limit = T->seq;
-  int top = lua_gettop(L);
+  int virt = T->ctx->vclock, top = lua_gettop(L);
+  uint64_t now = virt ? T->ctx->vnow : uv_now(T->loop), limit = T->seq;
   notice(L, T);                          /* a luv callback of this iteration may have closed them */
   T->processing = 1;
   while (T->nheap > 0 && !T->held && !T->closed) {
     modal_timer *t = T->heap[0];
-    if (t->due > now || t->seq >= limit)
-      break;
-    heap_remove(T, t);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);      /* the owner stays pinned while it runs */
-    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-    t->ref = LUA_NOREF;
-    t->fire(L, t);
-    lua_settop(L, top);
+    if (t->due > now || t->seq >= limit || T->ctx->vclock != virt)
+      break;                             /* (a clock installed or closed: another time base) */
+    run_timer(L, T, t, top);
     notice(L, T);
   }
   T->processing = 0;
@@ -326,7 +353,7 @@ static void timers_close(lua_State *L, void *arg) {
   if (T->closed)
     return;
   T->closed = 1;
-  drop_all(L, T);
+  drop_from(L, T, 0);
   free(T->heap);
   T->heap = NULL;
   T->capheap = 0;
@@ -380,8 +407,9 @@ void modal__timers_open(lua_State *L, int luv) {
     memset(T, 0, sizeof *T);
     for (i = 0; i < NHANDLES; i++)
       T->ref[i] = T->make[i] = LUA_NOREF;
-    T->L = modal__ctx(L)->L;
-    T->loop = modal__ctx(L)->loop;
+    T->ctx = modal__ctx(L);
+    T->L = T->ctx->L;
+    T->loop = T->ctx->loop;
     lua_rawsetp(L, LUA_REGISTRYINDEX, &timers_key);
     for (i = 0; i < NHANDLES; i++) {
       if (lua_getfield(L, luv, handle_maker[i]) != LUA_TFUNCTION)
@@ -416,6 +444,19 @@ static uint64_t delay_ms(double seconds) {
   return (uint64_t)ms;
 }
 
+#define MAX_VDELAY 1000000000000000000u  /* ns: ~31 years, the longest virtual delay */
+
+/* Nanoseconds for a delay in seconds, to the nearest: virtual time never wakes up late, and
+** 0.1 + 0.2 seconds of delays is 0.3 seconds of advance. */
+static uint64_t delay_ns(double seconds) {
+  double ns = floor(seconds * 1e9 + 0.5);
+  if (!(ns > 0))
+    return 0;
+  if (ns > (double)MAX_VDELAY)
+    return MAX_VDELAY;
+  return (uint64_t)ns;
+}
+
 void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds) {
   timers *T = timers_of(L);
   if (!T || T->closed)
@@ -432,8 +473,12 @@ void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds)
     lua_pushvalue(L, owner);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  uv_update_time(T->loop);               /* count from the call, not from the loop's last turn */
-  t->due = uv_now(T->loop) + delay_ms(seconds);
+  if (T->ctx->vclock) {
+    t->due = T->ctx->vnow + delay_ns(seconds);
+  } else {
+    uv_update_time(T->loop);             /* count from the call, not from the loop's last turn */
+    t->due = uv_now(T->loop) + delay_ms(seconds);
+  }
   t->seq = T->seq++;
   heap_insert(T, t);
   schedule(T);
@@ -464,4 +509,107 @@ int modal__timer_armed(lua_State *L, modal_timer *t) {
     return 0;
   notice(L, T);
   return t->slot >= 0;
+}
+
+/* ============================================================== the testing clock */
+
+/* The timers of a state whose timer layer is open (NULL once closed), handles checked. */
+static timers *open_timers(lua_State *L) {
+  timers *T = timers_of(L);
+  if (!T || T->closed)
+    return NULL;
+  notice(L, T);
+  return T->closed ? NULL : T;
+}
+
+/* Every deadline moves to the other time base with the delay it has left; the order among
+** them stays (ties that appear are resolved by arming order: the heap is rebuilt). */
+int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start) {
+  timers *T = open_timers(L);
+  uint64_t now;
+  int i;
+  if (!T)
+    return -1;
+  uv_update_time(T->loop);
+  now = uv_now(T->loop);
+  for (i = 0; i < T->nheap; i++) {
+    modal_timer *t = T->heap[i];
+    if (to_virtual && T->ctx->vclock) {                     /* a jump of the clock */
+      t->due = start + (t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0);
+    } else if (to_virtual) {
+      uint64_t left = t->due > now ? t->due - now : 0;     /* ms */
+      t->due = start + (left > MAX_VDELAY / 1000000u ? MAX_VDELAY : left * 1000000u);
+    } else {
+      uint64_t left = t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0;   /* ns */
+      t->due = now + (left + 999999u) / 1000000u;  /* rounded up: never early */
+    }
+  }
+  heapify(T);
+  T->ctx->vclock = to_virtual;
+  if (to_virtual)
+    T->ctx->vnow = start;
+  schedule(T);
+  return 0;
+}
+
+int modal__timers_pending(lua_State *L, uint64_t *first) {
+  timers *T = open_timers(L);
+  if (!T || T->nheap == 0)
+    return 0;
+  *first = T->heap[0]->due;
+  return T->nheap;
+}
+
+int modal__timers_run_first(lua_State *L, uint64_t upto, uint64_t *seq) {
+  timers *T = open_timers(L);
+  modal_timer *t;
+  int top = lua_gettop(L);
+  if (!T || T->nheap == 0 || !T->ctx->vclock || T->heap[0]->due > upto)
+    return 0;
+  t = T->heap[0];
+  *seq = t->seq;
+  run_timer(L, T, t, top);
+  return 1;
+}
+
+static int by_deadline(const void *a, const void *b) {
+  const modal_timer *x = *(modal_timer *const *)a, *y = *(modal_timer *const *)b;
+  return before(x, y) ? -1 : before(y, x) ? 1 : 0;
+}
+
+void modal__timers_push_deadlines(lua_State *L) {
+  timers *T = open_timers(L);
+  modal_timer **sorted;
+  int i, n = T ? T->nheap : 0;
+  double unit = T && T->ctx->vclock ? 1e9 : 1e3;
+  lua_createtable(L, n, 0);
+  if (n == 0)
+    return;
+  sorted = (modal_timer **)lua_newuserdatauv(L, (size_t)n * sizeof *sorted, 0);
+  memcpy(sorted, T->heap, (size_t)n * sizeof *sorted);
+  qsort(sorted, (size_t)n, sizeof *sorted, by_deadline);    /* O(n log n) */
+  for (i = 0; i < n; i++) {
+    lua_pushnumber(L, (double)sorted[i]->due / unit);
+    lua_rawseti(L, -3, i + 1);
+  }
+  lua_pop(L, 1);
+}
+
+uint64_t modal__timers_seq(lua_State *L) {
+  timers *T = timers_of(L);
+  return T ? T->seq : 0;
+}
+
+void modal__timers_drop_from(lua_State *L, uint64_t mark) {
+  timers *T = open_timers(L);
+  if (T) {
+    drop_from(L, T, mark);
+    schedule(T);
+  }
+}
+
+void modal__timers_reschedule(lua_State *L) {
+  timers *T = open_timers(L);
+  if (T)
+    schedule(T);
 }

@@ -647,6 +647,9 @@ function Run:scalars(def)
     self:err("name", name, format("expected a string, got %s", show(name)))
   elseif name == "" then
     self:err("name", nil, "must not be empty")
+  elseif not is_identifier(name) then
+    self:err("name", name, format("machine name %s is not a Lua identifier%s (log lines and "
+      .. "modal.stats name it)", quote(name), KEYWORD[name] and " (it is a keyword)" or ""))
   end
 
   local version = def.version

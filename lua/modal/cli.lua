@@ -1,5 +1,6 @@
--- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE [--format F]` and
--- `modal ctl SOCKET COMMAND` (DESIGN.md section 8), in plain Lua.
+-- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE [--format F]`,
+-- `modal test FILE...` and `modal ctl SOCKET COMMAND` (doc/host.md, doc/testing.md), in plain
+-- Lua.
 --
 --   os.exit(require("modal.cli").main("check", { "conn.lua" }))
 --
@@ -15,7 +16,7 @@ local check = require "modal.check"
 local graph = require "modal.graph"
 
 local type, tostring, pcall, xpcall, rawget, rawset = type, tostring, pcall, xpcall, rawget, rawset
-local format = string.format
+local format, concat = string.format, table.concat
 
 local cli = {}
 
@@ -39,6 +40,26 @@ with `dot -Tpng -o machine.png`) or Mermaid (stateDiagram-v2). Final states, the
 state, guarded and internal transitions, postponed methods and timeouts are marked.
 Exit status: 0 printed, 1 when FILE does not load or has errors (listed on stderr), 2 on a
 usage error.
+]],
+  test = [[
+usage: modal test [--options LUAFILE] [--max-depth N] [--steps] FILE...
+
+Generates the shortest paths from the initial state that together take every transition of
+the machine defined in FILE (modal.testing.paths), then walks each one on a fresh instance
+under a virtual clock, each `run` job replaced by a Deferred the path settles
+(modal.testing.walk). Prints one line per path and the coverage:
+  FILE: path N: ok: idle -connect-> connecting -job done-> ready
+  FILE: path N: FAILED: step 2 of 3 (...): the instance is in 'a', the path says 'b'
+  FILE: note: MESSAGE            a line logged at level error meanwhile (a hook raised)
+  FILE: 9/10 transitions taken   then one `not taken: PATH` line per transition missed
+  --options LUAFILE  a Lua file returning the options of paths and walk: data (an instance's
+                     data, or a function making it), args ({ [input] = { {args...}, ... } },
+                     the arguments to try; `done`/`error` for a job's outcome), max_depth,
+                     max_nodes
+  --max-depth N      the longest path searched (default 10)
+  --steps            print each step with the transition it takes
+Exit status: 0 when every walk matched, 1 on a mismatch or when a FILE does not load or is
+not valid, 2 on a usage error.
 ]],
   ctl = [[
 usage: modal ctl SOCKET status|reload [NAME]|trace on|off
@@ -291,10 +312,154 @@ local function run_ctl(args, out, err)
   return 1
 end
 
-local COMMANDS = { check = run_check, graph = run_graph, ctl = run_ctl }
+-- Seconds as the shortest text that reads back as the same number.
+local function seconds_text(v)
+  local s = format("%.15g", v)
+  if tonumber(s) ~= v then s = format("%.17g", v) end
+  return s
+end
 
---- Runs `modal <command> <args...>`: command is "check", "graph" or "ctl", args a list of
--- strings.
+-- A step as it reads in a path line: input name, `advance 1.5`, `job done`.
+local function step_text(step)
+  if type(step) == "table" and type(step.advance) == "number" then
+    return "advance " .. seconds_text(step.advance)
+  end
+  return require("modal.testing.paths").describe(step)
+end
+
+-- Reads --options LUAFILE: the table it returns.
+local function load_options(file)
+  local chunk, why = loadfile(file, "t")
+  if not chunk then return nil, message_of(why) end
+  local ok, t = xpcall(chunk, message_of)
+  if not ok then return nil, t end
+  if type(t) ~= "table" then
+    return nil, format("it returned %s, not a table of options", type(t))
+  end
+  return t
+end
+
+-- One FILE of `modal test`: its paths walked; returns 0 or 1.
+local function test_file(file, opts, steps, out)
+  local ok, def = cli.load(file)
+  if not ok then
+    out:write(format("%s: cannot load: %s\n", file, def))
+    return 1
+  end
+  local errors = check.problems(def)
+  if #errors > 0 then
+    out:write(check.format(errors, file))
+    out:write(format("%s: not a valid definition (see modal check)\n", file))
+    return 1
+  end
+  local modal = require "modal"
+  local testing = require "modal.testing.paths"
+  local found, paths = pcall(testing.paths, def, opts)
+  if not found then
+    out:write(format("%s: cannot search for paths: %s\n", file, message_of(paths)))
+    return 1
+  end
+  local transitions = testing.transitions(def)
+  local status, taken, noted, logged = 0, {}, {}, {}
+  local previous = modal.on_log(function(level, message)
+    if level == "error" then logged[#logged + 1] = message end
+  end)
+  for n, path in ipairs(paths) do
+    local walked, states, ids = pcall(testing.walk, def, path, opts)
+    if walked then
+      local line = { states[1] }
+      for k, step in ipairs(path) do
+        line[#line + 1] = format("-%s-> %s", step_text(step), states[k + 1])
+      end
+      out:write(format("%s: path %d: ok: %s\n", file, n, concat(line, " ")))
+      for _, id in ipairs(ids) do taken[id] = true end
+    else
+      status = 1
+      out:write(format("%s: path %d: FAILED: %s\n", file, n, message_of(states)))
+    end
+    if steps then
+      for k, step in ipairs(path) do
+        out:write(format("%s: path %d: step %d: %s (%s) -> %s\n", file, n, k, step_text(step),
+          tostring(step.edge or "no transition"), tostring(step.to)))
+      end
+    end
+    for _, message in ipairs(logged) do
+      if not noted[message] then
+        noted[message] = true
+        out:write(format("%s: note: %s\n", file, message))
+      end
+    end
+    logged = {}
+  end
+  modal.on_log(previous)
+  local count, missed = 0, {}
+  for _, e in ipairs(transitions) do
+    if taken[e.id] then
+      count = count + 1
+    else
+      missed[#missed + 1] = e
+    end
+  end
+  out:write(format("%s: %d/%d transitions taken\n", file, count, #transitions))
+  for _, e in ipairs(missed) do
+    out:write(format("%s: not taken: %s%s\n", file, e.id, e.guarded
+      and " (guarded: no argument tried passed its guard; give some in --options args)" or ""))
+  end
+  return status
+end
+
+-- modal test [--options LUAFILE] [--max-depth N] [--steps] FILE...
+local function run_test(args, out, err)
+  local files, opts, steps, options = {}, {}, false, true
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if options and a == "--" then
+      options = false
+    elseif options and (a == "-h" or a == "--help") then
+      out:write(cli.USAGE.test)
+      return 0
+    elseif options and (a == "--options" or a == "--max-depth") then
+      local v = args[i + 1]
+      if v == nil then return usage_error(err, "test", a .. " needs a value") end
+      if a == "--options" then
+        local t, why = load_options(v)
+        if not t then return usage_error(err, "test", format("--options %s: %s", v, why)) end
+        for k, x in pairs(t) do opts[k] = x end
+      else
+        local n = math.tointeger(tonumber(v))
+        if not n or n < 1 then
+          return usage_error(err, "test", format("--max-depth takes a whole number >= 1, got '%s'", v))
+        end
+        opts.max_depth = n
+      end
+      i = i + 1
+    elseif options and a == "--steps" then
+      steps = true
+    elseif options and a:sub(1, 1) == "-" and a ~= "-" then
+      return usage_error(err, "test", format("unknown option '%s'", a))
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  if #files == 0 then return usage_error(err, "test", "no FILE given") end
+  local has_modal = pcall(require, "modal")
+  if not has_modal then
+    err:write("modal test: needs the modal C module (run it as `modal test`, or build it)\n")
+    return 1
+  end
+  local status = 0
+  for _, file in ipairs(files) do
+    if test_file(file, opts, steps, out) ~= 0 then status = 1 end
+  end
+  return status
+end
+
+local COMMANDS = { check = run_check, graph = run_graph, test = run_test, ctl = run_ctl }
+
+--- Runs `modal <command> <args...>`: command is "check", "graph", "test" or "ctl", args a
+-- list of strings.
 -- Writes to `out` (default: io.output() at the time of the call) and `err` (default
 -- io.stderr), any objects with a :write method; returns the exit status (0, 1, or 2).
 function cli.main(command, args, out, err)
@@ -302,7 +467,8 @@ function cli.main(command, args, out, err)
   args = type(args) == "table" and args or {}
   local run = COMMANDS[command]
   if not run then
-    err:write(format("modal: unknown command '%s' (check, graph or ctl)\n", message_of(command)))
+    err:write(format("modal: unknown command '%s' (check, graph, test or ctl)\n",
+      message_of(command)))
     return 2
   end
   for i = 1, #args do

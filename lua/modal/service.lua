@@ -724,7 +724,9 @@ local function build(P)
       r.attempt = nil
       r.connected = conn
     end },
-    error = {
+    -- Without classify no failure is fatal: no branch to failed (nor the state itself), so
+    -- the definition shows, and a path search finds, only what the service can do.
+    error = P.classify and {
       { to = "failed", guard = is_fatal, action = function(m, f)
         local r = record(m)
         r.attempts = r.attempts + 1
@@ -732,7 +734,7 @@ local function build(P)
         r.fatal = f
       end },
       { to = "backoff", action = attempt_failed_action },
-    },
+    } or { to = "backoff", action = attempt_failed_action },
     timeout = { to = "backoff", action = function(m)
       local r = record(m)
       local n = r.attempts + 1
@@ -851,8 +853,10 @@ local function build(P)
     inputs = { "connect", "lost", "connect_now", "idle", "failed_waiting" },
     ignore = { "connect", "lost", "connect_now", "idle", "failed_waiting" },
     max_postponed = P.max_postponed,
+    -- a reload that drops classify (and so failed) finds a failed instance a final home
+    migrate = not P.classify and function(_, old) if old == "failed" then return "closed" end end or nil,
     states = { idle = idle, connecting = connecting, ready = ready, backoff = backoff,
-               failed = failed, closing = closing, closed = closed },
+               failed = P.classify and failed or nil, closing = closing, closed = closed },
   }
 end
 
