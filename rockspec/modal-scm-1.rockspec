@@ -42,9 +42,12 @@ build = {
     ["modal.graph"] = "lua/modal/graph.lua",
     ["modal.cli"] = "lua/modal/cli.lua",
     ["modal.host"] = "lua/modal/host.lua",
+    ["modal.backoff"] = "lua/modal/backoff.lua",
+    ["modal.service"] = "lua/modal/service.lua",
     ["modal.testing"] = "lua/modal/testing/init.lua",
     ["modal.testing.clock"] = "lua/modal/testing/clock.lua",
     ["modal.testing.paths"] = "lua/modal/testing/paths.lua",
+    ["modal.testing.server"] = "lua/modal/testing/server.lua",
   },
 }
 test = { type = "busted" }

@@ -1,8 +1,10 @@
 /*
 ** module.c — luaopen_modal: borrows luv's loop, checks libuv versions, opens every part of
-** the core into the `modal` table. The host preloads the same function.
+** the core into the `modal` table, and loads the Lua half's policies on first use. The host
+** preloads the same function.
 */
 #include <signal.h>
+#include <string.h>
 #include <luv/luv.h>
 #include "core.h"
 
@@ -30,6 +32,29 @@ static void check_luv(lua_State *L, int luv) {
                   "rebuild modal against the libuv luv uses",
                (int)((theirs >> 16) & 0xff), (int)((theirs >> 8) & 0xff), (int)(theirs & 0xff),
                UV_VERSION_MAJOR, UV_VERSION_MINOR, UV_VERSION_PATCH);
+}
+
+/* The Lua half's policies and testing kit, loaded on first use: modal.backoff, modal.service
+** and modal.testing are require("modal.<name>") (lua/modal/), kept in the table once read. */
+static const char *const lazy_names[] = {"backoff", "service", "testing", NULL};
+
+static int lazy_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  int i;
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  for (i = 0; lazy_names[i] != NULL; i++) {
+    if (strcmp(key, lazy_names[i]) == 0) {
+      lua_getglobal(L, "require");
+      lua_pushfstring(L, "modal.%s", key);
+      lua_call(L, 1, 1);
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, 1);
+      return 1;
+    }
+  }
+  return 0;
 }
 
 int luaopen_modal(lua_State *L) {
@@ -68,5 +93,9 @@ int luaopen_modal(lua_State *L) {
   modal__open_peer(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }
