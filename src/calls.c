@@ -54,11 +54,8 @@ void modal__outcome_deferred(lua_State *L, int r, int mt) {
     modal__deferred_fired(L, -1, 1);
   } else if (!modal__is_deferred(L, -1)) {
     modal__deferred_fired_mt(L, -1, modal__is_failure(L, -1), mt);
-  } else if (modal__is_final(L, -1)) {
-    return;                              /* fired already: the caller gets it as it is */
   } else {
-    modal_new_deferred(L);
-    modal__follow(L, -1, -2);
+    return;                              /* a Deferred: the caller gets it as it is */
   }
   lua_replace(L, -2);
 }

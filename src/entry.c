@@ -101,7 +101,7 @@ static int method_call(lua_State *L) {
     r = modal__run_handler(L, c, base, nargs);   /* its result at base */
     c->depth = depth;
   }
-  if (r != R_VALUE || !modal__is_final(L, base)) {   /* not a Deferred that has fired */
+  if (r != R_VALUE || !modal__is_deferred(L, base)) {   /* a Deferred: the caller's as is */
     lua_pushcfunction(L, modal__msgh);   /* base + 1 */
     lua_pushcfunction(L, modal__call_finish);
     lua_pushinteger(L, r);

@@ -231,8 +231,7 @@ MODAL__FUNC int modal__run_handler(lua_State *L, modal_instance *c, int base, in
 ** index, Deferreds' metatable, c, args... — the args only for R_POSTPONE) -> the Deferred. */
 MODAL__FUNC int modal__call_finish(lua_State *L);
 /* Replaces the handler outcome on top with the caller's Deferred (mt: Deferred metatable
-** index, or 0): a new one fired with a value or failure; the returned Deferred itself when it
-** has fired already (nothing is left to follow); else a new one that follows it. */
+** index, or 0): a new one fired with a value or failure, or the returned Deferred itself. */
 MODAL__FUNC void modal__outcome_deferred(lua_State *L, int r, int mt);
 /* Settles the pending Deferred at d with the handler outcome on top (popped). */
 MODAL__FUNC void modal__settle(lua_State *L, int d, int r);
