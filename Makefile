@@ -7,7 +7,7 @@
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
-#   make demo       the example program
+#   make demo       the main job: a service through outages, a reload and a refused password
 #   make install    PREFIX=/usr/local: host, module, Lua files, man page
 
 PREFIX   ?= /usr/local
@@ -110,10 +110,9 @@ valgrind: all $(BUILD)/capi_test.so
 bench: all
 	@$(SPEC_ENV) $(LUA) bench/run.lua
 
+# About ten seconds; writes build/demo/echo.dot (and echo.png with Graphviz); exits 0 by itself.
 demo: all
-	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo.lua
-	@echo
-	@$(SPEC_ENV) ./$(BUILD)/modal run examples/connection.lua
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo/main.lua $(BUILD)/demo
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
