@@ -64,7 +64,19 @@ static int md_deferred_errback(lua_State *L) {
 /* d:add_callback(cb, ...) — the common case (no extra arguments, room inline) is direct. */
 static int md_deferred_add_callback(lua_State *L) {
   modal_deferred *d = check_self(L);
-  if (d->tail < NINLINE && lua_gettop(L) == 2 && lua_type(L, 2) == LUA_TFUNCTION &&
+  int top = lua_gettop(L);
+  if (top == 3 && d->tail + 1 < NINLINE && lua_type(L, 2) == LUA_TFUNCTION &&
+      !(d->flags & DF_SPILLED) && !IS_FINAL(d)) {   /* cb and one argument, both inline */
+    d->codes = (uint16_t)((d->codes & ~(0xffu << (4 * d->tail))) |
+                          ((unsigned)E_CB << (4 * d->tail)) |
+                          ((unsigned)E_ARG << (4 * (d->tail + 1))));
+    lua_setiuservalue(L, 1, (int)d->tail + 3);     /* the argument, then the function */
+    lua_setiuservalue(L, 1, (int)d->tail + 2);
+    d->tail += 2;
+    lua_settop(L, 1);
+    return 1;
+  }
+  if (d->tail < NINLINE && top == 2 && lua_type(L, 2) == LUA_TFUNCTION &&
       !(d->flags & DF_SPILLED)) {
     if (IS_FINAL(d) && d->head >= d->tail) {
       modal__drun_now(L, d);
@@ -142,8 +154,11 @@ static const char *state_name(const modal_deferred *d) {
   return (d->flags & DF_FAILED) ? "failed" : "succeeded";
 }
 
+/* d:state() — upvalues: the three names, interned once. */
 static int md_deferred_state(lua_State *L) {
-  lua_pushstring(L, state_name(check_self(L)));
+  modal_deferred *d = check_self(L);
+  lua_pushvalue(L, lua_upvalueindex(!(d->flags & DF_FIRED) || (d->flags & DF_PAUSED) ? 1 :
+                                    (d->flags & DF_FAILED) ? 3 : 2));
   return 1;
 }
 
@@ -223,7 +238,7 @@ void modal__open_deferred(lua_State *L) {
     {"add_callbacks", md_deferred_add_callbacks},
     {"cancel", md_deferred_cancel},
     {"add_timeout", md_deferred_add_timeout},
-    {"state", md_deferred_state},
+    {"state", md_deferred_state},        /* replaced by a closure over the names */
     {NULL, NULL}
   };
   int mod = lua_gettop(L), mt, gcmt;
@@ -232,6 +247,11 @@ void modal__open_deferred(lua_State *L) {
   lua_createtable(L, 0, 5);
   gcmt = lua_gettop(L);
   luaL_newlib(L, methods);               /* shared by both metatables */
+  lua_pushliteral(L, "pending");
+  lua_pushliteral(L, "succeeded");
+  lua_pushliteral(L, "failed");
+  lua_pushcclosure(L, md_deferred_state, 3);
+  lua_setfield(L, -2, "state");
   lua_pushvalue(L, -1);
   lua_setfield(L, mt, "__index");
   lua_setfield(L, gcmt, "__index");

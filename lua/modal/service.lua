@@ -273,6 +273,7 @@ end
 local state_of = DMT.__index and DMT.__index.state or function(d) return d:state() end
 
 local function pending(d)
+  if getmetatable(d) == DMT then return state_of(d) == "pending" end   -- the usual case
   return is_deferred(d) and state_of(d) == "pending"
 end
 
