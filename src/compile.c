@@ -370,17 +370,17 @@ static modal_compiled *allocate(lua_State *L, const modal_compiled *counts) {
                 sizeof(modal_transition) * (nt ? nt : 1) + sizeof(int) * (cells_m ? cells_m : 1) +
                 sizeof(int) * cells_i + 2 * cells_i;
   char *block = (char *)lua_newuserdatauv(L, size, K_NUV);
-  modal_compiled *k = (modal_compiled *)block;
+  modal_compiled *k = (modal_compiled *)(void *)block;
   memset(block, 0, size);
   *k = *counts;
   block += sizeof *k;
-  k->states = (modal_state *)block;
+  k->states = (modal_state *)(void *)block;
   block += sizeof(modal_state) * ns;
-  k->trans = (modal_transition *)block;
+  k->trans = (modal_transition *)(void *)block;
   block += sizeof(modal_transition) * (nt ? nt : 1);
-  k->handlers = (int *)block;
+  k->handlers = (int *)(void *)block;
   block += sizeof(int) * (cells_m ? cells_m : 1);
-  k->on_first = (int *)block;
+  k->on_first = (int *)(void *)block;
   block += sizeof(int) * cells_i;
   k->on_count = (uint8_t *)block;
   block += cells_i;

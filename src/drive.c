@@ -241,10 +241,10 @@ void modal__drive_drain(lua_State *L, modal_instance *c, int ci) {
     luaL_checkstack(L, nargs + 16, "too many input arguments");
     args = lua_gettop(L) + 1;
     for (i = 0; i < (uint32_t)nargs; i++)
-      lua_rawgeti(L, t, (lua_Integer)(h + 3 + i));
+      lua_rawgeti(L, t, (lua_Integer)h + 3 + i);
     for (i = 0; i < 3 + (uint32_t)nargs; i++) {
       lua_pushnil(L);
-      lua_rawseti(L, t, (lua_Integer)(h + i));
+      lua_rawseti(L, t, (lua_Integer)h + i);
     }
     x->inputs.head = h + 3 + (uint32_t)nargs;
     x->inputs.live--;

@@ -50,7 +50,8 @@ static int closed_call(lua_State *L) {
   return 1;
 }
 
-/* c:<method>(...) — every method of every machine. */
+/* c:<method>(...) — every method of every machine.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): the hot path, one frame */
 static int method_call(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
   modal_machine *M = (modal_machine *)lua_touserdata(L, lua_upvalueindex(UP_M));

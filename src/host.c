@@ -79,13 +79,13 @@ static const char usage_text[] =
   "a second signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
 
 static void usage(FILE *to) {
-  fputs(usage_text, to);
+  (void)fputs(usage_text, to);
 }
 
 static int fail_usage(const char *fmt, const char *what) {
-  fprintf(stderr, "modal: ");
-  fprintf(stderr, fmt, what);
-  fprintf(stderr, "\nTry 'modal --help'.\n");
+  (void)fprintf(stderr, "modal: ");
+  (void)fprintf(stderr, fmt, what);
+  (void)fprintf(stderr, "\nTry 'modal --help'.\n");
   return 2;
 }
 
@@ -179,8 +179,8 @@ static int on_signal(lua_State *L) {
   if (!h)
     return 0;
   if (h->stopping) {
-    fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
-    fflush(stderr);
+    (void)fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
+    (void)fflush(stderr);
     _exit(128 + signum);
   }
   h->stopping = 1;
@@ -387,7 +387,7 @@ static int pstop(lua_State *L) {
 static void exit_step(lua_State *L, lua_CFunction step) {
   lua_pushcfunction(L, step);
   if (docall(L, 0, 0) != LUA_OK) {
-    fprintf(stderr, "modal: while exiting: %s\n", lua_tostring(L, -1));
+    (void)fprintf(stderr, "modal: while exiting: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
 }
@@ -459,7 +459,7 @@ static int cmd_tool(int argc, char **argv) {
   host h;
   lua_State *L = luaL_newstate();
   if (!L) {
-    fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
+    (void)fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
     return 1;
   }
   memset(&h, 0, sizeof h);
@@ -469,16 +469,21 @@ static int cmd_tool(int argc, char **argv) {
   lua_pushcfunction(L, ptool);
   lua_pushlightuserdata(L, &h);
   if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
-    fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
+    (void)fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
     h.status = 1;
   }
-  fflush(stdout);
+  if ((fflush(stdout) != 0 || ferror(stdout)) && h.status == 0) {   /* `modal graph > full` */
+    (void)fprintf(stderr, "modal %s: cannot write the output: %s\n", argv[1], strerror(errno));
+    h.status = 1;
+  }
   if (luv_loop(L))
     uv_run(luv_loop(L), UV_RUN_NOWAIT);
   lua_close(L);
   return h.status;
 }
 
+/* `modal run [OPTIONS] SCRIPT [ARGS...]`.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): a flat option parser */
 static int cmd_run(int argc, char **argv) {
   host h;
   lua_State *L;
@@ -489,7 +494,8 @@ static int cmd_run(int argc, char **argv) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--log-level") == 0) {
+    }
+    if (strcmp(argv[i], "--log-level") == 0) {
       if (i + 1 >= argc)
         return fail_usage("%s needs a level (error, warn, info, debug)", argv[i]);
       if ((h.log_level = modal__level_parse(argv[++i])) < 0)
@@ -518,15 +524,15 @@ static int cmd_run(int argc, char **argv) {
   h.script = i;
   L = luaL_newstate();
   if (!L) {
-    fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
+    (void)fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
     return 1;
   }
   lua_pushcfunction(L, pmain);
   lua_pushlightuserdata(L, &h);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "modal: %s\n", msg ? msg : "(error object is not a string)");
-    fflush(stderr);
+    (void)fprintf(stderr, "modal: %s\n", msg ? msg : "(error object is not a string)");
+    (void)fflush(stderr);
     lua_pop(L, 1);
     h.status = 1;
   }
@@ -538,7 +544,7 @@ static int cmd_run(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  signal(SIGPIPE, SIG_IGN);
+  (void)signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return 2;
