@@ -189,11 +189,12 @@ static void read_transition(compiler *c, int idx, int si, int oi, int ti) {
 static void read_on(compiler *c, int st, int si) {
   lua_State *L = c->L;
   modal_compiled *k = c->k;
-  int oi, ti, n, nt, on, e, cell;
+  int oi, ti, n, on;
   lua_pushfstring(L, "states[%d].", si);
   n = list_field(L, st, "on", lua_tostring(L, -1), INT_MAX);
   on = lua_gettop(L);
   for (oi = 1; oi <= n; oi++) {
+    int e, nt, cell;
     if (lua_rawgeti(L, on, oi) != LUA_TTABLE)
       malformed(L, "states[%d].on[%d]: expected a table, got %s", si, oi, luaL_typename(L, -1));
     e = lua_gettop(L);

@@ -285,6 +285,7 @@ void modal__drun(lua_State *L, int di, int vi) {
         lua_getiuservalue(L, top, 1);
       }
       if (lua_pcall(L, 2, 0, top + 1) != LUA_OK) {
+        /* cppcheck-suppress knownConditionTrueFalse ; run_links moves d->head under lua_pcall */
         if (d->head == h0)               /* no progress: run_links was never entered */
           skip_link(L, top, d);
         modal__to_failure(L, -1);        /* a link raised: that is d's result now */

@@ -124,9 +124,8 @@ static int docall(lua_State *L, int nargs, int nres) {
 /* After a luv callback's error: says so (unless luv asked not to), and ends the loop run when
 ** the host is to end. */
 static int fatal_protected(lua_State *L) {
-  const char *text, *tb = NULL;
   if (lua_toboolean(L, 2)) {
-    text = luaL_tolstring(L, 1, NULL);
+    const char *text = luaL_tolstring(L, 1, NULL), *tb = NULL;
     if (lua_getfield(L, 1, "traceback") == LUA_TSTRING)
       tb = lua_tostring(L, -1);
     modal__log(L, MODAL_LOG_ERROR, 0, "uncaught error in a luv callback: %s%s%s%s", text,
@@ -270,10 +269,11 @@ static void open_signals(lua_State *L) {
 
 /* Closes the watchers (whoever closed them already, e.g. uv.walk's exit idiom, is fine). */
 static int close_signals(lua_State *L) {
-  int i, closing;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &signals_key) == LUA_TTABLE) {
+    int i;
     for (i = 1; i <= 2; i++) {
       if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) {
+        int closing;
         lua_getfield(L, -1, "is_closing");
         lua_pushvalue(L, -2);
         lua_call(L, 1, 1);
@@ -293,10 +293,11 @@ static int close_signals(lua_State *L) {
 
 /* package.path: the Lua half next to the binary (build tree), then the install prefix. */
 static void set_paths(lua_State *L) {
-  char exe[PATH_MAX], *slash;
+  char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   lua_getglobal(L, "package");
   if (n > 0) {
+    char *slash;
     exe[n] = '\0';
     if ((slash = strrchr(exe, '/')) != NULL)
       *slash = '\0';

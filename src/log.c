@@ -107,23 +107,20 @@ static void emit(lua_State *L, int level, int fields) {
 }
 
 void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
-  char small[512], *text = small;
+  char small[512], *big = NULL;
   va_list ap;
   int n;
   fields = fields ? lua_absindex(L, fields) : 0;
   va_start(ap, fmt);
   n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);
-  if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL) {
+  if (n >= (int)sizeof small && (big = malloc((size_t)n + 1)) != NULL) {
     va_start(ap, fmt);
-    (void)vsnprintf(text, (size_t)n + 1, fmt, ap);
+    (void)vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
   }
-  if (!text)
-    text = small;
-  lua_pushstring(L, text);
-  if (text != small)
-    free(text);
+  lua_pushstring(L, big ? big : small);  /* without memory: the line cut at sizeof small */
+  free(big);
   emit(L, level, fields);
 }
 

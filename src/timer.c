@@ -400,8 +400,8 @@ void modal__timers_hold(lua_State *L) {
 ** is armed, their finalizers run after it (the context closes first). */
 void modal__timers_open(lua_State *L, int luv) {
   timers *T = timers_of(L);
-  int i;
   if (!T) {
+    int i;
     luv = lua_absindex(L, luv);
     T = (timers *)lua_newuserdatauv(L, sizeof *T, 0);
     memset(T, 0, sizeof *T);
@@ -492,6 +492,7 @@ void modal__timer_stop(lua_State *L, modal_timer *t) {
   if (!T || T->closed)
     return;
   notice(L, T);
+  /* cppcheck-suppress knownConditionTrueFalse ; notice() can disarm t (drop_from) */
   if (t->slot < 0)                       /* disarmed by notice() */
     return;
   heap_remove(T, t);
@@ -508,6 +509,7 @@ int modal__timer_armed(lua_State *L, modal_timer *t) {
   if (!T || T->closed)
     return 0;
   notice(L, T);
+  /* cppcheck-suppress knownConditionTrueFalse ; notice() can disarm t (drop_from) */
   return t->slot >= 0;
 }
 
