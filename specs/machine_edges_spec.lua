@@ -1,9 +1,10 @@
 -- specs/machine_edges_spec.lua — machines and instances at their edges (doc/machines.md): what
 -- tostring(c) says, fields that do not exist, a fractional version, a bound fire used on an
--- instance of another machine or on something that is no instance, a definition that loops
--- without waiting (one warn line naming the cycle, and the run still ends), observers that
--- cancel many others while they are being told, and the loop-level calls that refuse misuse:
--- modal.log_level with an unknown level, modal.run inside a running loop.
+-- instance of another machine or on something that is no instance, a retried call answered
+-- with its own Deferred, a definition that loops without waiting (one warn line naming the
+-- cycle, and the run still ends), observers that cancel many others while they are being told,
+-- and the loop-level calls that refuse misuse: modal.log_level with an unknown level, modal.run
+-- inside a running loop.
 local modal = require "modal"
 local uv = require "luv"
 local support = require "support"
@@ -36,6 +37,9 @@ describe("machines and instances at their edges", function()
     assert.is_nil(M[1])
     assert.is_nil(modal.nothing)
     assert.is_nil(modal[1])
+    assert.is_nil(c[true])
+    assert.is_nil(M[true])
+    assert.is_nil(modal[true])
   end)
 
   it("keeps a fractional version as given, and no version as nil", function()
@@ -67,6 +71,21 @@ describe("machines and instances at their edges", function()
       assert.matches("(modal.instance expected, got number)", err, 1, true)
       assert.equal("shut", c.state)
     end)
+  end)
+
+  it("fails a retried call with kind error when its handler returns the call's own Deferred", function()
+    local d
+    local M = modal.machine { name = "gate", initial = "shut", methods = { "q" },
+      states = { shut = { q = "postpone", on = { open = "open" } },
+                 open = { q = function() return d end } } }
+    local c = M:new()
+    d = c:q()
+    c:fire("open")                                     -- the retry: its handler returns d itself
+    local state, f = support.outcome(d)
+    assert.equal("failed", state)
+    assert.equal("error", f.kind)
+    assert.equal("a Deferred cannot follow itself", f.message)
+    assert.equal(0, c:postponed())
   end)
 
   describe("a definition that loops without waiting", function()
