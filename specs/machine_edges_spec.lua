@@ -73,6 +73,22 @@ describe("machines and instances at their edges", function()
     end)
   end)
 
+  it("takes an input whose name is longer than 40 characters like any other, every time", function()
+    local long = "open_the_door_when_the_badge_reader_says_yes"
+    assert.is_true(#long > 40)
+    local M = modal.machine { name = "long_door", initial = "shut", methods = {},
+      states = { shut = { on = { [long] = "open" } }, open = { on = { shut = "shut" } } } }
+    local c = M:new()
+    for _ = 1, 3 do
+      c:fire(long)
+      assert.equal("open", c.state)
+      c:fire("shut")
+    end
+    local ok, err = pcall(c.fire, c, long .. "_twice")
+    assert.is_false(ok)
+    assert.matches("does not take input '" .. long .. "_twice'", err, 1, true)
+  end)
+
   it("fails a retried call with kind error when its handler returns the call's own Deferred", function()
     local d
     local M = modal.machine { name = "gate", initial = "shut", methods = { "q" },
