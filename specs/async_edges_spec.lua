@@ -39,7 +39,7 @@ describe("modal.async at its edges", function()
   end)
 
   describe("a coroutine that fires its own call's Deferred", function()
-    it("keeps that outcome; a later await raises why, and a later failure is reported as unhandled", function()
+    it("keeps that outcome; a later await raises why; a later failure is reported unhandled", function()
       local reported = {}
       local previous = modal.on_unhandled(function(f) reported[#reported + 1] = f end)
       support.defer(function() modal.on_unhandled(previous) end)

@@ -1,8 +1,8 @@
 -- specs/deferred_edges_spec.lua — Deferreds at their edges (man modal(1), "Deferreds"): what
--- tostring says, the errors for methods called on the wrong thing or given something that is
--- not a function, callable tables as links, a failure given to callback, add_callbacks with
--- one side only, a link that returns its own Deferred or a userdata that is not one, and plain
--- values in the lists of all, settled and race.
+-- tostring says (of a timer handle too), the errors for methods called on the wrong thing or
+-- given something that is not a function or not seconds, callable tables as links, a failure
+-- given to callback, add_callbacks with one side only, a link that returns its own Deferred or
+-- a userdata that is not one, and plain values in the lists of all, settled and race.
 local modal = require "modal"
 local support = require "support"
 
@@ -19,7 +19,7 @@ describe("a Deferred at its edges", function()
       assert.matches("^modal%.deferred %(succeeded%): 0x%x+$", tostring(d))
     end)
 
-    it("says pending while the chain waits on an inner Deferred, then failed, then succeeded once recovered", function()
+    it("says pending while paused on an inner Deferred, then failed, then succeeded, recovered", function()
       local inner = modal.deferred()
       local outer = modal.succeed(1):add_callback(function() return inner end)
       assert.matches("(pending)", tostring(outer), 1, true)
@@ -77,6 +77,26 @@ describe("a Deferred at its edges", function()
     end)
   end)
 
+  describe("add_timeout", function()
+    it("refuses no seconds at all, and NaN, naming what it got; d stays as it was", function()
+      local d = modal.deferred()
+      local ok, err = pcall(d.add_timeout, d)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'add_timeout' (seconds expected, got no value)", err, 1, true)
+      ok, err = pcall(d.add_timeout, d, 0 / 0)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'add_timeout' (seconds must be >= 0, got nan)", err, 1, true)
+      assert.equal("pending", d:state())
+    end)
+  end)
+
+  it("tostring of a call_later handle says whether it is active", function()
+    local h = modal.call_later(60, function() end)
+    assert.matches("^modal%.timer %(active%): 0x%x+$", tostring(h))
+    h:cancel()
+    assert.matches("^modal%.timer %(inactive%): 0x%x+$", tostring(h))
+  end)
+
   it("callback(failure) starts the errback path with that very failure", function()
     local f = modal.failure("auth", "bad password")
     local d, got = modal.deferred(), nil
@@ -87,7 +107,7 @@ describe("a Deferred at its edges", function()
     assert.equal(f, got)
   end)
 
-  it("add_callbacks(cb) with no errback lets a failure pass by, and add_callbacks(nil, eb) a value", function()
+  it("add_callbacks(cb) lets a failure pass by, and add_callbacks(nil, eb) a value", function()
     local d, ran = modal.deferred(), 0
     d:add_callbacks(function() ran = ran + 1 end)
     d:errback("boom")
