@@ -117,6 +117,7 @@ COVERAGE_MIN ?= 90
 GCOVR         = gcovr --root . --filter src/ $(1) --add-tracefile $(COV_BUILD)/coverage.json
 
 coverage: check-deps
+	@command -v gcovr >/dev/null || $(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory BUILD=$(COV_BUILD) OPT='-O0 -g' SAN=--coverage \
 	  all $(COV_BUILD)/capi_test.so
 	@find $(COV_BUILD) -name '*.gcda' -delete
