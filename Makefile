@@ -1,10 +1,12 @@
-# Makefile — build, test, asan, valgrind, bench, demo, deps, install and clean for modal.
+# Makefile — build, test, asan, valgrind, coverage, bench, demo, deps, install and clean for modal.
 #
 #   make            build/modal (the host) and build/modal.so (the module)
 #   make deps       install the Debian packages modal needs (idempotent; sudo when not root)
 #   make test       luacheck + the busted specs; ends with "N passed, N failed"
 #   make asan       the same specs against an ASan + UBSan build (build-asan/)
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
+#   make coverage   the specs against a gcov build (build-cov/, host included), then line and
+#                   branch coverage of src/ per file (gcovr); fails below COVERAGE_MIN % of lines
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
 #   make demo       the main job: a service through outages, a reload and a refused password
@@ -20,7 +22,7 @@ LUA      := lua$(LUA_VERSION)
 PKGS     := lua5.4 libuv lua5.4-luv
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
-                luarocks lua-cjson pkg-config graphviz redis-server gcc make
+                luarocks lua-cjson pkg-config graphviz redis-server gcc make gcovr
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
@@ -45,7 +47,7 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan valgrind bench demo install uninstall clean lint
+.PHONY: all deps test check-deps asan valgrind coverage bench demo install uninstall clean lint
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -107,6 +109,25 @@ asan:
 valgrind: all $(BUILD)/capi_test.so
 	@$(SPEC_ENV) MODAL_VALGRIND=1 sh specs/run.sh
 
+# The host is built with coverage too and the specs that run it use this build's (MODAL_BUILD),
+# so src/host.c counts. Counters start from zero each run; a failing spec fails the target after
+# the report.
+COV_BUILD    := build-cov
+COVERAGE_MIN ?= 90
+GCOVR         = gcovr --root . --filter src/ $(1) --add-tracefile $(COV_BUILD)/coverage.json
+
+coverage: check-deps
+	@command -v gcovr >/dev/null || $(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory BUILD=$(COV_BUILD) OPT='-O0 -g' SAN=--coverage \
+	  all $(COV_BUILD)/capi_test.so
+	@find $(COV_BUILD) -name '*.gcda' -delete
+	@$(call spec_env,$(COV_BUILD)) sh specs/run.sh; specs=$$?; \
+	gcovr --root . --filter src/ --json $(COV_BUILD)/coverage.json $(COV_BUILD) && \
+	echo && $(call GCOVR,--branches --sort-percentage) && \
+	echo && $(call GCOVR,--sort-percentage --print-summary --fail-under-line $(COVERAGE_MIN)) \
+	  || { echo "make coverage: line coverage of src/ is below $(COVERAGE_MIN)%"; exit 1; }; \
+	exit $$specs
+
 bench: all
 	@$(SPEC_ENV) $(LUA) bench/run.lua
 
@@ -129,4 +150,4 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
 clean:
-	rm -rf build build-asan modal.so src/*.o   # luarocks make builds in src/
+	rm -rf build build-asan build-cov modal.so src/*.o   # luarocks make builds in src/

@@ -56,12 +56,6 @@ void modal__push_inputs(lua_State *L, int ci) {
   push_def_uv(L, ci, K_INPUTS);
 }
 
-void modal__push_input_name(lua_State *L, int ci, int in) {
-  push_def_uv(L, ci, K_INPUTS);
-  lua_rawgeti(L, -1, in + 1);
-  lua_remove(L, -2);
-}
-
 void modal__push_fields(lua_State *L, modal_instance *c, int ci, int input) {
   ci = lua_absindex(L, ci);
   input = input ? lua_absindex(L, input) : 0;
