@@ -1,4 +1,4 @@
--- lua/modal/service.lua — modal.service: a reconnecting client facade, generated as a machine
+--- lua/modal/service.lua — modal.service: a reconnecting client facade, generated as a machine
 -- definition and driven by the core (doc/policies.md, "Service").
 --
 --   local Echo = modal.service {

@@ -1,4 +1,4 @@
--- lua/modal/testing/clock.lua — the virtual clock of the testing kit (doc/testing.md): while
+--- lua/modal/testing/clock.lua — the virtual clock of the testing kit (doc/testing.md): while
 -- it is installed, every timer modal owns (call_later, sleep, add_timeout, state timeouts, and
 -- so every policy's timers) runs on virtual time that moves only when the test says so.
 --

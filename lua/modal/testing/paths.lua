@@ -1,4 +1,4 @@
--- lua/modal/testing/paths.lua — test paths from a machine definition (doc/testing.md): the
+--- lua/modal/testing/paths.lua — test paths from a machine definition (doc/testing.md): the
 -- shortest paths from `initial` that together take every transition of the definition, and a
 -- walk that drives a fresh instance along one path under the virtual clock.
 --
