@@ -281,7 +281,7 @@ void modal__open_instance(lua_State *L) {
 /***
 An instance of a machine (`M:new`): one object whose methods return a Deferred in every
 state (`doc/machines.md`). Its fields are read-only; keep your own values in `c.data`.
-Inside handlers and hooks, `m` is the same object. `tostring(c)` is `"name#id"`.
+Inside handlers and hooks, `m` is the same object. `tostring(c)` is `"name#id (state)"`.
 @type Instance
 @field state the current state's name
 @field data the table given to `M:new` (or a new one)

@@ -73,7 +73,7 @@ function backoff._problems(opts, where)
   return out
 end
 
---- A new backoff.
+--- A new backoff: gRPC's connection-backoff algorithm, with its defaults.
 -- @tparam[opt] table opts `initial` (seconds, default 1), `multiplier` (>= 1, default 1.6),
 --   `jitter` (0..1, default 0.2: each delay is drawn uniformly within ±20 % of its base),
 --   `max` (seconds, default 120: the cap of the base delay; a jittered delay may exceed it),

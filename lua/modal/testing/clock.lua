@@ -93,6 +93,8 @@ end
 
 --- Installs the clock: modal's timers run on virtual time, starting at `start` seconds
 -- (default 0). One clock at a time: a second one raises until the first is closed.
+-- After Twisted's `task.Clock`, but for every timer modal owns (call_later, sleep,
+-- add_timeout, state timeouts, and so every policy's timers); luv's handles keep real time.
 function M.clock(start)
   call(C.install, start)
   return setmetatable({ closed = false, mark = C.mark() }, Clock)

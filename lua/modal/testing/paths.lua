@@ -387,7 +387,8 @@ end
 -- for a job's `done`/`error`). Returns the list of paths and the coverage: `{ total =,
 -- taken =, edges = { { id =, taken = bool, path = index }, ... }, errors = { message, ... } }`
 -- (errors: the distinct lines logged at level error while searching, such as a hook that
--- raised; the search itself logs nothing).
+-- raised; the search itself logs nothing). After XState's graph testing (`@xstate/graph`),
+-- with timers and jobs as steps.
 function M.paths(Mach, opts)
   opts = opts or {}
   local entry = read(Mach, "paths")
