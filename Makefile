@@ -118,10 +118,12 @@ demo: all
 
 # The HTML API reference, from the doc comments of lua/modal/ and of the C functions bound to
 # Lua (config.ld lists the files). LDoc runs on Lua 5.1 (Debian's lua-ldoc); a warning fails.
+# ldoc's own #! picks the first Lua of its list; run it on lua5.1, where lua-markdown is.
 doc:
-	@command -v ldoc >/dev/null || $(MAKE) --no-print-directory deps
+	@command -v ldoc >/dev/null && lua5.1 -e 'require "markdown"' 2>/dev/null \
+	  || $(MAKE) --no-print-directory deps
 	@rm -rf $(BUILD)/doc && mkdir -p $(BUILD)/doc
-	@ldoc -q -d $(BUILD)/doc . >$(BUILD)/doc.log 2>&1; rc=$$?; \
+	@lua5.1 "$$(command -v ldoc)" -q -d $(BUILD)/doc . >$(BUILD)/doc.log 2>&1; rc=$$?; \
 	  grep -v -e '^reading configuration from config.ld$$' -e '^found master module' \
 	    -e 'closing section from master module' $(BUILD)/doc.log >$(BUILD)/doc.warnings; \
 	  cat $(BUILD)/doc.warnings; \
