@@ -106,6 +106,15 @@ static void usage(FILE *to) {
   (void)fputs(usage_text, to);
 }
 
+/* After printing to stdout: 0, or 1 with the reason on stderr when the output could not be
+** written (`modal --help > /dev/full`); `what` names the command. */
+static int flush_stdout(const char *what) {
+  if (fflush(stdout) == 0 && !ferror(stdout))
+    return 0;
+  (void)fprintf(stderr, "modal %s: cannot write the output: %s\n", what, strerror(errno));
+  return 1;
+}
+
 static int fail_usage(const char *fmt, const char *what) {
   (void)fprintf(stderr, "modal: ");
   (void)fprintf(stderr, fmt, what);
@@ -500,10 +509,10 @@ static int cmd_tool(int argc, char **argv) {
     (void)fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
     h.status = 1;
   }
-  if ((fflush(stdout) != 0 || ferror(stdout)) && h.status == 0) {   /* `modal graph > full` */
-    (void)fprintf(stderr, "modal %s: cannot write the output: %s\n", argv[1], strerror(errno));
-    h.status = 1;
-  }
+  if (h.status == 0)
+    h.status = flush_stdout(argv[1]);    /* `modal graph FILE > /dev/full` fails */
+  else
+    (void)fflush(stdout);
   if (luv_loop(L))
     uv_run(luv_loop(L), UV_RUN_NOWAIT);
   lua_close(L);
@@ -520,8 +529,8 @@ static int cmd_run(int argc, char **argv) {
   h.log_level = -1;
   for (i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      fputs(run_usage_text, stdout);
-      return 0;
+      (void)fputs(run_usage_text, stdout);   /* an error stays in stdout for flush_stdout */
+      return flush_stdout("run --help");
     }
     if (strcmp(argv[i], "--log-level") == 0) {
       if (i + 1 >= argc)
@@ -580,11 +589,11 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);
-    return 0;
+    return flush_stdout(argv[1]);
   }
   if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-    printf("modal %s (%s, libuv %s)\n", modal_version(), LUA_RELEASE, uv_version_string());
-    return 0;
+    (void)printf("modal %s (%s, libuv %s)\n", modal_version(), LUA_RELEASE, uv_version_string());
+    return flush_stdout(argv[1]);
   }
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
