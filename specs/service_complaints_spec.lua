@@ -177,15 +177,17 @@ describe("modal.service complaints", function()
       assert.is_true(d >= 0.5 - 0.002 and d <= 1.5 + 0.05, string.format("a wait of %.3f s", d))
     end
     local lag = last_loss - lost_at      -- the time the herd took to notice the loss
-    -- The attempts as the server sees them, from the loss; under valgrind noticing the loss
-    -- takes the herd most of a second itself, so there each one's own wait is bucketed.
+    -- The attempts as the server sees them, from the loss. When noticing the loss took the herd
+    -- itself a while (valgrind, ASan on a loaded machine: 1000 sockets closing one by one), the
+    -- server's view mixes that lag into the band, so each instance's own wait is bucketed.
+    local own_view = SLOW or lag > 0.05
     local buckets = {}
     for k = 1, 10 do buckets[k] = 0 end
     for i, t in ipairs(attempts) do
       local d = t - lost_at
       assert.is_true(d >= 0.5 - 0.002 and d <= 1.5 + lag + 0.05,
         string.format("an attempt %.3f s after the loss", d))
-      if SLOW then d = own[i] end
+      if own_view then d = own[i] end
       local k = math.max(1, math.min(10, math.floor((d - 0.5) / 0.1) + 1))
       buckets[k] = buckets[k] + 1
     end
