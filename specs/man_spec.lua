@@ -15,9 +15,11 @@ local function read_file(path)
 end
 
 -- Runs a shell command; returns its exit status, stdout and stderr.
+-- Runs a tool with LD_PRELOAD unset: under make asan the sanitizer runtime is preloaded into
+-- this process, and a tool that is not built with it (groff's C++ troff) must not inherit it.
 local function run(cmd)
   local out, err = os.tmpname(), os.tmpname()
-  local _, _, status = os.execute(("%s >%s 2>%s </dev/null"):format(cmd, out, err))
+  local _, _, status = os.execute(("env -u LD_PRELOAD %s >%s 2>%s </dev/null"):format(cmd, out, err))
   local stdout, stderr = read_file(out), read_file(err)
   os.remove(out); os.remove(err)
   return status, stdout, stderr
