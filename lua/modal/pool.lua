@@ -52,8 +52,6 @@ pool.METHODS = { "call", "close", "reset" }
 
 local records = setmetatable({}, { __mode = "k" })   -- instance -> record
 local policies = setmetatable({}, { __mode = "k" })  -- definition table -> options
-local where = setmetatable({}, { __mode = "k" })     -- a call's Deferred -> its worker, or the
-                                                     -- record while it waits in the queue
 local live = setmetatable({}, { __mode = "k" })      -- record -> true: pools with workers
 
 local DMT = getmetatable(deferred())
@@ -109,6 +107,8 @@ end
 
 -- Records ---------------------------------------------------------------------------------
 
+local canceller_of    -- (r) -> the canceller of r's calls (Calls, below)
+
 local function policy_of(m)
   local M = m.machine
   return M and policies[M.definition]
@@ -118,8 +118,9 @@ local function record(m, P)
   local r = records[m]
   if r == nil then
     r = { m = m, P = nil, workers = {}, nworkers = 0, free = {}, qd = {}, qb = {}, head = 1, tail = 0,
-          nqueued = 0, backoff = nil, restart_at = nil, restart_timer = nil, crashes = {},
-          restarts = 0, diagnosis = nil, last = nil, close_job = nil }
+          nqueued = 0, cancelled = {}, ncancelled = 0, running = false, backoff = nil, restart_at = nil,
+          restart_timer = nil, crashes = {}, restarts = 0, diagnosis = nil, last = nil, close_job = nil }
+    r.cancel = canceller_of(r)
     records[m] = r
   end
   P = P or policy_of(m)
@@ -191,10 +192,19 @@ local function answer(w, v)
     return
   end
   w.call = nil
-  where[d] = nil
   local r = w.r
   if w.retire then
     stop_worker(w, "failed")
+  elseif r.nqueued > 0 and r.ncancelled == 0 then
+    local head = r.head                -- the next waiting call, inline (W9): no entry is skipped
+    local qd, qb = r.qd, r.qb
+    local nd, bytes = qd[head], qb[head]
+    qd[head], qb[head] = nil, nil
+    if head == r.tail then r.head, r.tail = 1, 0 else r.head = head + 1 end
+    r.nqueued = r.nqueued - 1
+    w.call = nd
+    w.calls = w.calls + 1
+    w.stdin:write(bytes)
   else
     pump(r, w)
   end
@@ -225,7 +235,6 @@ local function on_decoded(w, data, decode)
       local d = w.call
       local m = w.r.m
       w.call = nil
-      if d then where[d] = nil end
       stop_worker(w, "protocol")
       local f = failure("error", format("%s worker pid %d: decode raised: %s", who(m), w.pid, tostring(v)))
       modal.log("error", f.message:sub(#who(m) + 2), fields(m))
@@ -324,12 +333,11 @@ end
 
 local function send(w, d, bytes)
   w.call = d
-  where[d] = w
   w.calls = w.calls + 1
   w.stdin:write(bytes)
 end
 
--- Takes the next call still waiting (a cancelled one left the queue: `where` forgot it).
+-- Takes the next call still waiting (one cancelled meanwhile is in r.cancelled: skipped).
 local function dequeue(r)
   local qd, qb = r.qd, r.qb
   local head, tail = r.head, r.tail
@@ -337,7 +345,10 @@ local function dequeue(r)
     local d, bytes = qd[head], qb[head]
     qd[head], qb[head] = nil, nil
     head = head + 1
-    if where[d] == r then
+    if r.ncancelled > 0 and r.cancelled[d] then
+      r.cancelled[d] = nil
+      r.ncancelled = r.ncancelled - 1
+    else
       r.head = head
       r.nqueued = r.nqueued - 1
       if head > tail then r.head, r.tail = 1, 0 end
@@ -378,10 +389,10 @@ end
 pump = function(r, w)
   if w then
     local d, bytes = dequeue(r)
-    if d then send(w, d, bytes) else make_free(r, w) end
+    if d then return send(w, d, bytes) end   -- none was free, since a call waited
+    make_free(r, w)
   end
-  local m = r.m
-  if m.state ~= "running" or r.halted then return end
+  if not r.running or r.halted then return end
   local free = r.free
   while r.nqueued > 0 and free[1] ~= nil do
     local fw = free[#free]
@@ -399,7 +410,7 @@ pump = function(r, w)
       return
     end
     local nw = spawn(r)
-    if nw == nil or m.state ~= "running" then return end
+    if nw == nil or not r.running then return end
     local d, bytes = dequeue(r)
     if d then send(nw, d, bytes) else make_free(r, nw) end
   end
@@ -501,7 +512,6 @@ finalize = function(w)
   end
   local d = w.call
   w.call = nil
-  if d then where[d] = nil end
   local f
   if was == "up" then
     f = crashed(r, w)
@@ -530,23 +540,26 @@ end
 
 -- Calls -----------------------------------------------------------------------------------
 
--- The canceller of every call: a waiting call leaves the queue; a call in flight stops its
--- worker (the answer it is working on can no longer reach anyone; a fresh worker replaces it,
--- which is not a crash).
-local function cancel_call(d)
-  local e = where[d]
-  if e == nil then return end
-  where[d] = nil
-  if e.pid ~= nil or e.handle ~= nil then
-    if e.call == d then
-      e.call = nil
-      stop_worker(e, "cancel")
+-- The canceller of a pool's calls (one closure per pool): a call in flight stops its worker
+-- (the answer it is working on can no longer reach anyone; a fresh worker replaces it, which
+-- is not a crash); a waiting call leaves the queue. Only a pending call is cancelled, and a
+-- pending call is in flight or waiting.
+canceller_of = function(r)
+  return function(d)
+    for w in next, r.workers do
+      if w.call == d then
+        w.call = nil
+        stop_worker(w, "cancel")
+        return
+      end
     end
-  else
-    e.nqueued = e.nqueued - 1
+    r.cancelled[d] = true
+    r.ncancelled = r.ncancelled + 1
+    r.nqueued = r.nqueued - 1
   end
 end
 
+-- One line: the first argument, a string (or a number); the others are not sent.
 local function default_encode(line)
   local t = type(line)
   if t ~= "string" then
@@ -577,7 +590,6 @@ local function fail_queue(r, f)
   while true do
     local d = dequeue(r)
     if d == nil then break end
-    where[d] = nil
     errback(d, f)
   end
 end
@@ -702,12 +714,21 @@ local function build(P)
 
   local function start_and_wait(m) m:fire("start"); return m:postpone() end
 
-  local function call(m, ...)
+  local lines = encode == default_encode
+  local function call(m, line, ...)
     local r = records[m]
     if r == nil or r.P ~= P then r = record(m, P) end
-    local bytes = encode(...)
-    if type(bytes) ~= "string" then
-      error(format("call: encode returned %s, not a string", describe(bytes)), 0)
+    local bytes
+    local t = lines and type(line)
+    if t == "number" then
+      bytes = tostring(line) .. "\n"
+    elseif t == "string" and not find(line, "\n", 1, true) then
+      bytes = line .. "\n"
+    else
+      bytes = encode(line, ...)
+      if type(bytes) ~= "string" then
+        error(format("call: encode returned %s, not a string", describe(bytes)), 0)
+      end
     end
     local free = r.free
     local k = #free
@@ -715,7 +736,7 @@ local function build(P)
       local w = free[k]
       free[k] = nil
       hold(w)
-      local d = deferred(cancel_call)
+      local d = deferred(r.cancel)
       send(w, d, bytes)
       return d
     end
@@ -723,13 +744,12 @@ local function build(P)
       return failure("overloaded", format("%s: %d calls are waiting for a worker (max_queued)", who(m),
         r.nqueued), { state = m.state, queued = r.nqueued })
     end
-    local d = deferred(cancel_call)
+    local d = deferred(r.cancel)
     local tail = r.tail + 1
     r.tail = tail
     r.qd[tail], r.qb[tail] = d, bytes
     r.nqueued = r.nqueued + 1
-    where[d] = r
-    pump(r)
+    if r.nworkers < P.size then pump(r) end
     return d
   end
 
@@ -744,7 +764,12 @@ local function build(P)
   running.call = call
   running.reset = nothing
   running.close = close_and_wait
-  running.enter = function(m) pump(record(m, P)) end
+  running.enter = function(m)
+    local r = record(m, P)
+    r.running = true
+    pump(r)
+  end
+  running.exit = function(m) record(m, P).running = false end
   running.on = { idle = "idle", fail = "failed", close = "closing" }
 
   failed.call = function(m) return unavailable(m, record(m, P)) end
