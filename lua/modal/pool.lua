@@ -380,7 +380,7 @@ local function make_free(r, w)
 end
 
 local function restart_tick(r)
-  r.restart_timer = nil
+  r.restart_timer = nil                -- the wait is over (what the clock says exactly or not)
   pump(r)
 end
 
@@ -403,12 +403,7 @@ pump = function(r, w)
   end
   local P = r.P
   while r.nqueued > 0 and r.nworkers < P.size do
-    if r.restart_at and now() < r.restart_at then
-      if r.restart_timer == nil then
-        r.restart_timer = call_later(r.restart_at - now(), restart_tick, r)
-      end
-      return
-    end
+    if r.restart_timer then return end  -- a restart waits for its backoff
     local nw = spawn(r)
     if nw == nil or not r.running then return end
     local d, bytes = dequeue(r)
@@ -915,8 +910,8 @@ function pool.status(p)
   local window = P and P.restart_window or 0
   local n = 0
   for _, c in ipairs(r.crashes) do if c > t - window then n = n + 1 end end
-  local retry_in = r.restart_at and r.restart_at - t or nil
-  if retry_in and retry_in <= 0 then retry_in = nil end
+  local retry_in = r.restart_timer and r.restart_at and r.restart_at - t or nil
+  if retry_in and retry_in < 0 then retry_in = 0 end
   return { state = p.state, size = P and P.size, queued = r.nqueued, restarts = n,
            restarts_total = r.restarts, retry_in = retry_in, diagnosis = r.diagnosis, workers = workers }
 end

@@ -10,9 +10,9 @@
 -- written in anything else should do the same (read stdin until EOF, then exit).
 --
 -- An error raised by the handler is not answered: its message goes to stderr (one line, the
--- last one the pool quotes) and the worker exits with status 1, so the pool fails that call with kind `worker` (quoting these stderr lines) and
--- starts another worker. Answer a line of your own (say "ERR ...") for errors a caller should
--- handle.
+-- last one the pool quotes) and the worker exits with status 1, so the pool fails that call
+-- with kind `worker` and starts another worker. Answer a line of your own (say "ERR ...") for
+-- errors a caller should handle.
 --
 -- @module modal.worker
 
