@@ -139,7 +139,7 @@ end
 local function record(m, P)
   local r = records[m]
   if r == nil then
-    r = { m = m, P = nil, target = nil, fns = {}, forced = nil, opened = nil, pending_open = nil,
+    r = { m = m, P = nil, target = nil, fns = {}, plain = false, forced = nil, opened = nil, pending_open = nil,
           last = nil, delay = nil, retry_at = nil, period = nil }
     records[m] = r
   end
@@ -159,6 +159,9 @@ local function bind(m, r, P)
       local ok, fn = pcall(function() return target[name] end)
       if ok and fn ~= nil then fns[name] = fn end
     end
+    local mt = type(target) == "userdata" and getmetatable(target)
+    -- an instance answers with a Deferred, always; any other object may answer with anything
+    r.plain = not (type(mt) == "table" and mt.__name == "modal.instance")
     r.target, r.fns = target, fns
   end
   return target
@@ -312,10 +315,11 @@ local function trip(w, cause, extra)
   r.m:fire("trip")
 end
 
--- Whether a failure counts: counts(f), or every failure but kind cancelled.
+-- Whether a failure counts: never a cancelled call; else counts(f), or every failure.
 local function counted(r, f)
+  if f.kind == "cancelled" then return false end
   local counts = r.P.counts
-  if counts == nil then return f.kind ~= "cancelled" end
+  if counts == nil then return true end
   local ok, yes = pcall(counts, f)
   if not ok then
     modal.log("error", who(r.m) .. ": counts raised: " .. tostring(yes) .. " (the failure counts)")
@@ -421,7 +425,7 @@ local function closed_handler(name, P)
       end
       local t0 = now()
       local d = fn(r.target, ...)
-      if type(d) ~= "userdata" then d = as_deferred(d) end
+      if r.plain then d = as_deferred(d) end
       add_both(d, closed_outcome_timed, r.period, t0)
       return d
     end
@@ -460,7 +464,7 @@ local function half_open_handler(name, P)
     w.used = w.used + 1
     local t0 = now()
     local d = fn(r.target, ...)
-    if type(d) ~= "userdata" then d = as_deferred(d) end
+    if r.plain then d = as_deferred(d) end
     if d:state() == "pending" then add_timeout(d, P.trial_timeout) end
     add_both(d, trial_outcome, w, t0)
     return d
