@@ -139,7 +139,8 @@ end
 local function record(m, P)
   local r = records[m]
   if r == nil then
-    r = { m = m, P = nil, target = nil, fns = {}, plain = false, forced = nil, opened = nil, pending_open = nil,
+    r = { m = m, P = nil, target = nil, fns = {}, plain = false, forced = nil, opened = nil,
+          pending_open = nil,
           last = nil, delay = nil, retry_at = nil, period = nil }
     records[m] = r
   end
