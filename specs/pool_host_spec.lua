@@ -69,6 +69,21 @@ describe("a pool in the host", function()
     end, 3), "a worker outlived its host")
   end)
 
+  it("runs examples/pool/main.lua by one command: a worker crashes, the pool keeps answering", function()
+    local p = support.spawn_host { "run", "examples/pool/main.lua" }
+    finally(p.reap)
+    assert.is_true(support.wait_for(p.done, 30), p.out .. p.err)
+    assert.equal(0, p.code, p.out .. p.err)
+    for _, text in ipairs { "failed: examples/pool\n", "worker: hashers#1 worker pid ",
+      " exited with status 1; restart 1 (at most 5 within 30 s)", "last stderr: examples/pool/hasher.lua:",
+      "Is a directory", "1 call failed, 1 restart", "every hash matches sha256sum",
+      "the pool still answers: ", "closed: closed, workers left: 0" } do
+      assert.matches(text, p.out, 1, true)
+    end
+    local pid = tonumber(p.out:match("worker pid (%d+)"))
+    assert.is_true(ps.gone(pid))
+  end)
+
   it("modal check and modal graph read a file returning modal.pool.machine{...}", function()
     local status, stdout, stderr = modal_cmd("check", FIXTURES .. "pool.lua")
     assert.equal(0, status, stdout .. stderr)
