@@ -497,6 +497,26 @@ local function w6_cpu(client)
   end
 end
 
+-- Policies II (W8, W9) ---------------------------------------------------------------------
+--
+-- W8: what a modal.breaker in closed adds to a call on a ready modal.service (in memory, so the
+-- figure is the breaker's own: w8_breaker.lua). W9: modal.pool with 4 workers against the same
+-- calls made by hand on luv spawn + pipes (w9_pool.lua), wall time per call.
+
+local w8, w9
+local function w8_run(fn)
+  return function(n)
+    w8 = w8 or require "w8_breaker"
+    return w8[fn](n)
+  end
+end
+local function w9_run(fn)
+  return function(n)
+    w9 = w9 or require "w9_pool"
+    return w9[fn](n)
+  end
+end
+
 -- The testing clock (T1, T2) ----------------------------------------------------------------
 
 -- T1's machine: `connecting` runs a job that fails at once, `backoff` waits the next delay of
@@ -644,6 +664,23 @@ local LINES = {
       { name = "modal.machine", run = w6_cpu(function(port, n) return w6.machine(port, n) end) },
     },
     note = "pipelined on one connection; the echo server in its own process",
+  },
+  {
+    id = "W8", name = "breaker, closed", unit = "ns/call", n = 200000, needs = "breaker",
+    modal = w8_run("added"), bound = 500,
+    floors = {
+      { name = "service call", run = w8_run("bare") },
+      { name = "through the breaker", run = w8_run("guarded") },
+    },
+    note = "modal's figure: what the breaker adds to a ready service's call, both in the same run",
+  },
+  {
+    id = "W9", name = "pool, 4 workers", unit = "us/call", n = 20000, needs = "pool",
+    modal = w9_run("pool"),
+    floors = {
+      { name = "luv spawn+pipes", run = w9_run("raw"), target = 1 / 0.7, throughput = true },
+    },
+    note = "20,000 trivial calls, cat as the worker; wall time",
   },
   {
     id = "W7", name = "reload, 100k live", unit = "ms", n = 100000, needs = "reload",
