@@ -2,7 +2,7 @@
 -- before the server is up wait (postponed), a lost connection backs off and reconnects, and a
 -- closed client answers every call with a clear failure. Exits by itself.
 --
---   build/modal run examples/connection.lua      (make demo runs it after demo.lua)
+--   build/modal run examples/connection.lua
 local modal = require "modal"
 local uv = require "luv"
 

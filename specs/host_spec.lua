@@ -1,4 +1,4 @@
--- specs/host_spec.lua — the host program (DESIGN.md section 8): --help, --version, `modal run`
+-- specs/host_spec.lua — the host program (doc/host.md): --help, --version, `modal run`
 -- (arguments, preloaded modules, the loop after the main chunk, errors, exit status) and the
 -- SIGTERM/SIGINT stop sequence. The host runs as a child process; fixtures live in
 -- specs/fixtures/host/.
@@ -73,6 +73,19 @@ describe("modal host", function()
       assert.equal(0, status, stderr)
       assert.truthy(stdout:lower():find("usage", 1, true), stdout)
       assert.truthy(stdout:find("run", 1, true), stdout)
+    end)
+
+    it("`run --help` prints run's own help: its options, exit status and signals", function()
+      local status, stdout, stderr = host("run --help")
+      assert.equal(0, status, stderr)
+      assert.truthy(stdout:find("^usage: modal run %[options%]"), stdout)
+      for _, option in ipairs({ "--watch", "--admin PATH", "--trace", "--log-level LEVEL",
+                                "Exit status", "SIGHUP" }) do
+        assert.truthy(stdout:find(option, 1, true), option .. " missing from:\n" .. stdout)
+      end
+      assert.falsy(stdout:find("commands:", 1, true), "the general help, not run's:\n" .. stdout)
+      local _, short = host("run -h")
+      assert.equal(stdout, short)
     end)
 
     it("--version prints `modal ` and the version, and exits 0", function()

@@ -21,6 +21,7 @@ describe("make install PREFIX=...", function()
     local f = assert(io.open(script, "w"))
     f:write('local modal = require "modal"\n' ..
       'require "modal.host"\n' ..
+      'require "modal.testing"          -- lua/modal/testing/init.lua: ?/init.lua is searched\n' ..
       'modal.call_later(0, function() print("hello from " .. modal._VERSION) end)\n')
     f:close()
     local p = assert(io.popen(("cd / && env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 " ..
@@ -34,6 +35,7 @@ describe("make install PREFIX=...", function()
       assert.is_truthy(io.open(prefix .. "/share/lua/5.4/" .. path), "not installed: " .. path)
     end
     assert.is_truthy(io.open(prefix .. "/lib/lua/5.4/modal.so"), "the module is not installed")
-    assert.is_truthy(io.open(prefix .. "/share/man/man1/modal.1"), "the man page is not installed")
+    assert.is_truthy(io.open(prefix .. "/share/man/man1/modal.1"), "modal(1) is not installed")
+    assert.is_truthy(io.open(prefix .. "/share/man/man7/modal.7"), "modal(7) is not installed")
   end)
 end)

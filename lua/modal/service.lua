@@ -1,4 +1,4 @@
--- lua/modal/service.lua — modal.service: a reconnecting client facade, generated as a machine
+--- lua/modal/service.lua — modal.service: a reconnecting client facade, generated as a machine
 -- definition and driven by the core (doc/policies.md, "Service").
 --
 --   local Echo = modal.service {
@@ -273,6 +273,7 @@ end
 local state_of = DMT.__index and DMT.__index.state or function(d) return d:state() end
 
 local function pending(d)
+  if getmetatable(d) == DMT then return state_of(d) == "pending" end   -- the usual case
   return is_deferred(d) and state_of(d) == "pending"
 end
 
@@ -314,16 +315,45 @@ local function make_body_handler(body, watched)
       return d
     end
   end
-  return function(m, ...)
-    local sess = records[m].session
-    local d = body(m, sess.conn, ...)
-    if type(d) == "userdata" then
+  -- A body with a fixed parameter list gets a wrapper without varargs (the same arguments
+  -- reach it: a body without `...` drops the extra ones either way).
+  local info = debug.getinfo(body, "u")
+  local nargs = (not info.isvararg and info.nparams >= 2) and info.nparams - 2 or nil
+  local function listed(sess, d)
+    if d ~= nil then
       local k = sess.ncalls + 1
       sess.calls[k] = d
       sess.ncalls = k
       if k >= sess.prune_at then prune(sess) end
     end
     return d
+  end
+  if nargs == 0 then
+    return function(m)
+      local sess = records[m].session
+      return listed(sess, body(m, sess.conn))
+    end
+  elseif nargs == 1 then
+    return function(m, a)
+      local sess = records[m].session
+      local d = body(m, sess.conn, a)
+      if d ~= nil then
+        local k = sess.ncalls + 1
+        sess.calls[k] = d
+        sess.ncalls = k
+        if k >= sess.prune_at then prune(sess) end
+      end
+      return d
+    end
+  elseif nargs == 2 then
+    return function(m, a, b)
+      local sess = records[m].session
+      return listed(sess, body(m, sess.conn, a, b))
+    end
+  end
+  return function(m, ...)
+    local sess = records[m].session
+    return listed(sess, body(m, sess.conn, ...))
   end
 end
 
@@ -861,6 +891,8 @@ local function build(P)
 end
 
 --- Makes a service: a machine definition generated from `opts`, compiled by modal.machine.
+-- After Twisted's ClientService and gRPC's channel connectivity (backoff, wait-for-ready or
+-- fail-fast); doc/policies.md has the states and every option.
 -- @tparam table opts
 --   `name` (identifier), `connect` (`function(m) -> Deferred(conn)`; it receives the instance
 --   to wire `m:fire("lost", failure[, conn])`), `methods` (`{ name = function(m, conn, ...) }`),
@@ -895,6 +927,9 @@ end
 
 --- Where an instance of a service stands: `{ state =, attempts =, last =, retry_in = }`, what
 -- the failures the service makes carry as `f.value`.
+-- @param c an instance of a service
+-- @treturn table `state` (a name), `attempts` (failed in a row), `last` (the last failure, or
+--   nil), `retry_in` (seconds to the next attempt, or nil)
 function service.status(c)
   local r = records[c]
   if r == nil then return { state = c.state, attempts = 0 } end
