@@ -1,10 +1,10 @@
 -- w8_breaker.lua — W8's pieces (bench/README.md): a ready modal.service whose connection
 -- answers in memory, and the same calls made on it bare and through a modal.breaker in
--- `closed`. What the breaker adds per call is the figure: both are measured in the same run,
--- alternately (each twice, the lower of each kept), so the difference is the breaker's.
+-- `closed`. run.lua runs both back to back in each repetition; the bar is on the difference
+-- (what the breaker adds per call).
 --
 --   local w8 = require "w8_breaker"
---   w8.added(n)  -> ns per call the breaker adds; w8.bare(n), w8.guarded(n) -> ns per call
+--   w8.bare(n), w8.guarded(n) -> CPU ns per call
 --
 -- The connection is a plain table: a body queues a pending Deferred per call, and the queue is
 -- answered once all the calls are made (as replies arrive on a pipelined connection), so each
@@ -76,17 +76,6 @@ function w8.guarded(n)
   local ns = run(b, n)
   assert(b.state == "closed", "W8: the breaker left closed")
   return ns
-end
-
---- ns per call the breaker adds over the bare service call, measured in the same run.
-function w8.added(n)
-  setup()
-  local bare, guarded = math.huge, math.huge
-  for _ = 1, 2 do
-    bare = math.min(bare, w8.bare(n))
-    guarded = math.min(guarded, w8.guarded(n))
-  end
-  return guarded - bare
 end
 
 return w8
