@@ -24,8 +24,9 @@
 -- (the order reversed every other one), after one warm-up run of modal and the project floors
 -- at a tenth of the size. Times are CPU time (os.clock) and include the garbage collection the
 -- workload causes, as the judged floor's do; W7 and W7-churn time how long a call blocks the
--- loop, so they take wall time (uv.hrtime). W7-churn runs in a process of its own each time (a
--- fresh process where only its machine exists, so nothing else is counted). Every run checks
+-- loop, and W9 waits on worker processes, so they take wall time (uv.hrtime). W7-churn runs in
+-- a process of its own each time (a fresh process where only its machine exists, so nothing
+-- else is counted). Every run checks
 -- its result, so a workload that stops measuring what it claims fails loudly.
 --
 -- Output: one line per bar — modal's figure, the judged floor's figure and the ratio
@@ -881,7 +882,7 @@ elseif CHILD then
   error("unknown --child=" .. CHILD)
 end
 
-print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7* and T* wall time",
+print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7*, W9 and T* wall time",
   _VERSION, REPS, REPS == 1 and "" or "s",
   SCALE ~= 1 and string.format(", scale %g (the judged floor runs at its own counts)", SCALE) or ""))
 print("judged floor: bench/floor_plain.lua (its own process); ratio = modal / floor, lower is better")

@@ -32,6 +32,12 @@ describe("modal.pool, from users' complaints", function()
     for i = 1, 10 do calls[i] = call(p, "echo " .. i) end
     ps.pids(p)
     assert.is_true(crash_until_failed(p, clock, 20))
+    -- A worker started beside the sixth (size 2) may still hold its call when the pool fails:
+    -- that call fails once the worker is gone, with its own diagnosis. No call hangs.
+    ps.wait(function()
+      for _, got in ipairs(calls) do if not got.fired then return false end end
+      return true
+    end)
     local kinds = {}
     for i, got in ipairs(calls) do
       assert.is_true(got.fired, "call " .. i .. " hangs")
@@ -40,8 +46,9 @@ describe("modal.pool, from users' complaints", function()
       assert.matches("exited with status 2", got.value.message, 1, true)
       assert.matches("last stderr: worker: cannot start: missing config", got.value.message, 1, true)
     end
-    assert.equal(6, kinds.worker)                   -- each start took a call with it, then died
-    assert.equal(4, kinds.unavailable)
+    -- each start took a call with it, then died: six to reach the limit, at most one beside them
+    assert.is_true(kinds.worker == 6 or kinds.worker == 7, tostring(kinds.worker))
+    assert.equal(10, kinds.worker + kinds.unavailable)
     assert.matches("failed: 6 worker restarts within 30 s (more than max_restarts = 5)",
       calls[10].value.message, 1, true)
     local t0 = uv.hrtime()
