@@ -14,9 +14,11 @@ local function read_file(path)
   return s
 end
 
--- Runs a shell command; returns its exit status, stdout and stderr.
+-- Runs a shell command; returns its exit status, stdout and stderr. Under `make asan` the ASan
+-- runtime is preloaded for modal's sake; the tools run here (groff, mandoc) go without it.
 local function run(cmd)
   local out, err = os.tmpname(), os.tmpname()
+  if os.getenv("LD_PRELOAD") then cmd = "env -u LD_PRELOAD " .. cmd end
   local _, _, status = os.execute(("%s >%s 2>%s </dev/null"):format(cmd, out, err))
   local stdout, stderr = read_file(out), read_file(err)
   os.remove(out); os.remove(err)
