@@ -11,6 +11,8 @@
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
 #   make demo       the main job: a service through outages, a reload and a refused password
+#   make example-redis  a breaker over a Redis facade while a real redis-server dies and returns
+#   make example-pool   worker processes hashing files, one of them crashing
 #   make doc        the HTML API reference (LDoc, config.ld) in build/doc/
 #   make install    PREFIX=/usr/local: host, module, Lua files, man pages modal(1) and modal(7)
 
@@ -50,8 +52,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan valgrind coverage bench demo doc install uninstall clean lint \
-        lint-lua lint-c
+.PHONY: all deps test check-deps asan valgrind coverage bench demo example-redis example-pool doc \
+        install uninstall clean lint lint-lua lint-c
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -157,6 +159,13 @@ bench: all
 # About ten seconds; writes build/demo/echo.dot (and echo.png with Graphviz); exits 0 by itself.
 demo: all
 	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo/main.lua $(BUILD)/demo
+
+# examples/redis/README.md, examples/pool/README.md; each exits by itself.
+example-redis: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/redis/main.lua
+
+example-pool: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/pool/main.lua
 
 # The HTML API reference, from the doc comments of lua/modal/ and of the C functions bound to
 # Lua (config.ld lists the files). LDoc runs on Lua 5.1 (Debian's lua-ldoc); a warning fails.

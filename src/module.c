@@ -59,7 +59,7 @@ static void check_luv(lua_State *L, int luv) {
 
 /* The Lua half's policies and testing kit, loaded on first use: modal.backoff, modal.service
 ** and modal.testing are require("modal.<name>") (lua/modal/), kept in the table once read. */
-static const char *const lazy_names[] = {"backoff", "service", "testing", NULL};
+static const char *const lazy_names[] = {"backoff", "service", "breaker", "pool", "testing", NULL};
 
 static int lazy_index(lua_State *L) {
   const char *key = lua_tostring(L, 2);
