@@ -442,6 +442,10 @@ local function test_file(file, opts, steps, out)
     else
       status = 1
       failed[n] = true
+      local v = modal.is_failure(states) and states.value
+      if type(v) == "table" and type(v.edges) == "table" then   -- taken before the mismatch
+        for _, id in ipairs(v.edges) do taken[id] = true end
+      end
       out:write(format("%s: path %d: FAILED: %s\n", file, n, message_of(states)))
     end
     if steps then

@@ -36,7 +36,8 @@ local DEFAULT_MAX_NODES = 2000
 
 -- The seed math.random gets for each instance a search or a walk drives (doc/testing.md):
 -- a definition that draws from math.random (modal.backoff's jitter) draws the same numbers
--- on the walk as on the search. math.random is reseeded at random when they end.
+-- on the walk as on the search. When they end, math.random is reseeded with a number drawn
+-- from it before they began: a caller's own seed still decides what it draws next.
 local SEED = 20240229
 
 -- The options of paths and of walk (one table serves both: walk uses `data` only).
@@ -357,13 +358,14 @@ end
 local function session_start()
   local own = not C.installed()
   if own then C.install(0) end
-  return { own = own, mark = C.mark() }
+  -- drawn from the caller's generator: it goes on from there once we are done
+  return { own = own, mark = C.mark(), reseed = math.random(0) }
 end
 
 local function session_end(s)
   C.drop(s.mark)
   if s.own then C.close() end
-  math.randomseed()                        -- the caller's draws are random again
+  math.randomseed(s.reseed)                -- the caller's draws go on, not the fixed seed's
 end
 
 -- A new instance of the instrumented copy, on a clock at 0 (or the caller's), nothing of a
@@ -606,7 +608,7 @@ end
 -- the virtual clock (the installed one, else one installed for the walk), each `run` replaced
 -- by a Deferred that the path's job steps settle. Returns the states visited (the initial
 -- state first, then one per step) and the transitions taken (their ids, in order). Raises a
--- failure of kind "walk" (value: { step =, expected =, state =, states = }) at the first step
+-- failure of kind "walk" (value: { step =, expected =, state =, states =, edges = }) at the first step
 -- that cannot be applied, or after which the instance is not where the path (`to`) or the
 -- definition says. Options: `data` (as for paths).
 function M.walk(Mach, path, opts)
@@ -659,9 +661,11 @@ function M.walk(Mach, path, opts)
         end
       end
       if why then
+        local before = {}                  -- the transitions the steps before this one took
+        for n = 1, #i.edges do before[n] = i.edges[n] end
         failure = modal.failure("walk", format("step %d of %d (%s, from '%s'): %s", k, #path,
           M.describe(step), from, why), { step = k, expected = expected and names(expected),
-          state = c.state, states = states })
+          state = c.state, states = states, edges = before })
         return
       end
       states[#states + 1] = c.state
