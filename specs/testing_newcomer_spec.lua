@@ -163,6 +163,7 @@ describe("modal.testing for a newcomer", function()
       assert.is_false(ok)
       assert.matches("this one has `input` and `advance`", tostring(f), 1, true)
       ok, f = pcall(testing.walk, connection(), { { inptu = "connect" } })
+      assert.is_false(ok)
       assert.matches("unknown key 'inptu' in a step (did you mean 'input'?)", tostring(f), 1, true)
     end)
 

@@ -48,8 +48,9 @@ local function whole(v)
     and v < math.huge)
 end
 
--- What is wrong with options for paths or walk (modal test checks --options with it): a list of messages, empty when they are
--- valid ("unknown option 'max_dept' (did you mean 'max_depth'?)", "max_depth takes ...").
+-- What is wrong with options for paths or walk (modal test checks --options with it): a
+-- list of messages, empty when they are valid ("unknown option 'max_dept' (did you mean
+-- 'max_depth'?)", "max_depth takes a whole number >= 1, got 0").
 function M._option_problems(opts)
   if type(opts) ~= "table" then
     return { "expected a table of options, got " .. type(opts) }
