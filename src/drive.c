@@ -314,12 +314,7 @@ static void timeout_fired(lua_State *L, modal_timer *t) {
 /* Pushes a readable form of the value at idx for an error message (no metamethods). */
 static const char *describe(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    double v = lua_tonumber(L, idx);
-    if (v != v)
-      return lua_pushliteral(L, "nan");
-    if (isinf(v))
-      return lua_pushstring(L, v > 0 ? "inf" : "-inf");
-    return lua_pushfstring(L, "%s", lua_tostring(L, idx));
+    return modal__number_text(L, idx);
   }
   return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
 }
