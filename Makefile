@@ -5,6 +5,9 @@
 #   make test       luacheck + the busted specs; ends with "N passed, N failed"
 #   make asan       the same specs against an ASan + UBSan build (build-asan/)
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
+#   make fuzz-driver  the driver's re-entry fuzzer (specs/fuzz/driver_fuzz.lua) on the ASan
+#                   build: FUZZ_SEED (1), FUZZ_ITERATIONS (2000); FUZZ_START, FUZZ_VERBOSE,
+#                   FUZZ_KEEP_GOING, FUZZ_GC=manual and FUZZ_KNOWN pass through (see the file)
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
 #   make demo       the example program
@@ -43,7 +46,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan valgrind bench demo install uninstall clean lint
+.PHONY: all deps test check-deps asan asan-build valgrind bench demo install uninstall clean lint \
+        fuzz-driver
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -86,12 +90,23 @@ $(BUILD)/capi_test.so: specs/fixtures/capi/capi_test.c src/modal.h $(BUILD)/moda
 test: all lint $(BUILD)/capi_test.so
 	@$(SPEC_ENV) sh specs/run.sh
 
-asan:
+asan: asan-build
+	@$(MAKE) --no-print-directory BUILD=build-asan lint
+	@$(call spec_env,build-asan) MODAL_SANITIZE=1 sh specs/run.sh
+
+asan-build:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g' \
 	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer' \
 	  all build-asan/capi_test.so
-	@$(MAKE) --no-print-directory BUILD=build-asan lint
-	@$(call spec_env,build-asan) MODAL_SANITIZE=1 sh specs/run.sh
+
+FUZZ_SEED ?= 1
+FUZZ_ITERATIONS ?= 2000
+
+# Seeded; prints iterations, operations and every finding; non-zero on a violated invariant
+# or a sanitizer report.
+fuzz-driver: asan-build
+	@$(call spec_env,build-asan) FUZZ_SEED='$(FUZZ_SEED)' FUZZ_ITERATIONS='$(FUZZ_ITERATIONS)' \
+	  sh specs/fuzz/run.sh specs/fuzz/driver_fuzz.lua
 
 valgrind: all $(BUILD)/capi_test.so
 	@$(SPEC_ENV) MODAL_VALGRIND=1 sh specs/run.sh

@@ -1668,7 +1668,17 @@ local function cleanup()
   end
 end
 
+local function mark_current(iter)        -- where a sanitizer abort happened (specs/fuzz/run.sh)
+  local f = io.open(DIR .. "/current", "w")
+  if f then
+    f:write(format("seed %d, iteration %d (replay: FUZZ_SEED=%d FUZZ_START=%d "
+      .. "FUZZ_ITERATIONS=%d)\n", SEED, iter, SEED, START, iter - START + 1))
+    f:close()
+  end
+end
+
 local function iteration(iter)
+  mark_current(iter)
   math.randomseed(SEED, iter)
   setup(iter)
   local nsteps = random(4, 24)
