@@ -56,8 +56,10 @@ local GC_MANUAL = getenv("FUZZ_GC") == "manual"   -- the collector runs only whe
 local DIR = getenv("FUZZ_DIR") or ((getenv("MODAL_BUILD") or "build") .. "/fuzz")
 
 -- Operations that trigger a finding already reported (specs/reentry_spec.lua has the
--- reproducers); off unless FUZZ_KNOWN names them, so a run finds what is new.
+-- reproducers); off unless FUZZ_KNOWN names them (or "all"), so a run finds what is new.
 local KNOWN = {
+  marker = "a retried call whose handler returns the postpone marker in a final state stays "
+    .. "queued for good",
   settle_call = "a postponed call's Deferred fired by its holder stays counted (c:postponed())",
   nested_reload = "a reload started while another reload loads its file corrupts the outer one",
   reload_switch = "user code run during a reload's switch (hooks, callbacks, job outcomes) "
@@ -1224,10 +1226,11 @@ local function after_reload(new, before)
   for i, c in ipairs(W.insts) do
     local info = info_of(c)
     local st = new.states[c.state]
-    local was = before[i] and old.states[before[i]]
+    local prior = before[i] or c.state     -- an instance made during the reload: where it is
+    local was = old.states[prior]
     if st and st.timeout == nil then
       info.armed = nil
-    elseif st and before[i] == c.state and was and was.timeout == nil
+    elseif st and prior == c.state and was and was.timeout == nil
         and type(st.timeout) == "number" then
       info.armed = info.serial
     end
