@@ -680,9 +680,9 @@ local function handler_fn(sname, method)
     local answered, again, waited, count = false, false, false, m:postponed()
     if rec then
       answered = rec.answers > 0
-      again = rec.ran and not rec.waiting
+      again = rec.ran and not rec.waiting and not rec.unsure
       waited = rec.waiting
-      retry = rec.waiting
+      retry = rec.waiting or rec.unsure
       rec.ran = true
     end
     local info = info_of(m)
@@ -760,13 +760,20 @@ local function handler_fn(sname, method)
         if not retry then                -- a direct call: the driver queues it now
           local shape = cur_shape()
           check_count(m, "a handler returns postpone")
-          if not is_final(shape, m.state) and info.waiting < (shape.max_postponed or 10000) then
+          if info.uncertain > 0 then     -- the count is unknown: op_call reconciles on return
+            rec.unsure = true
+            info.uncertain = info.uncertain + 1
+          elseif not is_final(shape, m.state) and info.waiting < (shape.max_postponed or 10000) then
             set_waiting(rec, true)
           else
             rec.rejected = info.waiting       -- (no allocation here: see above)
           end
         end
       elseif outcome ~= "raise" then
+        if rec.unsure then
+          rec.unsure = nil
+          info.uncertain = info.uncertain - 1
+        end
         set_waiting(rec, false)
       elseif retry then                  -- answered once the error's __tostring ran: the
         rec.answering = true             -- count is unknown until its Deferred says so
@@ -793,6 +800,7 @@ local function guard_fn(sname, input)
     chaos("guard", m)
     maybe_raise(0.08)
     leave_wrapper()
+    if W.marker and chance(0.05) then return W.marker end   -- odd, but true
     return pick { true, false, nil, 1, "yes" }
   end
 end
@@ -902,6 +910,9 @@ local function run_fn(sname)
       W.eager = W.eager - 1
       value = modal.deferred()
       value:cancel()
+    elseif r < 0.44 and W.marker then      -- an odd value: the postpone marker, as a result
+      W.eager = W.eager - 1
+      value = W.marker
     else
       value = new_pending("job", jt)
     end
@@ -918,7 +929,7 @@ local function timeout_fn(sname)
     check_state(m, sname, "timeout function")
     chaos("timeout function", m)
     maybe_raise(0.06)
-    local v = pick { nil, 0, 0, 3600, 3600, 0.5, -1, 0 / 0, math.huge, "1", {} }
+    local v = pick { nil, 0, 0, 3600, 3600, 0.5, -1, 0 / 0, math.huge, "1", {}, W.marker or 0 }
     local info = info_of(m)
     if type(v) == "number" and v >= 0 and v < math.huge then
       info.armed = info.serial
@@ -1071,13 +1082,16 @@ local function op_call(_, m)
     end
   end
   call_seq = call_seq + 1
+  local id = call_seq                    -- (the constructor allocates before it reads fields)
   stats.calls = stats.calls + 1
-  local rec = { id = call_seq, inst = c, method = method, answers = 0, waiting = false }
+  local rec = { id = id, inst = c, method = method, answers = 0, waiting = false }
   local args, n = rand_args(token("call", { rec = rec }), 1)
   rec.args, rec.n = args, n
   note("call #%d %s:%s (%d args) in %s", rec.id, tostring(c), method, n, tostring(c.state))
-  -- From here to the call nothing allocates: no finalizer can move the instance meanwhile.
+  -- From here to the call nothing allocates: no finalizer can move the instance (or reload)
+  -- meanwhile; what the model expects is read here.
   local info = info_of(c)
+  shape = cur_shape()
   local state = c.state
   local kind = handler_kind(shape, state, method)
   local before = info.waiting
@@ -1085,8 +1099,14 @@ local function op_call(_, m)
   local ok, d = pcall(fn, c, unpack(args, 1, n))
   -- The model first, before anything allocates: a finalizer run by an allocation could retry
   -- the call and must find it waiting. (d:state() returns an existing string: no allocation.)
-  if ok and not foreign and W.in_migrate == 0 and not rec.ran and d:state() == "pending" then
-    set_waiting(rec, true)
+  if ok and not foreign and W.in_migrate == 0 then
+    if not rec.ran then
+      if d:state() == "pending" then set_waiting(rec, true) end
+    elseif rec.unsure then               -- the handler could not tell: the Deferred can
+      rec.unsure = nil
+      info_of(c).uncertain = info_of(c).uncertain - 1
+      set_waiting(rec, d:state() == "pending" and rec.answers == 0 and rec.outcome == "postpone")
+    end
   end
   info.inflight = info.inflight - 1
   if foreign then
@@ -1144,16 +1164,18 @@ local function op_fire(_, m, outside)
   local input = pick_input(shape)
   if input == "timeout" then W.hand_timeout = true end
   fire_seq = fire_seq + 1
+  local seq = fire_seq
   stats.fires = stats.fires + 1
-  local tok = token("fire", { seq = fire_seq, inst = c, input = input })
+  local tok = token("fire", { seq = seq, inst = c, input = input })
   local args, n = rand_args(tok)
   tok.args, tok.n = args, n
-  note("fire #%d %s '%s' (%d args) in %s%s", fire_seq, tostring(c), input, n, tostring(c.state),
+  note("fire #%d %s '%s' (%d args) in %s%s", seq, tostring(c), input, n, tostring(c.state),
     outside and " from outside" or "")
   local info = info_of(c)
   local has_token = false
   for i = 1, n do if args[i] == tok then has_token = true end end
   -- From here to the fire nothing allocates: no finalizer can move the instance meanwhile.
+  shape = cur_shape()
   local state = c.state
   local predicted_raise = not takes(shape, state, input) and not ignores(shape, state, input)
   local fire = c.fire
@@ -1244,9 +1266,21 @@ local function after_reload(new, before)
   end
 end
 
+local reload_now
+
+-- W.reloading stays set from before the new shape is made until the model has it: a finalizer
+-- that reloads meanwhile would change the definition under the model's feet.
 local function op_reload(place, _, outside)
   if not W.path then return end
   if W.reloading and not known.nested_reload then return end
+  local was, next_shape = W.reloading, W.next_shape
+  W.reloading, W.next_shape = true, nil
+  reload_now(place, outside)
+  W.reloading = was
+  if was then W.next_shape = next_shape end
+end
+
+reload_now = function(place, outside)
   local new = mutate(W.shape)
   local before = {}
   for i, c in ipairs(W.insts) do before[i] = c.state end
@@ -1274,10 +1308,7 @@ local function op_reload(place, _, outside)
   note("reload %s to version %d (migrate %s)%s", W.shape.name, new.version, new.migrate,
     outside and " from outside" or (" from " .. place))
   local must_raise = W.wrap > 0 or W.in_migrate > 0
-  local was = W.reloading
-  W.reloading = true
   local ok, r, err = pcall(modal.reload, W.path)
-  W.reloading = was
   if must_raise then
     check(not ok, "modal.reload ran inside a drive", place)
     if not ok then
@@ -1509,6 +1540,14 @@ local function ensure_dir()
 end
 
 local pool = {}                           -- definition files: reused, reloaded per iteration
+
+-- A tag of this run for the files' names, so that runs side by side do not share them.
+local RUN_TAG
+do
+  local name = os.tmpname()
+  os.remove(name)
+  RUN_TAG = name:match("([%w_]+)$") or "run"
+end
 local POOL_SIZE = 4
 
 rawset(_G, "MODAL_FUZZ_DEFINITION", function()
@@ -1592,7 +1631,7 @@ local function setup(iter)
     local k = random(1, POOL_SIZE)
     local entry = pool[k]
     if not entry then
-      entry = { path = format("%s/def_%d_%d.lua", DIR, SEED, k) }
+      entry = { path = format("%s/def_%d_%s_%d.lua", DIR, SEED, RUN_TAG, k) }
       local f = assert(io.open(entry.path, "w"))
       f:write("return MODAL_FUZZ_DEFINITION()\n")
       f:close()
@@ -1672,7 +1711,7 @@ local function cleanup()
 end
 
 local function mark_current(iter)        -- where a sanitizer abort happened (specs/fuzz/run.sh)
-  local f = io.open(DIR .. "/current", "w")
+  local f = io.open(format("%s/current_%d", DIR, SEED), "w")
   if f then
     f:write(format("seed %d, iteration %d (replay: FUZZ_SEED=%d FUZZ_START=%d "
       .. "FUZZ_ITERATIONS=%d)\n", SEED, iter, SEED, START, iter - START + 1))
