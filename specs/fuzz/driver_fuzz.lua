@@ -137,6 +137,9 @@ local function note(fmt, ...)
   if not W then return end
   local ring = W.trace
   local line = format(fmt, ...)          -- first: a finalizer may note meanwhile
+  if W.depth > 0 or W.in_bomb > 0 then   -- how deep in chaos, and whether in a finalizer
+    line = format("%s%s%s", ("| "):rep(W.depth), W.in_bomb > 0 and "[gc] " or "", line)
+  end
   ring.n = ring.n + 1
   ring[ring.n % 120] = line
   if VERBOSE then io.stdout:write("  ", line, "\n") end
@@ -1046,8 +1049,10 @@ local function track_call(rec)
       info.uncertain = info.uncertain - 1
     end
     rec.answers = rec.answers + 1
-    check(rec.answers == 1, "a call was answered twice", format("call #%d (%s)", rec.id, rec.method))
-    set_waiting(rec, false)
+    set_waiting(rec, false)              -- the model first: anything below may allocate
+    if rec.answers ~= 1 then
+      violation("a call was answered twice", format("call #%d (%s)", rec.id, rec.method))
+    end
     local tok = kind_of(r) == "call" and r or (is_failure(r) and kind_of(rawget(r, "value")) == "call"
       and rawget(r, "value")) or nil
     if tok and not rec.cross then
