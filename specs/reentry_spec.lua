@@ -65,7 +65,7 @@ describe("re-entry into the driver", function()
     -- The caller gives up on a postponed call by failing its Deferred itself (d:errback, a
     -- timeout of its own): the call is answered, so it no longer waits. Instead it stays
     -- counted in c:postponed() for good (the retry drops the slot but never decrements), and
-    -- the count keeps the instance pinned (never collected).
+    -- the count keeps the instance pinned (never collected). Fuzzer: FUZZ_KNOWN=settle_call.
     repro("is no longer counted by c:postponed() (rules 2 and 12)", function()
       local M = modal.machine { name = "re_holder", initial = "waiting", methods = { "q" },
         states = { waiting = { q = "postpone", on = { go = "ready" } },
@@ -85,7 +85,7 @@ describe("re-entry into the driver", function()
     -- m:postpone() returns one marker value for every call; a handler may hand back one it
     -- got earlier. A direct call that returns it in a final state fails with kind "error"
     -- (rule 1); a retried one in the same state is kept in the queue instead — in a final
-    -- state nothing retries it again, so it is never answered.
+    -- state nothing retries it again, so it is never answered. Fuzzer: FUZZ_KNOWN=marker.
     repro("fails the call with kind error, as for a direct call (rule 1)", function()
       local marker
       local M = modal.machine { name = "re_marker", initial = "open", methods = { "q" },
@@ -140,7 +140,8 @@ describe("re-entry into the driver", function()
     -- "no handler for method 'q' in state '(null)'", and a fire reads the new definition's
     -- tables at the old index (under ASan: heap-buffer-overflow in modal__drive_input,
     -- src/drive.c). An instance that user code drives before its own switch is then switched
-    -- to the state planned before it moved (without exit or enter).
+    -- to the state planned before it moved (without exit or enter). Fuzzer:
+    -- FUZZ_KNOWN=reload_switch.
     repro("only ever shows user code instances in a state of their definition", function()
       quiet_log()
       local version, other, seen = 1, nil, {}
@@ -212,7 +213,7 @@ describe("re-entry into the driver", function()
     -- in the middle of the outer one, which then plans with the definition it read before:
     -- the states map is indexed by the inner definition's state indices (under ASan:
     -- heap-buffer-overflow in reload_body, src/reload.c), and calls are remapped by the wrong
-    -- method list.
+    -- method list. Fuzzer: FUZZ_KNOWN=nested_reload.
     repro("raises, as while another reload plans (doc/reload.md)", function()
       local version, nested = 1, nil
       local function def(names, prefix)
@@ -251,7 +252,7 @@ describe("re-entry into the driver", function()
   describe("a reload that makes the current state final", function()
     -- c:when(state) fails with kind "stopped" once the instance is in a different final state
     -- (rule 10); a reload whose new definition makes the instance's (kept) state final leaves
-    -- the waiters pending forever instead.
+    -- the waiters pending forever instead. Fuzzer: FUZZ_KNOWN=final_by_reload.
     repro("fails the when() waiters for other states", function()
       quiet_log()
       local version = 1
@@ -276,7 +277,7 @@ describe("re-entry into the driver", function()
     -- cancelling a Deferred does not: cancelling another instance's job runs its outcome as
     -- input "error" at once, so that instance moves after the reload planned it — and the
     -- switch then puts it back in the state it planned (no exit, no enter, no job running):
-    -- stuck where nothing will ever move it.
+    -- stuck where nothing will ever move it. Fuzzer: FUZZ_KNOWN=migrate_drive.
     repro("does not leave an instance in a state it had left", function()
       quiet_log()
       local version, jobs, B = 1, {}, nil
@@ -311,7 +312,7 @@ describe("re-entry into the driver", function()
     -- the ones the handler queued; a reload is allowed, and the call is recorded with the old
     -- definition's method index (answered by another method's handler). The same goes for
     -- c:when() when it makes the instance's extras, and for a reload refilling the methods
-    -- table (a finalizer finds c.q nil).
+    -- table (a finalizer finds c.q nil). Fuzzer: FUZZ_KNOWN=gc_in_modal and reload_gc.
     local function bombs(n, fn)
       for _ = 1, n do setmetatable({}, { __gc = fn }) end
     end
