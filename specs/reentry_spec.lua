@@ -132,6 +132,41 @@ describe("re-entry into the driver", function()
     end)
   end)
 
+  describe("two calls each following the other's Deferred", function()
+    -- A handler may return a Deferred that is still pending, another call's included: the call
+    -- then follows it. When call b follows call a and a's retried handler returns b, each
+    -- waits on the other — and d:cancel() on either walks inward along the paused chain for
+    -- ever (modal__cancel, src/deferred.c: the loop over DF_FIRED | DF_PAUSED has no end on a
+    -- cycle), as does an add_timeout expiry, inside the loop. Twisted ends the same walk with
+    -- a recursion error; plain Deferreds show it too (d1 returns d2 from a callback, d2 d1).
+    -- The scenario runs in a child process, under a timeout.
+    repro("d:cancel() returns", function()
+      local script = [[
+        local modal = require "modal"
+        local a, b
+        local M = modal.machine { name = "re_cycle", initial = "wait", methods = { "q", "r" },
+          states = { wait = { q = "postpone", r = function() return a end, on = { go = "ready" } },
+                     ready = { q = function() return b end, r = function() return 1 end } } }
+        local c = M:new()
+        a = c:q()              -- postponed
+        b = c:r()              -- follows a
+        c:fire("go")           -- a is retried: its handler returns b, which waits on a
+        b:cancel()             -- never returns
+        print("returned")
+      ]]
+      local path = dir .. "/cycle.lua"
+      local f = assert(io.open(path, "w"))
+      f:write(("package.cpath = %q .. ';' .. package.cpath\n"):format(
+        "./" .. (os.getenv("MODAL_BUILD") or "build") .. "/?.so"), script)
+      f:close()
+      support.defer(function() os.remove(path) end)
+      local p = assert(io.popen("timeout 5 lua5.4 " .. path .. " 2>&1"))
+      local out = p:read("a")
+      p:close()
+      assert.matches("returned", out, 1, true)   -- the child is killed after 5 s instead
+    end)
+  end)
+
   describe("a reload whose switch runs user code", function()
     -- reload_body (src/reload.c) sets M's new definition, then switches the instances one by
     -- one; user code it runs meanwhile (the enter hook of a migrated instance, its run and

@@ -75,6 +75,8 @@ local KNOWN = {
     .. "its handler returned, c:when, modal.stats) drives the instance or reloads mid-operation: "
     .. "postponed calls lost, inputs reordered, calls recorded with another method",
   reload_gc = "a finalizer run while a reload refills the methods table finds methods missing",
+  deferred_cycle = "two calls each following the other's Deferred (a handler returns another "
+    .. "call's): d:cancel() on either loops for ever",
   migrate_drive = "user code run from migrate (a job settled or cancelled) drives instances "
     .. "after they were planned; the switch then moves them by a stale plan",
 }
@@ -761,6 +763,7 @@ local function handler_fn(sname, method)
       value:cancel()
     else
       value = rand_value()               -- may be another call's Deferred: followed
+      if W.call_ds[value] and not known.deferred_cycle then value = nil end
       if rec and type(value) == "userdata" then rec.cross = true end
     end
     if rec then note("  handler for call #%d: %s %s", rec.id, outcome, show(value)) end
@@ -1156,6 +1159,7 @@ local function op_call(_, m)
   end
   d:add_both(track_call(rec))
   W.calls[#W.calls + 1] = rec
+  W.call_ds[d] = true
   W.deferreds[#W.deferreds + 1] = { kind = "call", d = d, rec = rec }
   if chance(0.2) then d:add_both(chaos_link("callback of a call")) end
   if chance(0.03) then d:add_timeout(0) end
@@ -1619,7 +1623,7 @@ end
 
 local function new_world(iter)
   return { iter = iter, step = "setup", trace = { n = 0 }, info = {}, insts = {}, calls = {},
-    deferreds = {}, pending = {}, whens = {}, handles = {}, bound = {}, ops = 0, depth = 0,
+    deferreds = {}, call_ds = {}, pending = {}, whens = {}, handles = {}, bound = {}, ops = 0, depth = 0,
     wrap = 0, in_bomb = 0, in_migrate = 0, eager = EAGER_BUDGET, migrated = {}, quiet = true }
 end
 
