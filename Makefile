@@ -1,4 +1,4 @@
-# Makefile — build, test, asan, valgrind, bench, demo, deps, install and clean for modal.
+# Makefile — build, test, asan, valgrind, coverage, bench, demo, deps, install and clean for modal.
 #
 #   make            build/modal (the host) and build/modal.so (the module)
 #   make deps       install the Debian packages modal needs (idempotent; sudo when not root)
@@ -8,9 +8,11 @@
 #   make fuzz-driver  the driver's re-entry fuzzer (specs/fuzz/driver_fuzz.lua) on the ASan
 #                   build: FUZZ_SEED (1), FUZZ_ITERATIONS (2000); FUZZ_START, FUZZ_VERBOSE,
 #                   FUZZ_KEEP_GOING, FUZZ_GC=manual and FUZZ_KNOWN pass through (see the file)
+#   make coverage   the specs against a gcov build (build-cov/, host included), then line and
+#                   branch coverage of src/ per file (gcovr); fails below COVERAGE_MIN % of lines
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
-#   make demo       the example program
+#   make demo       the main job: a service through outages, a reload and a refused password
 #   make install    PREFIX=/usr/local: host, module, Lua files, man page
 
 PREFIX   ?= /usr/local
@@ -23,7 +25,7 @@ LUA      := lua$(LUA_VERSION)
 PKGS     := lua5.4 libuv lua5.4-luv
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
-                luarocks lua-cjson pkg-config graphviz redis-server gcc make
+                luarocks lua-cjson pkg-config graphviz redis-server gcc make gcovr
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
@@ -34,9 +36,11 @@ CFLAGS    = -std=c99 -fPIC -fvisibility=hidden $(OPT) $(WARN) $(SAN) \
             $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 
-CORE_SRC := src/context.c src/log.c src/failure.c src/deferred.c src/combine.c src/async.c \
-            src/timer.c src/loop.c src/compile.c src/instance.c src/observe.c src/calls.c \
-            src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/module.c
+CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links.c \
+            src/deferred_chain.c src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
+            src/later.c src/clock.c src/loop.c src/compile.c src/instance.c src/observe.c \
+            src/calls.c src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/peer.c \
+            src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)
@@ -46,8 +50,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan asan-build valgrind bench demo install uninstall clean lint \
-        fuzz-driver
+.PHONY: all deps test check-deps asan asan-build valgrind coverage bench demo install uninstall \
+        clean lint fuzz-driver
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -66,7 +70,7 @@ check-deps:
 	@pkg-config --exists $(PKGS) && command -v busted >/dev/null && command -v luacheck >/dev/null \
 	  || $(MAKE) --no-print-directory deps
 
-$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h | $(BUILD)
+$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD):
@@ -75,6 +79,15 @@ $(BUILD):
 # The module does not link liblua5.4 (lua5.4 has Lua built in; DESIGN.md section 10).
 $(BUILD)/modal.so: $(CORE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $(CORE_OBJ) -llua5.4-luv $(UV_LIBS) -lm
+
+# The host finds its Lua half under the prefix compiled into it: host.o is rebuilt whenever
+# PREFIX changes (`make demo` then `make install PREFIX=/opt/modal` installs a working host).
+$(BUILD)/prefix: FORCE | $(BUILD)
+	@echo '$(PREFIX)' | cmp -s - $@ || echo '$(PREFIX)' > $@
+
+$(BUILD)/host.o: $(BUILD)/prefix
+
+FORCE:
 
 $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
@@ -111,21 +124,39 @@ fuzz-driver: asan-build
 valgrind: all $(BUILD)/capi_test.so
 	@$(SPEC_ENV) MODAL_VALGRIND=1 sh specs/run.sh
 
+# The host is built with coverage too and the specs that run it use this build's (MODAL_BUILD),
+# so src/host.c counts. Counters start from zero each run; a failing spec fails the target after
+# the report.
+COV_BUILD    := build-cov
+COVERAGE_MIN ?= 90
+GCOVR         = gcovr --root . --filter src/ $(1) --add-tracefile $(COV_BUILD)/coverage.json
+
+coverage: check-deps
+	@command -v gcovr >/dev/null || $(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory BUILD=$(COV_BUILD) OPT='-O0 -g' SAN=--coverage \
+	  all $(COV_BUILD)/capi_test.so
+	@find $(COV_BUILD) -name '*.gcda' -delete
+	@$(call spec_env,$(COV_BUILD)) sh specs/run.sh; specs=$$?; \
+	gcovr --root . --filter src/ --json $(COV_BUILD)/coverage.json $(COV_BUILD) && \
+	echo && $(call GCOVR,--branches --sort-percentage) && \
+	echo && $(call GCOVR,--sort-percentage --print-summary --fail-under-line $(COVERAGE_MIN)) \
+	  || { echo "make coverage: line coverage of src/ is below $(COVERAGE_MIN)%"; exit 1; }; \
+	exit $$specs
+
 bench: all
 	@$(SPEC_ENV) $(LUA) bench/run.lua
 
+# About ten seconds; writes build/demo/echo.dot (and echo.png with Graphviz); exits 0 by itself.
 demo: all
-	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo.lua
-	@echo
-	@$(SPEC_ENV) ./$(BUILD)/modal run examples/connection.lua
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo/main.lua $(BUILD)/demo
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
-	for f in lua/modal/*.lua; do [ ! -e "$$f" ] || \
-	  install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/; done
+	cd lua && find modal -name '*.lua' | while read -r f; do \
+	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
 
 uninstall:
@@ -134,4 +165,4 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
 clean:
-	rm -rf build build-asan modal.so
+	rm -rf build build-asan build-cov modal.so src/*.o   # luarocks make builds in src/

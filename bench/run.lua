@@ -19,7 +19,8 @@
 -- process beside them as extra columns, with no bar.
 --
 -- Method: the machine may be shared and noisy, so every figure is the median of REPS runs
--- (default 5). modal, the judged floor and the project floors alternate inside each repetition
+-- (default 5), and every ratio the median of the REPS ratios taken within one repetition.
+-- modal, the judged floor and the project floors alternate inside each repetition
 -- (the order reversed every other one), after one warm-up run of modal and the project floors
 -- at a tenth of the size. Times are CPU time (os.clock) and include the garbage collection the
 -- workload causes, as the judged floor's do; W7 and W7-churn time how long a call blocks the
@@ -475,6 +476,91 @@ end
 
 local CHURNED, LIVE = 1000000, 1000
 
+-- Service over TCP (W6) ----------------------------------------------------------------------
+--
+-- 100,000 calls, pipelined on one connection to the local echo server (the testing kit's fault
+-- server in echo mode, in a process of its own, started once): through a modal.service facade,
+-- and by a raw luv client making the same calls (w6_echo.lua). CPU time of this process: the
+-- server's work is not counted, and a pipelined client is bound by its own CPU.
+
+local w6_server, w6
+local function w6_port()
+  if not w6_server then
+    w6 = require "w6_echo"
+    w6_server = w6.start_server(LUA)
+  end
+  return w6_server.port
+end
+
+local function w6_cpu(client)
+  return function(n)
+    return (client(w6_port(), n))
+  end
+end
+
+-- The testing clock (T1, T2) ----------------------------------------------------------------
+
+-- T1's machine: `connecting` runs a job that fails at once, `backoff` waits the next delay of
+-- m.data.delays (gRPC's defaults with jitter 0: 1 s, times 1.6, at most 120 s).
+local backoff_machine
+local function t1_machine()
+  backoff_machine = backoff_machine or modal.machine {
+    name = "bench_backoff", initial = "idle", methods = {},
+    states = {
+      idle = { on = { go = "connecting" } },
+      connecting = { run = function() return modal.fail("refused", "no server") end, timeout = 20,
+                     on = { done = "idle", error = "backoff", timeout = "backoff" } },
+      backoff = { timeout = function(m)
+                    m.data.i = m.data.i + 1
+                    return m.data.delays[m.data.i]
+                  end,
+                  on = { timeout = "connecting" } },
+    },
+  }
+  return backoff_machine
+end
+
+-- T1: wall ms of a backoff schedule of n delays on the testing clock, from the first attempt
+-- to the last (n delays, 181 s of virtual time for 10).
+local function t1(n)
+  local C = modal._clock
+  local delays = {}
+  for i = 1, n do delays[i] = math.min(1.6 ^ (i - 1), 120) end
+  local M = t1_machine()
+  C.install(0)
+  local mark = C.mark()
+  local t0 = wall_ms()
+  local c = M:new { i = 0, delays = delays }
+  c:fire("go")
+  while c.data.i < n do C.next() end
+  C.next()                               -- the last delay: the last attempt
+  local ms = wall_ms() - t0
+  local now = C.now()
+  C.drop(mark)
+  C.close()
+  local want = 0
+  for i = 1, n do want = want + delays[i] end
+  check(math.abs(now - want) < 1e-6, "the schedule ended at %s s of virtual time, want %s", now, want)
+  return ms
+end
+
+-- T2: wall ms of one clock:advance over n armed call_later timers (deadlines spread over 100 s,
+-- O(n log n) in the heap).
+local function t2(n)
+  local C = modal._clock
+  local ran = 0
+  local function f() ran = ran + 1 end
+  C.install(0)
+  for i = 1, n do modal.call_later((i * 7919 % n) / n * 100, f) end
+  fullgc()
+  local t0 = wall_ms()
+  C.advance(100)
+  local ms = wall_ms() - t0
+  C.close()
+  check(ran == n, "%d timers ran, want %d", ran, n)
+  return ms
+end
+
 -- Lines ------------------------------------------------------------------------------------
 --
 -- Each entry is one printed line:
@@ -551,6 +637,16 @@ local LINES = {
     },
   },
   {
+    id = "W6", name = "service echo, TCP", unit = "ns/call", n = 100000, needs = "service",
+    modal = w6_cpu(function(port, n) return w6.service(port, n) end),
+    floors = {
+      { name = "raw luv", run = w6_cpu(function(port, n) return w6.raw(port, n) end),
+        target = 1.25, throughput = true },
+      { name = "modal.machine", run = w6_cpu(function(port, n) return w6.machine(port, n) end) },
+    },
+    note = "pipelined on one connection; the echo server in its own process",
+  },
+  {
     id = "W7", name = "reload, 100k live", unit = "ms", n = 100000, needs = "reload",
     modal = w7, bound = 50,
   },
@@ -563,6 +659,10 @@ local LINES = {
     id = "W7-stats", name = "stats(), 1k live/1M", unit = "ms", n = CHURNED, needs = "stats",
     modal = function(n, rep) return run_churn_child(n, rep).stats end,
     bound = 1, warmup = false,
+  },
+  {
+    id = "T1", name = "clock: 10 backoffs", unit = "ms", n = 10, needs = "_clock",
+    modal = t1, bound = 10, note = "181 s of virtual time",
   },
   {
     id = "W0", name = "o:m(x)", unit = "ns/op", n = 10000000, info = true,
@@ -586,6 +686,10 @@ local LINES = {
     judged = { { w = "W4", variant = "lua-min-mt", field = "ns" } },
     floors = { { name = "fsm", run = function(n, rep) return fsm_w4(n, rep).ns end } },
     note = "timed in W4's pass",
+  },
+  {
+    id = "T2", name = "clock: advance 100k", unit = "ms", n = 100000, needs = "_clock", info = true,
+    modal = t2, note = "one clock:advance over 100,000 armed timers, O(n log n)",
   },
 }
 
@@ -623,7 +727,9 @@ local function bench(w)
   for _, j in ipairs(w.judged or {}) do
     runs[#runs + 1] = { name = j.variant, run = plain_figure(j.w, j.variant, j.field), judged = j }
   end
-  for _, f in ipairs(w.floors or {}) do runs[#runs + 1] = { name = f.name, run = f.run } end
+  for _, f in ipairs(w.floors or {}) do
+    runs[#runs + 1] = { name = f.name, run = f.run, target = f.target, throughput = f.throughput }
+  end
 
   local samples, errors = {}, {}
   for i = 1, #runs do samples[i] = {} end
@@ -631,7 +737,7 @@ local function bench(w)
     local ok, figure = pcall(runs[i].run, size, rep)
     if not ok then errors[i] = tostring(figure)
     elseif type(figure) ~= "number" then errors[i] = "no figure (" .. tostring(figure) .. ")"
-    elseif rep > 0 then table.insert(samples[i], figure) end
+    elseif rep > 0 then samples[i][rep] = figure end
   end
   if w.warmup ~= false then
     for i, r in ipairs(runs) do
@@ -645,28 +751,51 @@ local function bench(w)
     end
   end
 
+  -- The figures of the repetitions that ran (a list), and the ratio modal/floor: the median of
+  -- the ratios within each repetition, where both ran back to back (load that drifts over the
+  -- run changes both figures of a pair alike, not their ratio).
+  local function figures(i)
+    local xs = {}
+    for rep = 1, REPS do if samples[i][rep] then xs[#xs + 1] = samples[i][rep] end end
+    return xs
+  end
+  local function paired_ratio(si, i)
+    local rs = {}
+    for rep = 1, REPS do
+      local a, b = samples[si][rep], samples[i][rep]
+      if a and b and b > 0 then rs[#rs + 1] = a / b end
+    end
+    if #rs == 0 then return median(figures(si)) / median(figures(i)) end
+    return median(rs)
+  end
+
   local unit, bunit = w.unit, w.unit:match("^(%S-)/") or w.unit
   local parts, own = {}, {}
-  local subject -- modal's median, for the ratios
+  local subject -- modal's run index, for the ratios
   for i, r in ipairs(runs) do
     local part
     if errors[i] then
       failed = true
       part = r.name .. " FAILED: " .. errors[i]
     else
-      local m = median(samples[i])
+      local m = median(figures(i))
       part = r.name .. " " .. sig3(m) .. " " .. unit
       if r.name == "modal" then
-        subject = m
+        subject = i
         if w.bound then
           part = part .. verdict(m, w.bound, w.bound .. " " .. bunit,
             string.format("%s %s %s (target <= %g)", w.id, sig3(m), bunit, w.bound))
         end
       elseif subject then
-        local ratio = subject / m
+        local ratio = paired_ratio(subject, i)
         part = part .. ", ratio " .. sig3(ratio)
-        local target = r.judged and r.judged.target
-        if target then
+        local target = r.judged and r.judged.target or r.target
+        if target and r.throughput then    -- a bar on throughput: at least 1/target of the floor's
+          part = part .. string.format(", throughput %sx", sig3(1 / ratio)) .. verdict(ratio, target,
+            string.format("%.2f: throughput >= %.2fx", target, 1 / target),
+            string.format("%s throughput %sx vs %s (target >= %.2fx)", w.id, sig3(1 / ratio), r.name,
+              1 / target))
+        elseif target then
           part = part .. verdict(ratio, target, string.format("%.2f", target),
             string.format("%s ratio %s vs %s (target <= %.2f)", w.id, sig3(ratio), r.name, target))
         end
@@ -674,7 +803,7 @@ local function bench(w)
         part = part .. string.format(" (target <= %.2f: no modal figure)", r.judged.target)
       end
     end
-    if r.name == "modal" or r.judged then parts[#parts + 1] = part else own[#own + 1] = part end
+    if r.name == "modal" or r.judged or r.target then parts[#parts + 1] = part else own[#own + 1] = part end
   end
   if w.modal and not modal then table.insert(parts, 1, "modal -")
   elseif missing then table.insert(parts, 1, "modal." .. w.needs .. " not built") end
@@ -695,7 +824,7 @@ elseif CHILD then
   error("unknown --child=" .. CHILD)
 end
 
-print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7* wall time",
+print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7* and T* wall time",
   _VERSION, REPS, REPS == 1 and "" or "s",
   SCALE ~= 1 and string.format(", scale %g (the judged floor runs at its own counts)", SCALE) or ""))
 print("judged floor: bench/floor_plain.lua (its own process); ratio = modal / floor, lower is better")
@@ -707,6 +836,7 @@ for _, w in ipairs(LINES) do
     bench(w)
   end
 end
+if w6_server then w6_server.stop() end
 if failed then print("FAILED: a run raised or measured a wrong result (see FAILED above)") end
 if #misses == 0 then
   print("all bars met")

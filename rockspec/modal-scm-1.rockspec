@@ -27,10 +27,11 @@ build = {
   modules = {
     modal = {
       sources = {
-        "src/context.c", "src/log.c", "src/failure.c", "src/deferred.c", "src/combine.c",
-        "src/async.c", "src/timer.c", "src/loop.c", "src/compile.c", "src/instance.c",
+        "src/context.c", "src/log.c", "src/failure.c", "src/timer.c", "src/deferred_links.c",
+        "src/deferred_chain.c", "src/deferred_cancel.c", "src/deferred.c", "src/combine.c",
+        "src/async.c", "src/later.c", "src/clock.c", "src/loop.c", "src/compile.c", "src/instance.c",
         "src/observe.c", "src/calls.c", "src/drive.c", "src/entry.c", "src/machine.c",
-        "src/reload.c", "src/stats.c", "src/module.c",
+        "src/reload.c", "src/stats.c", "src/peer.c", "src/module.c",
       },
       defines = { "_GNU_SOURCE", "MODAL_VERSION=\"0.1.0\"" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LUV_INCDIR)/lua5.4" },
@@ -41,6 +42,12 @@ build = {
     ["modal.graph"] = "lua/modal/graph.lua",
     ["modal.cli"] = "lua/modal/cli.lua",
     ["modal.host"] = "lua/modal/host.lua",
+    ["modal.backoff"] = "lua/modal/backoff.lua",
+    ["modal.service"] = "lua/modal/service.lua",
+    ["modal.testing"] = "lua/modal/testing/init.lua",
+    ["modal.testing.clock"] = "lua/modal/testing/clock.lua",
+    ["modal.testing.paths"] = "lua/modal/testing/paths.lua",
+    ["modal.testing.server"] = "lua/modal/testing/server.lua",
   },
 }
 test = { type = "busted" }

@@ -292,6 +292,7 @@ describe("the compile", function()
       c:open()
       assert.are.equal("opened", c.state)
       assert.are.equal(def, M.definition)
+      c:fire("close")                     -- leaves no timeout armed for the specs after this one
     end)
 
     it("runs a machine of one state and no methods", function()

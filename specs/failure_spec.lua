@@ -76,6 +76,18 @@ describe("modal failures", function()
       assert.is_true(rawequal(value, f.value))
     end)
 
+    it("message says so when the value's __tostring raises or returns no string", function()
+      for _, tostring_fn in ipairs { function() error("no") end, function() return {} end } do
+        local value = setmetatable({}, { __tostring = tostring_fn })
+        local f = failure_of(modal.succeed():add_callback(function() error(value) end))
+        assert.equal("error", f.kind)
+        assert.equal("(error object is a table value whose __tostring failed)", f.message)
+        assert.is_true(rawequal(value, f.value))
+        f = modal.failure("odd", nil, value)
+        assert.equal("odd: (error object is a table value whose __tostring failed)", tostring(f))
+      end
+    end)
+
     it("value is the original error value of a raised error", function()
       local f = failure_of(modal.succeed():add_callback(function() error("plain", 0) end))
       assert.equal("plain", f.value)

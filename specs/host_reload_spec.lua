@@ -213,6 +213,18 @@ describe("the live host", function()
       stop_host()
     end)
 
+    it("keeps watching a folder that was deleted and made again", function()
+      start({ "--watch" })
+      os.execute("rm -rf " .. quote(dir))
+      sleep(0.3)
+      assert(os.execute("mkdir " .. quote(dir)))
+      write_file(file, definition(2))
+      assert_reloaded_once(1, 2, 0.6)
+      write_file(file, definition(3))               -- and later saves are seen as well
+      assert_reloaded_once(2, 3)
+      stop_host()
+    end)
+
     it("reloads each of two saves apart once", function()
       start({ "--watch" })
       write_file(file, definition(2))
@@ -417,9 +429,11 @@ describe("the live host", function()
       local huge = raw_client(socket, { string.rep("x", 70 * 1024) }, nil, 1)
       assert.is_true(huge.eof, "the host kept a 70 KiB line open")
       assert.truthy(huge.got:find("too long", 1, true), huge.got)
-      local blank = raw_client(socket, { string.rep("\n", 60000) .. "status\n" }, nil, 0.3)
-      assert.equal(1, count(blank.got, "\n"), blank.got)              -- blank lines: no reply
-      assert.is_true(cjson.decode(blank.got).ok)
+      local blank = raw_client(socket, { "\n  \r\n\nstatus\n" }, nil, 0.3)
+      assert.equal(4, count(blank.got, "\n"), blank.got)              -- each line a reply
+      assert.equal(3, count(blank.got, "empty request (use status, reload [NAME], trace on|off)"),
+        blank.got)
+      assert.is_true(cjson.decode(blank.got:match("([^\n]*)\n$")).ok)
       local lines = raw_client(socket, { "a\nb\r\nc\n" }, nil, 0.3)
       assert.equal(3, count(lines.got, "unknown command"), lines.got)
       raw_client(socket, { "reload" }, "close")                       -- cut off: never run
@@ -465,6 +479,69 @@ describe("the live host", function()
       assert.equal(0, ctl_status)
       assert.is_true(r.ok)
       stop_host()
+    end)
+
+    it("refuses a client of another user (not root), with a reply and a log line", function()
+      local uid_p = io.popen("id -u")
+      local me = uid_p:read("n")
+      uid_p:close()
+      if me ~= 0 then
+        pending("needs root, to run a client as a throwaway user")
+        return
+      end
+      local user = "modalpeer" .. (uv.os_getpid() % 100000)
+      local made = os.execute("useradd --system --no-create-home --shell /usr/sbin/nologin " ..
+        user .. " >/dev/null 2>&1")
+      local uid
+      if made then
+        local q = io.popen("id -u " .. user)
+        uid = q:read("n")
+        q:close()
+      else
+        uid = 65534                                  -- nobody, if useradd is not there
+      end
+      local ok, err = pcall(function()
+        start({ "--admin", socket })
+        os.execute("chmod 755 " .. quote(dir) .. " && chmod 666 " .. quote(socket))
+        local client = ([[
+          local uv = require "luv"
+          local pipe, got = uv.new_pipe(false), ""
+          pipe:connect(%q, function(e)
+            if e then io.write("connect error ", e); return end
+            pipe:read_start(function(_, data) if data then got = got .. data else pipe:close() end end)
+            pipe:write("status\n")
+          end)
+          local t = uv.new_timer()
+          t:start(1000, 0, function() if not pipe:is_closing() then pipe:close() end end)
+          t:unref()
+          uv.run()
+          io.write(got)
+        ]]):format(socket)
+        local q = io.popen(("setpriv --reuid=%d --regid=%d --clear-groups lua5.4 -e %s 2>&1")
+          :format(uid, uid, quote(client)))
+        local out = q:read("a")
+        q:close()
+        local okj, reply = pcall(cjson.decode, out:match("[^\n]+") or "null")
+        assert(okj and type(reply) == "table", "the client got: " .. out)
+        assert.is_false(reply.ok)
+        assert.matches("refused: uid " .. uid, reply.error, 1, true)
+        assert.is_true(wait_for(function() return p.err:find("admin socket: refused a client: uid "
+          .. uid, 1, true) ~= nil end, 1), p.err)
+        local status, r = ctl(socket, "status")       -- root (this user) is still served
+        assert.equal(0, status)
+        assert.is_true(r.ok)
+        stop_host()
+      end)
+      if made then os.execute("userdel " .. user .. " >/dev/null 2>&1") end
+      assert(ok, err)
+    end)
+
+    it("a path in a folder that does not exist: the host exits 1 and says so", function()
+      local missing = dir .. "/no/such/folder/admin.sock"
+      local status, _, stderr = modal_cmd("run", "--admin", missing, FIXTURES .. "quick_app.lua", file)
+      assert.equal(1, status, stderr)
+      assert.truthy(stderr:find("cannot serve the admin socket " .. missing .. ": its folder " ..
+        dir .. "/no/such/folder does not exist", 1, true), stderr)
     end)
 
     it("a path that is not a socket: the host exits 1 and the file stays", function()

@@ -112,6 +112,93 @@ describe("modal logging", function()
     end)
   end)
 
+  describe("log()", function()
+    it("raises a clear error on an unknown level, naming the levels", function()
+      local lines = capture_log(false)
+      local ok, err = pcall(modal.log, "loud", "hello")
+      assert.is_false(ok)
+      assert.matches("unknown level 'loud'", err, 1, true)
+      assert.matches("error, warn, info or debug", err, 1, true)
+      assert.has_error(function() modal.log(nil, "hello") end)
+      assert.has_error(function() modal.log("WARN", "hello") end)
+      assert.same({}, lines)
+    end)
+
+    it("raises when the message is not a string, or fields not a table", function()
+      local lines = capture_log(false)
+      assert.has_error(function() modal.log("info") end)
+      assert.has_error(function() modal.log("info", {}) end)
+      assert.has_error(function() modal.log("info", "hello", "fields") end)
+      assert.same({}, lines)
+    end)
+
+    it("keeps the line when the sink raises: it goes to stderr instead", function()
+      local status, _, stderr = child [[
+        local modal = require "modal"
+        modal.on_log(function() error("sink broke") end)
+        modal.log("warn", "a line that must not be lost")
+        print("after")
+      ]]
+      assert.equal(0, status, stderr)
+      assert.truthy(stderr:find("a line that must not be lost", 1, true), stderr)
+      assert.truthy(stderr:find("sink broke", 1, true), stderr)
+    end)
+
+    it("writes one line through the current sink: level, message and fields", function()
+      local lines = capture_log(false)
+      local fields = { machine = "conn", id = 3 }
+      modal.log("warn", "disk almost full", fields)
+      modal.log("debug", "no fields")
+      assert.equal(2, #lines)
+      assert.equal("warn", lines[1].level)
+      assert.equal("disk almost full", lines[1].message)
+      assert.equal(fields, lines[1].fields)
+      assert.equal("debug", lines[2].level)
+      assert.equal("no fields", lines[2].message)
+      assert.same({}, lines[2].fields)
+    end)
+
+    it("writes a message with % signs as it is", function()
+      local lines = capture_log(false)
+      modal.log("info", "100% done %s %d")
+      assert.equal("100% done %s %d", lines[1].message)
+    end)
+
+    it("goes through the default sink's level filter, with machine#id when given", function()
+      local status, _, stderr = child [[
+        local modal = require "modal"
+        modal.log_level("warn")
+        modal.log("info", "filtered out")
+        modal.log("debug", "filtered out too")
+        modal.log("warn", "kept at warn", { machine = "conn", id = 7, state = "ready" })
+        modal.log("error", "kept at error")
+      ]]
+      assert.equal(0, status, stderr)
+      assert.falsy(stderr:find("filtered out", 1, true), stderr)
+      assert.truthy(stderr:find("warn conn#7 kept at warn state=ready", 1, true), stderr)
+      assert.truthy(stderr:find("error modal kept at error", 1, true), stderr)
+    end)
+
+    it("follows the host's --log-level", function()
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write([[
+        local modal = require "modal"
+        modal.log("info", "info line")
+        modal.log("debug", "debug line")
+      ]])
+      f:close()
+      local out, err = os.tmpname(), os.tmpname()
+      local ok = os.execute(string.format("timeout 10 %s/modal run --log-level debug %s >%s 2>%s",
+        BUILD, script, out, err))
+      local stderr = read_file(err)
+      os.remove(script); os.remove(out); os.remove(err)
+      assert.is_true(ok == true, stderr)
+      assert.truthy(stderr:find("info modal info line", 1, true), stderr)
+      assert.truthy(stderr:find("debug modal debug line", 1, true), stderr)
+    end)
+  end)
+
   describe("the default unhandled reporter", function()
     it("logs an error raised in a timer at level error, with the failure's kind: message", function()
       local lines = capture_log(true)
@@ -205,6 +292,47 @@ describe("modal logging", function()
       assert.equal(0, status, stderr)
       assert.equal("done\n", stdout)
       assert.truthy(stderr:find("error: kaboom to stderr", 1, true), stderr)
+    end)
+  end)
+
+  describe("modal.trace(true)", function()
+    after_each(function() modal.trace(false) end)
+
+    it("logs each transition with its input and the real time spent in the old state", function()
+      local lines = support.capture_log()
+      local M = modal.machine { name = "traced", initial = "a", methods = {},
+        states = { a = { timeout = 0.1, on = { timeout = "b" } }, b = {} } }
+      modal.trace(true)
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.15 do end      -- the loop's cached time goes stale meanwhile
+      M:new()
+      support.run_loop(2)
+      local found
+      for _, line in ipairs(lines) do
+        if line.fields.machine == "traced" then found = line end
+      end
+      assert.truthy(found, "no trace line")
+      local ms = tonumber(found.message:match("^a %-> b on 'timeout' after (%d+) ms in a$"))
+      assert.truthy(ms, found.message)
+      assert.is_true(ms >= 95 and ms < 140, found.message)
+      assert.equal("timeout", found.fields.input)
+    end)
+
+    it("says no time for a state entered while the trace was off", function()
+      local lines = support.capture_log()
+      local M = modal.machine { name = "traced_late", initial = "a", methods = {}, inputs = { "flip" },
+        states = { a = { on = { flip = "b" } }, b = { on = { flip = "a" } } } }
+      local c = M:new()
+      c:fire("flip")
+      modal.trace(true)
+      c:fire("flip")
+      c:fire("flip")
+      local got = {}
+      for _, line in ipairs(lines) do
+        if line.fields.machine == "traced_late" then got[#got + 1] = line.message end
+      end
+      assert.equal("b -> a on 'flip'", got[1])
+      assert.matches("^a %-> b on 'flip' after %d+ ms in a$", got[2])
     end)
   end)
 end)

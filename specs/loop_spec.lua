@@ -32,6 +32,7 @@ end
 local function noop() end
 
 describe("modal loop", function()
+  after_each(support.run_undo)            -- closes the testing clock of timer tests
   describe("call_later()", function()
     it("raises on a negative delay", function()
       assert.has_error(function() modal.call_later(-1, noop) end)
@@ -70,13 +71,14 @@ describe("modal loop", function()
     end)
 
     it("runs callbacks in the order they fall due", function()
+      local clock = support.clock()           -- timer semantics: on the testing clock
       local order = {}
-      uv.update_time()
-      modal.call_later(0.03, function() order[#order + 1] = "c" end)
-      modal.call_later(0.01, function() order[#order + 1] = "a" end)
-      modal.call_later(0.02, function() order[#order + 1] = "b" end)
-      assert.is_true(run_loop(1))
-      assert.same({ "a", "b", "c" }, order)
+      local function note(name) return function() order[#order + 1] = name .. modal.now() end end
+      modal.call_later(0.03, note("c"))
+      modal.call_later(0.01, note("a"))
+      modal.call_later(0.02, note("b"))
+      clock:advance(0.03)
+      assert.same({ "a0.01", "b0.02", "c0.03" }, order)
     end)
 
     it("runs callbacks due at the same time in the order they were scheduled", function()
@@ -176,21 +178,12 @@ describe("modal loop", function()
     end)
 
     it("counts the new delay from now and runs the callback once", function()
+      local clock = support.clock()
       local fired_at = {}
-      uv.update_time()
-      local started = modal.now()
-      local reset_at
       local h = modal.call_later(0.05, function() fired_at[#fired_at + 1] = modal.now() end)
-      modal.call_later(0.03, function()
-        reset_at = modal.now()
-        h:reset(0.05)
-      end)
-      assert.is_true(run_loop(1))
-      assert.equal(1, #fired_at)
-      assert.is_not_nil(reset_at)
-      assert.is_true(fired_at[1] - reset_at >= 0.049,
-        "fired " .. (fired_at[1] - reset_at) .. " s after the reset")
-      assert.is_true(fired_at[1] - started >= 0.079)
+      modal.call_later(0.03, function() h:reset(0.05) end)
+      clock:advance(1)
+      assert.same({ 0.08 }, fired_at)
       assert.is_false(h:active())
     end)
 
@@ -204,8 +197,7 @@ describe("modal loop", function()
 
   describe("sleep()", function()
     it("returns a Deferred that succeeds with nil after the delay", function()
-      uv.update_time()
-      local started = modal.now()
+      local clock = support.clock(1)
       local d = modal.sleep(0.02)
       assert.equal("pending", d:state())
       local c = support.counter()
@@ -214,11 +206,13 @@ describe("modal loop", function()
         done_at = modal.now()
         c.fn(...)
       end)
-      assert.is_true(run_loop(1))
+      clock:advance(0.019)
+      assert.equal("pending", d:state())
+      clock:advance(0.001)
       assert.equal("succeeded", d:state())
       assert.equal(1, c.n)
       assert.is_nil(c.args[1][1])
-      assert.is_true(done_at - started >= 0.019)
+      assert.equal(1.02, done_at)
     end)
 
     it("stops its timer when cancelled: the Deferred fails cancelled, run() returns at once", function()
@@ -349,6 +343,244 @@ describe("modal loop", function()
       settle()
       assert.equal(2, c.n)
       assert.equal(2, #got)
+    end)
+  end)
+
+  describe("a timer callback", function()
+    it("that raises leaves its handle inactive and the loop going", function()
+      capture_unhandled()
+      local h
+      local c = support.counter()
+      h = modal.call_later(0, function() error("raised from a timer", 0) end)
+      modal.call_later(0.01, c.fn)
+      assert.is_true(run_loop(1))
+      assert.is_false(h:active())
+      assert.equal(1, c.n)
+    end)
+
+    it("sees its own handle as run: active() is false, cancel() does nothing, reset() raises", function()
+      local seen = {}
+      local h
+      h = modal.call_later(0, function()
+        seen.active = h:active()
+        seen.cancel = pcall(h.cancel, h)
+        seen.reset, seen.err = pcall(h.reset, h, 0)
+      end)
+      assert.is_true(run_loop(1))
+      assert.is_false(seen.active)
+      assert.is_true(seen.cancel)
+      assert.is_false(seen.reset)
+      assert.matches("already run or was cancelled", seen.err, 1, true)
+      assert.is_false(h:active())
+    end)
+
+    it("that cancels a timer due in the same pass keeps it from running", function()
+      local c = support.counter()
+      local second
+      modal.call_later(0, function() second:cancel() end)
+      second = modal.call_later(0, c.fn)
+      assert.is_true(run_loop(1))
+      assert.equal(0, c.n)
+      assert.is_false(second:active())
+    end)
+
+    it("that resets a timer due in the same pass moves it to its new time", function()
+      local fired_at
+      local second
+      uv.update_time()
+      local started = modal.now()
+      modal.call_later(0, function() second:reset(0.05) end)
+      second = modal.call_later(0, function() fired_at = modal.now() end)
+      assert.is_true(run_loop(1))
+      assert.is_not_nil(fired_at)
+      assert.is_true(fired_at - started >= 0.049, "fired after " .. (fired_at - started) .. " s")
+    end)
+
+    it("that arms new timers: each runs once, in due order, after the pass that armed it", function()
+      local order = {}
+      modal.call_later(0.05, function() order[#order + 1] = "pending 50" end)
+      modal.call_later(0, function()
+        order[#order + 1] = "first"
+        modal.call_later(0.02, function() order[#order + 1] = "armed 20" end)
+        modal.call_later(0, function() order[#order + 1] = "armed 0" end)
+        for i = 1, 100 do
+          modal.call_later(0.01, function() order[#order + 1] = i end)
+        end
+      end)
+      modal.call_later(0, function() order[#order + 1] = "second" end)
+      assert.is_true(run_loop(1))
+      assert.equal(105, #order)
+      assert.same({ "first", "second", "armed 0", 1, 2 }, { table.unpack(order, 1, 5) })
+      assert.same({ 100, "armed 20", "pending 50" }, { table.unpack(order, 103, 105) })
+    end)
+
+    it("that re-arms a timer from its own callback (a new call_later) repeats it", function()
+      local n = 0
+      local function tick()
+        n = n + 1
+        if n < 10 then modal.call_later(0, tick) end
+      end
+      modal.call_later(0, tick)
+      assert.is_true(run_loop(1))
+      assert.equal(10, n)
+    end)
+  end)
+
+  describe("stop() from a callback", function()
+    it("keeps a timer due in the same iteration for the next run()", function()
+      local c = support.counter()
+      modal.call_later(0, function() modal.stop() end)
+      modal.call_later(0, c.fn)
+      modal.run()                 -- not run_loop: its uv.run("nowait") would run the timer
+      assert.equal(0, c.n)
+      assert.is_true(run_loop(1))
+      assert.equal(1, c.n)
+    end)
+
+    it("from a luv callback makes modal.run() return; modal timers go on in the next run()", function()
+      local c = support.counter()
+      local t = uv.new_timer()
+      t:start(5, 0, function()
+        modal.stop()
+        t:close()
+      end)
+      modal.call_later(0.1, c.fn)
+      local t0 = uv.hrtime()
+      assert.is_true(run_loop(1))
+      assert.is_true(since(t0) < 0.09, "run() did not return at stop()")
+      assert.equal(0, c.n)
+      assert.is_true(run_loop(1))
+      assert.equal(1, c.n)
+    end)
+
+    it("from a callback of a sleep's Deferred makes run() return", function()
+      local c = support.counter()
+      modal.sleep(0):add_callback(function() modal.stop() end)
+      modal.call_later(0.1, c.fn)
+      local t0 = uv.hrtime()
+      assert.is_true(run_loop(1))
+      assert.is_true(since(t0) < 0.09, "run() did not return at stop()")
+      assert.equal(0, c.n)
+      assert.is_true(run_loop(1))
+      assert.equal(1, c.n)
+    end)
+
+    it("twice in one callback is the same as once", function()
+      local c = support.counter()
+      modal.call_later(0, function()
+        modal.stop()
+        modal.stop()
+      end)
+      modal.call_later(0.01, c.fn)
+      assert.is_true(run_loop(1))
+      assert.equal(0, c.n)
+      assert.is_true(run_loop(1))
+      assert.equal(1, c.n)
+    end)
+  end)
+
+  describe("_on_run_end()", function()
+    local removers
+    before_each(function() removers = {} end)
+    after_each(function()
+      for _, remove in ipairs(removers) do remove() end
+    end)
+    local function on_run_end(fn)
+      local remove = modal._on_run_end(fn)
+      removers[#removers + 1] = remove
+      return remove
+    end
+
+    it("raises when the hook is not a function", function()
+      assert.has_error(function() modal._on_run_end(nil) end)
+      assert.has_error(function() modal._on_run_end("print") end)
+    end)
+
+    it("reports a hook that raises as unhandled; the other hooks still run", function()
+      local got = capture_unhandled()
+      local c = support.counter()
+      on_run_end(c.fn)
+      on_run_end(function() error("hook boom", 0) end)
+      assert.is_true(run_loop(1))
+      assert.equal(1, c.n)
+      assert.equal(1, #got)
+      assert.equal("hook boom", got[1].message)
+    end)
+
+    it("calls each hook with exiting = false when run() returns, last registered first", function()
+      local order = {}
+      on_run_end(function(exiting) order[#order + 1] = { "first", exiting } end)
+      on_run_end(function(exiting) order[#order + 1] = { "second", exiting } end)
+      assert.is_true(run_loop(1))
+      assert.same({ { "second", false }, { "first", false } }, order)
+    end)
+
+    it("calls the hooks when stop() ended the run, with work left", function()
+      local c = support.counter()
+      on_run_end(c.fn)
+      modal.call_later(0, modal.stop)
+      local h = modal.call_later(0.05, function() end)
+      assert.is_true(run_loop(1))
+      assert.equal(1, c.n)
+      assert.is_true(h:active())
+      assert.is_true(run_loop(1))
+      assert.equal(2, c.n)
+    end)
+
+    it("returns a function that takes the hook out; calling it again does nothing", function()
+      local c = support.counter()
+      local remove = on_run_end(c.fn)
+      remove()
+      remove()
+      assert.is_true(run_loop(1))
+      assert.equal(0, c.n)
+    end)
+
+    it("lets a hook remove itself or add another (which waits for the next end)", function()
+      local order = {}
+      local remove
+      remove = on_run_end(function()
+        order[#order + 1] = "self-removing"
+        remove()
+        on_run_end(function() order[#order + 1] = "added" end)
+      end)
+      assert.is_true(run_loop(1))
+      assert.same({ "self-removing" }, order)
+      assert.is_true(run_loop(1))
+      assert.same({ "self-removing", "added" }, order)
+    end)
+
+    it("does not call the hooks again for a run() made from a hook", function()
+      local n, inner = 0, nil
+      on_run_end(function()
+        n = n + 1
+        if n == 1 then
+          local ran = false
+          modal.call_later(0, function() ran = true end)
+          modal.run()
+          inner = ran
+        end
+      end)
+      assert.is_true(run_loop(1))
+      assert.equal(1, n)
+      assert.is_true(inner)
+    end)
+  end)
+
+  describe("uv.walk()", function()
+    it("visits modal's handles as luv handles while modal is loaded", function()
+      modal.call_later(0, noop)
+      local kinds = {}
+      uv.walk(function(h)
+        kinds[#kinds + 1] = tostring(h):match("^(uv_%w+_t)")
+        assert(type(h:is_closing()) == "boolean")
+      end)
+      assert.is_true(run_loop(1))
+      local seen = {}
+      for _, k in ipairs(kinds) do seen[k] = true end
+      assert.is_true(seen.uv_timer_t)
+      assert.is_true(seen.uv_idle_t)
+      assert.is_true(seen.uv_check_t)
     end)
   end)
 

@@ -391,8 +391,11 @@ describe("machine hooks", function()
     end)
   end)
 
+  -- Timer semantics run on the testing clock (doc/testing.md); "of 0 seconds" says how the
+  -- real loop runs them, and keeps real time.
   describe("state timeouts", function()
     it("are cancelled on exit", function()
+      local clock = support.clock()
       local fired = counter()
       local M = modal.machine {
         name = "timeout_cancelled", initial = "a", methods = {},
@@ -403,7 +406,8 @@ describe("machine hooks", function()
       }
       local c = M:new()
       c:fire("go")
-      assert.is_true(run_loop(2))                    -- nothing is left keeping the loop alive
+      assert.same({}, clock:pending())               -- nothing is left armed
+      clock:advance(1)
       assert.equal(0, fired.n)
       assert.equal("b", c.state)
     end)
@@ -429,9 +433,10 @@ describe("machine hooks", function()
           b = { enter = function() fired = fired + 1 end },
         },
       }
+      local clock = support.clock()
       local all = {}
       for i = 1, 1000 do all[i] = M:new() end
-      assert.is_true(run_loop(2))
+      clock:advance(0.01)
       assert.equal(1000, fired)
       assert.equal("b", all[1000].state)
     end)
@@ -460,6 +465,7 @@ describe("machine hooks", function()
     end)
 
     it("given in seconds fire the input 'timeout' after that long", function()
+      local clock = support.clock(5)
       local at
       local M = modal.machine {
         name = "timeout_seconds", initial = "a", methods = {},
@@ -469,12 +475,12 @@ describe("machine hooks", function()
           late = {},
         },
       }
-      local t0 = modal.now()
       local c = M:new()
+      clock:advance(0.029)
       assert.equal("a", c.state)
-      assert.is_true(run_loop(2))
+      clock:advance(0.001)
       assert.equal("late", c.state)
-      assert.is_true(at - t0 >= 0.025, "fired after " .. (at - t0))
+      assert.equal(5.03, at)
     end)
 
     it("from function(m) use the seconds it returns", function()
@@ -483,10 +489,12 @@ describe("machine hooks", function()
         name = "timeout_fn", initial = "a", methods = {},
         states = { a = { timeout = armed.fn, on = { timeout = "late" } }, late = {} },
       }
-      local c = M:new { wait = 0.01 }
+      local clock = support.clock()
+      local c = M:new { wait = 7 }
       assert.equal(1, armed.n)
       assert.is_true(rawequal(c, armed.args[1][1]))
-      assert.is_true(run_loop(2))
+      assert.same({ 7 }, clock:pending())
+      clock:advance(7)
       assert.equal("late", c.state)
     end)
   end)
@@ -610,9 +618,10 @@ describe("machine hooks", function()
           ok = {}, failed = {},
         },
       }
+      local clock = support.clock()
       local c = M:new()
       assert.equal("a", c.state)
-      assert.is_true(run_loop(2))
+      clock:advance(0.01)
       assert.equal("ok", c.state)
       assert.equal("slept", c.data.got)
     end)
@@ -686,8 +695,9 @@ describe("machine hooks", function()
           ok = {}, failed = {},
         },
       }
+      local clock = support.clock()
       local c = M:new()
-      assert.is_true(run_loop(2))
+      clock:advance(0.01)
       assert.equal("failed", c.state)
       assert.equal("timeout", failed.args[1][2].kind)
     end)

@@ -95,6 +95,36 @@ describe("machine methods", function()
       assert.is_true(rawequal(value, f.value))
     end)
 
+    it("that returns a Deferred that has fired gives the caller that Deferred", function()
+      local returned = {}
+      local M = modal.machine {
+        name = "returns_fired", initial = "ready", methods = { "ok", "bad" },
+        states = { ready = {
+          ok = function(_, x) returned.ok = modal.succeed(x); return returned.ok end,
+          bad = function() returned.bad = modal.fail("nope", "denied"); return returned.bad end,
+        } },
+      }
+      local c = M:new()
+      local d = c:ok(5)
+      assert.equal(returned.ok, d)
+      assert_succeeded(5, d)
+      local f = assert_failed("nope", c:bad())
+      assert.equal("denied", f.message)
+    end)
+
+    it("that returns a pending Deferred gives the caller that Deferred; the call waits for it", function()
+      local inner = modal.deferred()
+      local M = modal.machine {
+        name = "returns_pending", initial = "ready", methods = { "query" },
+        states = { ready = { query = function() return inner end } },
+      }
+      local d = M:new():query()
+      assert.equal(inner, d)
+      assert.equal("pending", d:state())
+      inner:callback(42)
+      assert_succeeded(42, d)
+    end)
+
     it("that returns a failure fails the call with that failure", function()
       local denied = modal.failure("auth", "denied")
       local M = modal.machine {
@@ -163,9 +193,10 @@ describe("machine methods", function()
           },
         },
       }
+      local clock = support.clock()
       local d = M:new():query("x")
       assert.equal("pending", d:state())
-      assert.is_true(run_loop(2))
+      clock:advance(0.01)
       assert_succeeded("ready:x", d)
     end)
 
@@ -449,11 +480,12 @@ describe("machine methods", function()
       quiet_unhandled()
       local handled = counter(function(_, x) return x end)
       local M = waiter("timeout_removes", handled.fn)
+      local clock = support.clock()
       local c = M:new()
       local d = c:query("timed")
       d:add_timeout(0.02)
       local other = c:query("kept")
-      assert.is_true(run_loop(2))
+      clock:advance(0.02)
       assert_failed("timeout", d)
       assert.equal(1, c:postponed())
       c:fire("go")

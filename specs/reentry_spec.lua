@@ -2,12 +2,8 @@
 -- doc/reload.md): reproducers of what specs/fuzz/driver_fuzz.lua (`make fuzz-driver`) found,
 -- each reduced to the few steps that show it.
 --
--- The ones still failing are marked pending, so the suite stays green; each says what it
--- expects and what happens instead. Run them with MODAL_REPRO=1:
---   MODAL_REPRO=1 SPECS=specs/reentry_spec.lua make test
--- (under `make asan` some of them end in a sanitizer report instead of a failure). When one
--- is fixed, its `repro` becomes `it`, and the fuzzer's matching FUZZ_KNOWN switch goes (see
--- KNOWN in specs/fuzz/driver_fuzz.lua).
+-- Each says what it expects and what used to happen instead (under ASan some of them ended in
+-- a sanitizer report).
 --
 -- Three of them depend on where the collector runs a finalizer: they make the collector run a
 -- step at nearly every allocation and try until a finalizer lands in the window they need
@@ -16,7 +12,6 @@ local modal = require "modal"
 local support = require "support"
 local run_undo = support.run_undo
 
-local repro = os.getenv("MODAL_REPRO") == "1" and it or pending
 
 local dir
 do
@@ -65,8 +60,8 @@ describe("re-entry into the driver", function()
     -- The caller gives up on a postponed call by failing its Deferred itself (d:errback, a
     -- timeout of its own): the call is answered, so it no longer waits. Instead it stays
     -- counted in c:postponed() for good (the retry drops the slot but never decrements), and
-    -- the count keeps the instance pinned (never collected). Fuzzer: FUZZ_KNOWN=settle_call.
-    repro("is no longer counted by c:postponed() (rules 2 and 12)", function()
+    -- the count keeps the instance pinned (never collected).
+    it("is no longer counted by c:postponed() (rules 2 and 12)", function()
       local M = modal.machine { name = "re_holder", initial = "waiting", methods = { "q" },
         states = { waiting = { q = "postpone", on = { go = "ready" } },
                    ready = { q = function() return "ok" end } } }
@@ -85,8 +80,8 @@ describe("re-entry into the driver", function()
     -- m:postpone() returns one marker value for every call; a handler may hand back one it
     -- got earlier. A direct call that returns it in a final state fails with kind "error"
     -- (rule 1); a retried one in the same state is kept in the queue instead — in a final
-    -- state nothing retries it again, so it is never answered. Fuzzer: FUZZ_KNOWN=marker.
-    repro("fails the call with kind error, as for a direct call (rule 1)", function()
+    -- state nothing retries it again, so it is never answered.
+    it("fails the call with kind error, as for a direct call (rule 1)", function()
       local marker
       local M = modal.machine { name = "re_marker", initial = "open", methods = { "q" },
         states = {
@@ -111,7 +106,7 @@ describe("re-entry into the driver", function()
     -- which is above the top by then (the drive left c and its result): the input's name reads
     -- as "(null)" (an unacceptable index handed to the Lua API). Inputs no state takes (the
     -- "(no state does)" path, before the drive) are named right.
-    repro("names the input in the error", function()
+    it("names the input in the error", function()
       local M = modal.machine { name = "re_message", initial = "a", methods = {},
         states = { a = { on = { go = "b" } }, b = { on = { back = "a" } } } }
       local c = M:new()
@@ -125,34 +120,35 @@ describe("re-entry into the driver", function()
     -- md_machine_tostring (src/machine.c) passes lua_tostring(L, -2) and
     -- luaL_tolstring(L, -1, NULL) to one lua_pushfstring: C leaves their order open, and when
     -- luaL_tolstring runs first it pushes, so -2 is the version: the name reads as the version.
-    repro("shows the machine's name, then its version", function()
+    it("shows the machine's name, then its version", function()
       local M = modal.machine { name = "re_named", version = 3, initial = "a", methods = {},
         states = { a = {} } }
       assert.equal("modal.machine 're_named' version 3", tostring(M))   -- "modal.machine '3' version 3"
     end)
   end)
 
-  describe("two calls each following the other's Deferred", function()
-    -- A handler may return a Deferred that is still pending, another call's included: the call
-    -- then follows it. When call b follows call a and a's retried handler returns b, each
-    -- waits on the other — and d:cancel() on either walks inward along the paused chain for
-    -- ever (modal__cancel, src/deferred.c: the loop over DF_FIRED | DF_PAUSED has no end on a
-    -- cycle), as does an add_timeout expiry, inside the loop. Twisted ends the same walk with
-    -- a recursion error; plain Deferreds show it too (d1 returns d2 from a callback, d2 d1).
-    -- The scenario runs in a child process, under a timeout.
-    repro("d:cancel() returns", function()
+  describe("two postponed calls each answered with the other's Deferred", function()
+    -- A handler's returned Deferred is the call's answer: a retried call whose handler returns
+    -- another call's pending Deferred waits on it. When q's retried handler returns s's
+    -- Deferred and s's returns q's, each waits on the other, and d:cancel() on either used to
+    -- walk the cycle for ever. The scenario runs in a child process, under a timeout.
+    it("d:cancel() returns; the cancelled call fails 'cancelled', the other is answered", function()
       local script = [[
         local modal = require "modal"
+        modal.on_unhandled(function() end)
         local a, b
-        local M = modal.machine { name = "re_cycle", initial = "wait", methods = { "q", "r" },
-          states = { wait = { q = "postpone", r = function() return a end, on = { go = "ready" } },
-                     ready = { q = function() return b end, r = function() return 1 end } } }
+        local M = modal.machine { name = "re_cycle", initial = "wait", methods = { "q", "s" },
+          states = { wait = { q = "postpone", s = "postpone", on = { go = "ready" } },
+                     ready = { q = function() return b end, s = function() return a end } } }
         local c = M:new()
         a = c:q()              -- postponed
-        b = c:r()              -- follows a
-        c:fire("go")           -- a is retried: its handler returns b, which waits on a
-        b:cancel()             -- never returns
-        print("returned")
+        b = c:s()              -- postponed
+        c:fire("go")           -- q is retried and waits on b; s is retried and waits on a
+        print("before " .. a:state() .. " " .. b:state())
+        b:cancel()             -- used to never return
+        local states, f = a:state() .. " " .. b:state(), nil
+        b:add_errback(function(x) f = x end)
+        print("after " .. states .. " " .. (f and f.kind or "-"))
       ]]
       local path = dir .. "/cycle.lua"
       local f = assert(io.open(path, "w"))
@@ -160,10 +156,11 @@ describe("re-entry into the driver", function()
         "./" .. (os.getenv("MODAL_BUILD") or "build") .. "/?.so"), script)
       f:close()
       support.defer(function() os.remove(path) end)
-      local p = assert(io.popen("timeout 5 lua5.4 " .. path .. " 2>&1"))
+      local p = assert(io.popen("timeout 10 lua5.4 " .. path .. " 2>&1"))
       local out = p:read("a")
       p:close()
-      assert.matches("returned", out, 1, true)   -- the child is killed after 5 s instead
+      assert.matches("before pending pending", out, 1, true)
+      assert.matches("after succeeded failed cancelled", out, 1, true)   -- killed after 10 s
     end)
   end)
 
@@ -175,9 +172,8 @@ describe("re-entry into the driver", function()
     -- "no handler for method 'q' in state '(null)'", and a fire reads the new definition's
     -- tables at the old index (under ASan: heap-buffer-overflow in modal__drive_input,
     -- src/drive.c). An instance that user code drives before its own switch is then switched
-    -- to the state planned before it moved (without exit or enter). Fuzzer:
-    -- FUZZ_KNOWN=reload_switch.
-    repro("only ever shows user code instances in a state of their definition", function()
+    -- to the state planned before it moved (without exit or enter).
+    it("only ever shows user code instances in a state of their definition", function()
       quiet_log()
       local version, other, seen = 1, nil, {}
       local path = def_file(function()
@@ -213,7 +209,7 @@ describe("re-entry into the driver", function()
       assert.equal("succeeded", seen.call:state())   -- fails: "... in state '(null)'"
     end)
 
-    repro("does not move an instance that user code drove before its switch back", function()
+    it("does not move an instance that user code drove before its switch back", function()
       quiet_log()
       local version, second = 1, nil
       local path = def_file(function()
@@ -248,8 +244,8 @@ describe("re-entry into the driver", function()
     -- in the middle of the outer one, which then plans with the definition it read before:
     -- the states map is indexed by the inner definition's state indices (under ASan:
     -- heap-buffer-overflow in reload_body, src/reload.c), and calls are remapped by the wrong
-    -- method list. Fuzzer: FUZZ_KNOWN=nested_reload.
-    repro("raises, as while another reload plans (doc/reload.md)", function()
+    -- method list.
+    it("raises, as while another reload plans (doc/reload.md)", function()
       local version, nested = 1, nil
       local function def(names, prefix)
         local states = {}
@@ -287,8 +283,8 @@ describe("re-entry into the driver", function()
   describe("a reload that makes the current state final", function()
     -- c:when(state) fails with kind "stopped" once the instance is in a different final state
     -- (rule 10); a reload whose new definition makes the instance's (kept) state final leaves
-    -- the waiters pending forever instead. Fuzzer: FUZZ_KNOWN=final_by_reload.
-    repro("fails the when() waiters for other states", function()
+    -- the waiters pending forever instead.
+    it("fails the when() waiters for other states", function()
       quiet_log()
       local version = 1
       local path = def_file(function()
@@ -312,8 +308,8 @@ describe("re-entry into the driver", function()
     -- cancelling a Deferred does not: cancelling another instance's job runs its outcome as
     -- input "error" at once, so that instance moves after the reload planned it — and the
     -- switch then puts it back in the state it planned (no exit, no enter, no job running):
-    -- stuck where nothing will ever move it. Fuzzer: FUZZ_KNOWN=migrate_drive.
-    repro("does not leave an instance in a state it had left", function()
+    -- stuck where nothing will ever move it.
+    it("does not leave an instance in a state it had left", function()
       quiet_log()
       local version, jobs, B = 1, {}, nil
       local path = def_file(function()
@@ -347,12 +343,12 @@ describe("re-entry into the driver", function()
     -- the ones the handler queued; a reload is allowed, and the call is recorded with the old
     -- definition's method index (answered by another method's handler). The same goes for
     -- c:when() when it makes the instance's extras, and for a reload refilling the methods
-    -- table (a finalizer finds c.q nil). Fuzzer: FUZZ_KNOWN=gc_in_modal and reload_gc.
+    -- table (a finalizer finds c.q nil).
     local function bombs(n, fn)
       for _ = 1, n do setmetatable({}, { __gc = fn }) end
     end
 
-    repro("never queues a postponed call into a state it was not postponed in", function()
+    it("never queues a postponed call into a state it was not postponed in", function()
       eager_collector()
       local armed
       local M = modal.machine { name = "re_gc_postpone", initial = "open", methods = { "q" },
@@ -379,7 +375,7 @@ describe("re-entry into the driver", function()
       assert.equal(0, stuck)              -- each hit leaves the call pending in `closed`
     end)
 
-    repro("handles the inputs a handler fired before the one a finalizer fires later", function()
+    it("handles the inputs a handler fired before the one a finalizer fires later", function()
       eager_collector()
       local armed, order = nil, nil
       local M = modal.machine { name = "re_gc_order", initial = "a", methods = { "q" },
@@ -409,7 +405,7 @@ describe("re-entry into the driver", function()
       assert.equal(0, swapped)            -- "two" was handled first each time the window hit
     end)
 
-    repro("never records a call with another method when a finalizer reloads", function()
+    it("never records a call with another method when a finalizer reloads", function()
       eager_collector()
       quiet_log()
       local version, armed = 1, nil
@@ -446,7 +442,7 @@ describe("re-entry into the driver", function()
       assert.equal(0, wrong)              -- call q answered "r"
     end)
 
-    repro("never shows an instance without its methods while a reload refills them", function()
+    it("never shows an instance without its methods while a reload refills them", function()
       eager_collector()
       local path = def_file(function()
         return { name = "re_gc_methods", initial = "a", methods = { "q", "r", "s", "t" },

@@ -13,7 +13,6 @@
 local modal = require "modal"
 local support = require "support"
 local run_undo = support.run_undo
-local uv = require "luv"
 
 local outcome, counter, run_loop = support.outcome, support.counter, support.run_loop
 
@@ -55,9 +54,6 @@ local function def_file(builder)
   function file.runs() return runs[key] or 0 end
   return file
 end
-
--- Seconds on a wall clock (modal.now() is the loop's clock, stale outside run()).
-local function wall() return uv.hrtime() / 1e9 end
 
 -- Asserts that every fragment occurs in tostring(text).
 local function assert_mentions(text, fragments)
@@ -325,6 +321,7 @@ return {
     end
 
     local function scenario(variant)
+      local clock = support.clock()       -- the timeout of `timed` runs on virtual time
       local P = { enter = counter(), exit = counter(), seen = counter(), jobs = {} }
       local file = def_file(function(version, name)
         if version == 1 then return scenario_def(name, 1, P) end
@@ -348,7 +345,7 @@ return {
       assert.equal("legacy", expected.legacy_too)
       local queued = { c.waiting:query("first"), c.waiting:query("second") }
       return { file = file, M = M, P = P, c = c, expected = expected, queued = queued,
-               enters = P.enter.n, exits = P.exit.n }
+               enters = P.enter.n, exits = P.exit.n, clock = clock }
     end
 
     local function assert_unchanged(S, err)
@@ -393,7 +390,9 @@ return {
       end
       job:callback("result")
       assert.equal("worked", c.working.state)
-      assert.is_true(run_loop(2))
+      S.clock:advance(0.049)
+      assert.equal("timed", c.timed.state)
+      S.clock:advance(0.001)
       assert.equal("expired", c.timed.state)
     end
 
@@ -485,7 +484,8 @@ return {
       S.c.waiting:fire("release")
       for _, d in ipairs(S.queued) do assert.equal("succeeded", (outcome(d))) end
       S.P.jobs[S.c.working.id]:callback()
-      assert.is_true(run_loop(2))
+      S.clock:advance(0.05)
+      assert.equal("expired", S.c.timed.state)
     end)
   end)
 
@@ -776,23 +776,20 @@ return {
       end)
       file.set(1)
       local M = modal.load(file.path)
-      local c, t0, fired_at, reloaded
-      modal.call_later(0, function()
-        t0 = modal.now()
-        c = M:new()
-        c:on_transition(function() fired_at = modal.now() end)
-        modal.call_later(0.15, function()
-          file.set(2)
-          reloaded = modal.reload(file.path)
-        end)
+      local clock = support.clock()
+      local c, fired_at, reloaded = M:new(), nil, nil
+      c:on_transition(function() fired_at = modal.now() end)
+      modal.call_later(0.15, function()
+        file.set(2)
+        reloaded = modal.reload(file.path)             -- from a timer: allowed
       end)
-      assert.is_true(run_loop(3))
+      clock:advance(0.15)
       support.reloaded(reloaded)
+      assert.equal("wait", c.state)
+      clock:advance(0.05)
       assert.equal(0, asked.n)                         -- the new timeout function was not asked
       assert.equal("new_after", c.state)
-      local elapsed = fired_at - t0
-      assert.is_true(elapsed >= 0.19 and elapsed < 0.3,
-        ("the timeout fired %.3f s after entry; its deadline was 0.2 s"):format(elapsed))
+      assert.equal(0.2, fired_at)                      -- the deadline armed at entry
     end)
 
     it("has its timeout cancelled when the new state has none", function()
@@ -804,13 +801,13 @@ return {
       end)
       file.set(1)
       local M = modal.load(file.path)
-      uv.update_time()                                 -- the timeout counts from now
+      local clock = support.clock()
       local c = M:new()
+      assert.same({ 0.5 }, clock:pending())
       file.set(2)
       support.reloaded(modal.reload(file.path))
-      local started = wall()
-      assert.is_true(run_loop(2))
-      assert.is_true(wall() - started < 0.3, "the old timeout kept the loop running")
+      assert.same({}, clock:pending())                 -- the old timeout is gone
+      clock:advance(1)
       assert.equal("wait", c.state)
     end)
 
@@ -931,6 +928,7 @@ return {
       local file = migration(P)
       file.set(1)
       M = modal.load(file.path)
+      local clock = support.clock()
       local stays, moves = M:new(), M:new()
       moves:fire("go")
       file.set(2)
@@ -943,7 +941,7 @@ return {
       assert.same({ state = "legacy", version = 1, machine_version = 1 }, during[1])
       assert.equal("idle", stays.state)
       assert.equal("modern", moves.state)
-      assert.is_true(run_loop(2))
+      clock:advance(0.3)
       assert.equal("after", moves.state)
     end)
 
@@ -953,6 +951,7 @@ return {
       local file = migration(P)
       file.set(1)
       local M = modal.load(file.path)
+      local clock = support.clock()
       local c = M:new()
       c:fire("go")
       local job = P.jobs[c.id]
@@ -961,7 +960,7 @@ return {
       local reached = answers(c:when("modern"))
       assert.equal(0, reached.n)
       file.set(2)
-      uv.update_time()                                 -- the new timeout counts from now
+      clock:advance(0.01)                              -- the new timeout counts from the switch
       support.reloaded(modal.reload(file.path))
       assert.equal("modern", c.state)
       assert.equal(0, P.exit.n, "the old exit ran")
@@ -980,10 +979,11 @@ return {
       assert.is_true(rawequal(c, reached.results[1]))
       assert.equal("v2 modern", select(2, outcome(c:query())))
       -- the old 0.05 s timeout is gone; the new state's 0.3 s one takes it to after
-      local started = wall()
-      assert.is_true(run_loop(2))
+      assert.same({ 0.31 }, clock:pending())
+      clock:advance(0.299)
+      assert.equal("modern", c.state, "the old timeout fired into the new state")
+      clock:advance(0.001)
       assert.equal("after", c.state)
-      assert.is_true(wall() - started >= 0.25, "the old timeout fired into the new state")
       assert.equal(2, seen.n)
       assert.same({ "modern", "after", "timeout" }, { seen.args[2][2], seen.args[2][3], seen.args[2][4] })
     end)

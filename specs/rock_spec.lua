@@ -76,7 +76,7 @@ describe("the modal rock", function()
 
   it("installs every Lua file of lua/modal/ under the tree's share/lua/5.4/modal/", function()
     assert.equal(0, build_status, build_log)
-    local status, listing = sh("cd lua/modal 2>/dev/null && ls *.lua 2>/dev/null; true")
+    local status, listing = sh("cd lua/modal 2>/dev/null && find . -name '*.lua' | sed 's|^\\./||'; true")
     assert.equal(0, status)
     for name in listing:gmatch("[^\n]+") do
       local installed = tree .. "/share/lua/5.4/modal/" .. name

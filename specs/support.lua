@@ -17,6 +17,9 @@
 --   support.reloaded(M, err)       what modal.reload returned, checked: the machine M (it
 --                                  raises with err otherwise); returns M.
 --   support.wait_for(pred, s)      runs the luv loop until pred() or s seconds; returns pred().
+--   support.clock([start])      a testing clock (modal.testing) for the current test: the
+--                                  timers armed under it dropped and the clock closed by
+--                                  support.run_undo (give it to after_each).
 --   support.spawn_host(args)       starts the modal host (MODAL_BUILD/modal) in the background;
 --                                  the record collects out, err, code, signal; p.done(),
 --                                  p.said(text), p.logged(text) (predicates), p.reap().
@@ -80,6 +83,15 @@ function support.quiet_unhandled()
     support.run_loop(0.05)
     modal.on_unhandled(previous)
   end)
+end
+
+function support.clock(start)
+  local clock = require("modal.testing").clock(start)
+  support.defer(function()
+    if not clock.closed then clock:drop() end
+    clock:close()
+  end)
+  return clock
 end
 
 function support.capture_log()

@@ -132,6 +132,120 @@ describe("unhandled failures", function()
     end)
   end)
 
+  describe("exactly once", function()
+    it("does not report a failure handed over by a link and handled by the outer chain", function()
+      local seen = "unset"
+      dropped(function()
+        local inner = modal.fail("boom", "handled by the outer chain")
+        local outer = modal.deferred()
+        outer:add_callback(function() return inner end)
+        outer:add_errback(function() return "recovered" end)
+        outer:callback(nil)
+        inner:add_callback(function(v) seen = v end)
+      end)
+      assert.equal(0, #reports)
+      assert.is_nil(seen)
+    end)
+
+    it("reports a failure handed along a nest of Deferreds once, from the outermost", function()
+      local f = modal.failure("custom", "deep")
+      dropped(function()
+        local innermost = modal.deferred()
+        local cur = innermost
+        for _ = 1, 10 do
+          local prev = cur
+          cur = modal.succeed():add_callback(function() return prev end)
+        end
+        innermost:errback(f)
+        innermost:add_both(function(r) return r end)   -- a later link sees nil
+      end)
+      assert.equal(1, #reports)
+      assert.is_true(rawequal(f, reports[1]))
+    end)
+
+    it("reports a timeout once, whether the Deferred was paused or not", function()
+      dropped(function()
+        modal.deferred():add_timeout(0.01)
+        modal.succeed():add_callback(function() return modal.deferred() end):add_timeout(0.01)
+        support.run_loop(2)
+      end)
+      assert.equal(2, #reports)
+      assert.same({ "timeout", "timeout" }, { reports[1].kind, reports[2].kind })
+    end)
+
+    it("does not report the inner cancel failure a timed-out outer one took over", function()
+      dropped(function()
+        local inner = modal.deferred()
+        modal.succeed():add_callback(function() return inner end)
+          :add_timeout(0.01):add_errback(function() end)
+        support.run_loop(2)
+      end)
+      assert.equal(0, #reports)
+    end)
+
+    it("reports the failure of an async call once, not the awaited Deferred's too", function()
+      local f = modal.failure("custom", "awaited")
+      dropped(function()
+        local w = modal.deferred()
+        modal.async(function() return modal.await(w) end)()
+        w:errback(f)
+      end)
+      assert.equal(1, #reports)
+      assert.is_true(rawequal(f, reports[1]))
+    end)
+
+    it("reports a cycle's cancel failure once", function()
+      dropped(function()
+        local a, b = modal.deferred(), modal.deferred()
+        a:add_callback(function() return b end)
+        b:add_callback(function() return a end)
+        a:callback(); b:callback()
+        a:cancel()
+      end)
+      assert.equal(1, #reports)
+      assert.equal("cancelled", reports[1].kind)
+    end)
+
+    it("reports the losers of a race and the later failures of all() never", function()
+      dropped(function()
+        local x, y = modal.deferred(), modal.deferred()
+        modal.race({ x, y }):add_errback(function() end)
+        x:errback("first")
+        local p, q = modal.deferred(), modal.deferred()
+        modal.all({ p, q }):add_errback(function() end)
+        p:errback("first"); q:errback("second")
+      end)
+      assert.equal(0, #reports)
+    end)
+
+    it("reports once when a finalizer acts on Deferreds while modal allocates", function()
+      local pool = {}
+      local gc = { __gc = function()
+        local d = pool[#pool]
+        if d then pcall(d.errback, d, modal.failure("gc", "fired by a finalizer")) end
+        pool[#pool + 1] = modal.deferred()
+      end }
+      dropped(function()
+        collectgarbage("incremental", 1, 1000)
+        for i = 1, 2000 do
+          setmetatable({}, gc)
+          local d = modal.deferred()
+          pool[#pool + 1] = d
+          d:add_callback(function(v) return v end, i)
+          if i % 3 == 0 then d:add_timeout(0) end
+          if i % 5 == 0 then pcall(d.errback, d, "plain") end
+        end
+        collectgarbage("incremental", 200, 100)
+        pool = {}
+      end)
+      local seen = {}
+      for _, f in ipairs(reports) do
+        assert.is_nil(seen[f], "a failure was reported twice")
+        seen[f] = true
+      end
+    end)
+  end)
+
   describe("the default reporter", function()
     -- True when a log entry carries text in its message or in one of its fields.
     local function mentions(entry, text)

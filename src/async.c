@@ -2,119 +2,115 @@
 ** async.c — modal.async and modal.await: coroutines that wait on Deferreds.
 **
 ** modal.async(fn) returns a function that runs fn in a new coroutine at once, up to its first
-** wait, and returns a Deferred of its result. modal.await(d) yields (a marker, d) to the
-** driver, which resumes the coroutine from a link on d with (ok, value).
+** wait, and returns the call's Deferred. modal.await(d) pauses that Deferred on d (so a cancel
+** or a timeout of the call goes to d, as for a chain paused on d) and yields a marker; d's
+** outcome reaches the call's resumer, which resumes the coroutine with (marker, ok, value).
+** The call's Deferred fires when the coroutine ends (doc/deferreds.md).
 */
 #include "core.h"
 
-static const char tasks_key = 't';      /* registry: weak-keyed {coroutine = task} */
-static const char marker = 'm';         /* what await yields first */
+static const char tasks_key = 't';      /* registry: weak-keyed {coroutine = its Deferred} */
+static const char marker = 'm';         /* what await yields, and the resumer passes back */
 
-/* A task: user value 1 the outer Deferred, 2 the Deferred being awaited (or nil). */
-
-static void push_task(lua_State *L, lua_State *co) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &tasks_key);
-  lua_pushthread(co);
-  lua_xmove(co, L, 1);
-  lua_rawget(L, -2);
-  lua_remove(L, -2);
+/* (value, traceback) -> a failure of kind "error"; its message may run value's __tostring. */
+static int make_failure(lua_State *L) {
+  modal__failure_new(L, "error", NULL, 1, 2);
+  return 1;
 }
 
-static void step(lua_State *L, lua_State *co, int task, int nargs);
-
-/* The link on an awaited Deferred: (result, coroutine, task). Resumes with (ok, value). */
-static int resume_link(lua_State *L) {
-  lua_State *co = lua_tothread(L, 2);
-  int failed = modal__is_failure(L, 1);
-  lua_settop(L, 3);
-  lua_getiuservalue(L, 3, 2);            /* 4: the awaited Deferred: its failure is handled */
-  modal__mark_handled(L, 4);
-  lua_pushnil(L);
-  lua_setiuservalue(L, 3, 2);
-  lua_pushboolean(L, !failed);
-  lua_pushvalue(L, 1);
-  lua_xmove(L, co, 2);
-  step(L, co, 3, 2);
-  lua_settop(L, 1);
-  return 1;                              /* the awaited Deferred keeps its outcome */
-}
-
-/* Runs co until it waits or ends; fires the task's Deferred when it ends. */
-static void step(lua_State *L, lua_State *co, int task, int nargs) {
-  int nres = 0, status;
-  task = lua_absindex(L, task);
-  status = lua_resume(co, L, nargs, &nres);
+/* Runs co (nargs values on its stack) until it waits or ends. Returns 0 when it waits, else 1
+** with its outcome pushed on L: the first value it returned, or the failure it raised. */
+static int step(lua_State *L, lua_State *co, int nargs) {
+  int nres = 0, status = lua_resume(co, L, nargs, &nres);
+  luaL_checkstack(L, 3, NULL);
   if (status == LUA_YIELD) {
-    if (nres == 2 && lua_touserdata(co, -2) == &marker && modal__is_deferred(co, -1)) {
-      lua_xmove(co, L, 1);               /* the awaited Deferred */
+    if (nres == 1 && lua_touserdata(co, -1) == (void *)&marker) {
       lua_pop(co, 1);
-      lua_pushvalue(L, -1);
-      lua_setiuservalue(L, task, 2);
-      lua_pushcfunction(L, resume_link);
-      lua_pushthread(co);
-      lua_xmove(co, L, 1);
-      lua_pushvalue(L, task);
-      modal__add_link(L, -4, -3, 0, 1, 2);
-      lua_pop(L, 2);
-      return;
+      return 0;                          /* modal.await: its Deferred is paused on the awaited */
     }
-    lua_pop(co, nres);
-    lua_getiuservalue(L, task, 1);
+    lua_pop(co, nres);                   /* the coroutine is abandoned */
     modal__failure_new(L, "error", "coroutine.yield inside modal.async: use modal.await", 0, 0);
-    modal__fire(L, -2, -1, 1);
-    lua_pop(L, 2);
-    return;
+    return 1;
   }
-  lua_getiuservalue(L, task, 1);         /* the outer Deferred */
   if (status == LUA_OK) {
     if (nres > 0)
-      lua_xmove(co, L, 1);               /* the first result */
+      lua_pushvalue(co, -nres);          /* the first result, as for any Lua call */
     else
-      lua_pushnil(L);
-    modal__fire(L, -2, -1, 0);
-  } else {
-    lua_xmove(co, L, 1);                 /* the error, with the coroutine's traceback */
-    if (!modal__is_failure(L, -1)) {
-      luaL_traceback(L, co, NULL, 0);
-      modal__failure_new(L, "error", NULL, -2, -1);
-      lua_replace(L, -3);
-      lua_pop(L, 1);
-    }
-    modal__fire(L, -2, -1, 1);
+      lua_pushnil(co);
+    lua_xmove(co, L, 1);
+    lua_settop(co, 0);
+    return 1;
   }
-  lua_pop(L, 2);
+  lua_xmove(co, L, 1);                   /* the error, with the coroutine's traceback */
+  if (!modal__is_failure(L, -1)) {
+    int v = lua_gettop(L);
+    luaL_traceback(L, co, NULL, 0);      /* v + 1 */
+    if (lua_type(L, v) == LUA_TSTRING) {
+      modal__failure_new(L, "error", NULL, v, v + 1);
+    } else {                             /* tostring may run Lua: protected */
+      lua_pushcfunction(L, make_failure);
+      lua_pushvalue(L, v);
+      lua_pushvalue(L, v + 1);
+      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {   /* its __tostring raised, or no C stack */
+        lua_pop(L, 1);
+        modal__failure_new(L, "error", "a modal.async function raised a value that has no "
+                                       "message", 0, v + 1);
+        lua_pushvalue(L, v);
+        lua_setfield(L, -2, "value");
+      }
+    }
+    lua_replace(L, v);
+    lua_settop(L, v);
+  }
+  return 1;
 }
 
-/* The outer Deferred's canceller: cancels the Deferred being awaited (upvalue 1: task). */
-static int cancel_task(lua_State *L) {
-  lua_getiuservalue(L, lua_upvalueindex(1), 2);
-  if (modal__is_deferred(L, -1))
-    modal__cancel(L, -1);
-  return 0;
+/* The resumer of a call (upvalue 1: its coroutine): (value) -> nothing while the coroutine
+** waits again, else its outcome. */
+static int resume_call(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  lua_settop(L, 1);
+  if (lua_status(co) != LUA_YIELD) {     /* closed, or resumed by someone else and ended */
+    modal__failure_new(L, "error", "the coroutine of this modal.async call is no longer "
+                                   "waiting (resumed or closed from outside)", 0, 0);
+    return 1;
+  }
+  if (!lua_checkstack(co, 3)) {
+    modal__failure_new(L, "error", "modal.await: no stack left to resume the coroutine", 0, 0);
+    return 1;
+  }
+  lua_pushlightuserdata(co, (void *)&marker);
+  lua_pushboolean(co, !modal__is_failure(L, 1));
+  lua_xmove(L, co, 1);
+  return step(L, co, 3);
 }
 
 /* The function modal.async returns (upvalue 1: fn). */
 static int async_call(lua_State *L) {
-  int nargs = lua_gettop(L);
-  lua_State *co = lua_newthread(L);      /* nargs+1 */
-  int th = lua_gettop(L);
-  lua_newuserdatauv(L, 1, 2);            /* th+1: task */
-  lua_pushvalue(L, th + 1);
-  lua_pushcclosure(L, cancel_task, 1);
-  modal__deferred_new(L, -1);            /* th+3: outer (th+2: canceller) */
-  lua_setiuservalue(L, th + 1, 1);
-  lua_pop(L, 1);
+  int nargs = lua_gettop(L), o;
+  lua_State *co;
+  luaL_checkstack(L, 6, NULL);
+  co = lua_newthread(L);                 /* nargs + 1 */
+  if (!lua_checkstack(co, nargs + 1))
+    return luaL_error(L, "modal.async: too many arguments (%d)", nargs);
+  lua_pushvalue(L, nargs + 1);
+  lua_pushcclosure(L, resume_call, 1);   /* nargs + 2 */
+  modal__deferred_new_async(L, nargs + 2);   /* nargs + 3 */
+  o = nargs + 3;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &tasks_key);
-  lua_pushvalue(L, th);
-  lua_pushvalue(L, th + 1);
+  lua_pushvalue(L, nargs + 1);
+  lua_pushvalue(L, o);
   lua_rawset(L, -3);
   lua_pop(L, 1);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_xmove(L, co, 1);
   lua_rotate(L, 1, -nargs);              /* the arguments to the top */
+  o -= nargs;
   lua_xmove(L, co, nargs);
-  step(L, co, -1, nargs);
-  lua_getiuservalue(L, -1, 1);
+  if (step(L, co, nargs) && modal__fire(L, o, -1, modal__is_failure(L, -1)) < 0 &&
+      modal__is_failure(L, -1))
+    modal__report_unhandled(L, -1);      /* it was fired from outside: nobody else sees it */
+  lua_settop(L, o);
   return 1;
 }
 
@@ -126,39 +122,47 @@ static int md_async(lua_State *L) {
   return 1;
 }
 
+/* Resumed by the resumer with (marker, ok, value) in place of the yielded marker: the stack is
+** md_await's (1 the awaited, 2 the tasks, 3 this call's Deferred) and those three. */
 static int await_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
   (void)k;
-  if (lua_toboolean(L, -2))
+  if (lua_gettop(L) < 6 || lua_touserdata(L, 4) != (void *)&marker) {
+    modal__unwait(L, 3);                 /* 3: this call's Deferred (see md_await) */
+    return luaL_error(L, "modal.await: the coroutine was resumed by something other than modal");
+  }
+  lua_settop(L, 6);
+  if (lua_toboolean(L, 5))
     return 1;
-  lua_pushvalue(L, -1);
   return lua_error(L);                   /* the failure object itself */
 }
 
 /* modal.await(d) -> the value, or raises the failure */
 static int md_await(lua_State *L) {
-  int taken;
-  if (lua_pushthread(L)) {
-    lua_pop(L, 1);
+  int r;
+  lua_settop(L, 1);
+  if (lua_pushthread(L))
     return luaL_error(L, "modal.await called outside a modal.async function");
-  }
-  lua_pop(L, 1);
-  push_task(L, L);
-  if (lua_isnil(L, -1))
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &tasks_key);
+  lua_insert(L, -2);
+  lua_rawget(L, -2);                     /* 3: this call's Deferred */
+  if (!modal__is_deferred(L, 3))
     return luaL_error(L, "modal.await called outside a modal.async function "
                          "(this coroutine was not started by modal.async)");
-  lua_pop(L, 1);
-  lua_settop(L, 1);
-  if (!modal__is_deferred(L, 1))
+  if (!modal__is_deferred(L, 1)) {
+    lua_settop(L, 1);
     return 1;                            /* a plain value is its own result */
-  taken = modal__take_result(L, 1);
-  if (taken == 1)
+  }
+  r = modal__await(L, 3, 1, lua_isyieldable(L));
+  if (r == 1)
     return 1;
-  if (taken == 2)
+  if (r == 2)
     return lua_error(L);
+  if (r < 0)
+    return luaL_error(L, "modal.await: cannot wait here (a C function or metamethod is on the "
+                         "coroutine's stack)");
   lua_pushlightuserdata(L, (void *)&marker);
-  lua_pushvalue(L, 1);
-  return lua_yieldk(L, 2, 0, await_k);
+  return lua_yieldk(L, 1, 0, await_k);
 }
 
 void modal__open_async(lua_State *L) {

@@ -25,6 +25,19 @@ int modal__run_handler(lua_State *L, modal_instance *c, int base, int nargs) {
   return R_VALUE;
 }
 
+int modal__call_finish(lua_State *L) {
+  int r = (int)lua_tointeger(L, 1);
+  if (r == R_POSTPONE) {
+    modal_instance *c = modal__to_instance(L, 5);
+    modal__postpone(L, c, 5, (int)lua_tointeger(L, 3), 6, lua_gettop(L) - 5);
+    return 1;
+  }
+  lua_settop(L, 4);
+  lua_pushvalue(L, 2);
+  modal__outcome_deferred(L, r, 4);
+  return 1;
+}
+
 void modal__settle(lua_State *L, int d, int r) {
   d = lua_absindex(L, d);
   if (r == R_ERROR)
@@ -37,19 +50,12 @@ void modal__settle(lua_State *L, int d, int r) {
 }
 
 void modal__outcome_deferred(lua_State *L, int r, int mt) {
-  int taken;
   if (r == R_ERROR) {
     modal__deferred_fired(L, -1, 1);
   } else if (!modal__is_deferred(L, -1)) {
     modal__deferred_fired_mt(L, -1, modal__is_failure(L, -1), mt);
-  } else if ((taken = modal__take_result(L, -1)) != 0) {
-    modal__deferred_fired_mt(L, -1, taken == 2, mt);   /* handed over at once */
-    lua_replace(L, -3);
-    lua_pop(L, 1);
-    return;
   } else {
-    modal_new_deferred(L);
-    modal__follow(L, -1, -2);
+    return;                              /* a Deferred: the caller gets it as it is */
   }
   lua_replace(L, -2);
 }
@@ -215,25 +221,36 @@ int modal__fail_calls(lua_State *L, modal_instance *c, int ci, const char *kind,
   return each_call(L, c, ci, fail_one, km);
 }
 
-/* Moves the call at d to its method's new index (arg: the map's stack index). */
+/* Moves the call at d to its method's new index (arg: the map's stack index); a call whose
+** method is gone is marked, to fail in the second pass. */
 static int remap_one(lua_State *L, modal_instance *c, int ci, int d, void *arg) {
   uint32_t *aux = modal__deferred_aux(L, d);
   lua_Integer to;
+  (void)c;
+  (void)ci;
   lua_rawgeti(L, *(int *)arg, (lua_Integer)(*aux & AUX_INDEX));
   to = lua_tointeger(L, -1);
   lua_pop(L, 1);
-  if (to > 0) {
-    *aux = (*aux & ~AUX_INDEX) | ((uint32_t)to & AUX_INDEX);
-    return 0;
-  }
-  return fail_one(L, c, ci, d,
-                  (void *)(const char *[]){"error", "the method of this call was removed by a "
-                                                    "reload"});
+  *aux = (*aux & ~AUX_INDEX) | (to > 0 ? (uint32_t)to & AUX_INDEX : AUX_GONE);
+  return 0;
 }
 
 void modal__remap_calls(lua_State *L, modal_instance *c, int ci, int map) {
   map = lua_absindex(L, map);
   each_call(L, c, ci, remap_one, &map);
+}
+
+static int fail_gone(lua_State *L, modal_instance *c, int ci, int d, void *arg) {
+  (void)arg;
+  if ((*modal__deferred_aux(L, d) & AUX_INDEX) != AUX_GONE)
+    return 0;
+  return fail_one(L, c, ci, d,
+                  (void *)(const char *[]){"error", "the method of this call was removed by a "
+                                                    "reload"});
+}
+
+void modal__fail_gone_calls(lua_State *L, modal_instance *c, int ci) {
+  each_call(L, c, ci, fail_gone, NULL);
 }
 
 void modal__open_calls(lua_State *L, int methods) {

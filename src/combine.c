@@ -3,7 +3,8 @@
 **
 ** Each input gets one link (add_both) that reports to a shared state userdata; the output's
 ** canceller cancels the inputs still pending. Inputs that are not Deferreds count as values
-** that have already succeeded.
+** that have already succeeded. Every input is linked before the output fires or any input is
+** cancelled, so each one's later failure is counted as handled (doc/deferreds.md).
 */
 #include "core.h"
 
@@ -11,13 +12,17 @@ enum { ALL, SETTLED, RACE };
 
 typedef struct combine {
   int mode;
-  int remaining;           /* inputs not yet fired */
-  int done;                /* the output has fired */
+  int linking;             /* the inputs are being linked: the output waits for the end */
+  int done;                /* the output's outcome is decided */
+  int failed;              /* ... and is a failure */
+  lua_Integer remaining;   /* inputs not yet fired */
+  lua_Integer winner;      /* RACE: the input that decided, not cancelled */
 } combine;
 
-/* User values of the state: 1 the output Deferred, 2 the results table, 3 the inputs. */
+/* User values of the state: 1 the output Deferred, 2 the results table, 3 the inputs (a copy
+** of the list), 4 the decided outcome until the output fires. */
 
-static void cancel_inputs(lua_State *L, int st, int except) {
+static void cancel_inputs(lua_State *L, int st, lua_Integer except) {
   lua_Integer i, n;
   lua_getiuservalue(L, st, 3);
   n = (lua_Integer)lua_rawlen(L, -1);
@@ -32,54 +37,89 @@ static void cancel_inputs(lua_State *L, int st, int except) {
   lua_pop(L, 1);
 }
 
-/* The link on every input: (result, state, index, input). The input keeps its outcome; a
-** failure counts as handled (it went to the output, or lost the race). */
-static int collect(lua_State *L) {
-  combine *c = (combine *)lua_touserdata(L, 2);
-  lua_Integer i = lua_tointeger(L, 3);
-  int failed = modal__is_failure(L, 1);
-  lua_settop(L, 4);
-  if (failed)
-    modal__mark_handled(L, 4);
-  lua_settop(L, 3);
-  if (c->done) {
-    lua_settop(L, 1);
-    return 1;
+/* Fires the output with the decided outcome (user value 4), then, for a race, cancels the
+** losers. */
+static void settle(lua_State *L, int st) {
+  combine *c = (combine *)lua_touserdata(L, st);
+  lua_getiuservalue(L, st, 1);
+  lua_getiuservalue(L, st, 4);
+  lua_pushnil(L);
+  lua_setiuservalue(L, st, 4);
+  modal__fire(L, -2, -1, c->failed);
+  lua_pop(L, 2);
+  if (c->mode == RACE)
+    cancel_inputs(L, st, c->winner);
+}
+
+/* Decides the output's outcome (the value at v); it fires now unless inputs are still being
+** linked. */
+static void decide(lua_State *L, int st, int v, int failed) {
+  combine *c = (combine *)lua_touserdata(L, st);
+  c->done = 1;
+  c->failed = failed;
+  lua_pushvalue(L, v);
+  lua_setiuservalue(L, st, 4);
+  if (!c->linking)
+    settle(L, st);
+}
+
+/* Input i (the state at st) has the outcome at v. Returns 1 when that outcome is now the
+** output's (all's first failure, race's winner): the input hands it over, as a link-returned
+** Deferred does, and is left holding nil. Any other failure counts as handled and stays: it
+** lost the race, or came after the output was decided, or is in settled's list. */
+static int collect_at(lua_State *L, int st, lua_Integer i, int v) {
+  combine *c = (combine *)lua_touserdata(L, st);
+  int failed = modal__is_failure(L, v), top = lua_gettop(L), taken = 0;
+  if (failed) {
+    lua_getiuservalue(L, st, 3);
+    lua_rawgeti(L, -1, i);
+    modal__mark_handled(L, -1);
+    lua_settop(L, top);
   }
+  if (c->done)
+    return 0;
   c->remaining--;
-  lua_getiuservalue(L, 2, 1);            /* 4: output */
-  lua_getiuservalue(L, 2, 2);            /* 5: results */
   switch (c->mode) {
     case ALL:
       if (failed) {
-        c->done = 1;
-        modal__fire(L, 4, 1, 1);
-        lua_settop(L, 1);
-        return 1;
+        taken = 1;
+        decide(L, st, v, 1);
+        break;
       }
-      lua_pushvalue(L, 1);
-      lua_rawseti(L, 5, i);
+      lua_getiuservalue(L, st, 2);
+      lua_pushvalue(L, v);
+      lua_rawseti(L, -2, i);
+      if (c->remaining == 0)
+        decide(L, st, -1, 0);
       break;
     case SETTLED:
+      lua_getiuservalue(L, st, 2);
       lua_createtable(L, 0, 2);
       lua_pushboolean(L, !failed);
       lua_setfield(L, -2, "ok");
-      lua_pushvalue(L, 1);
+      lua_pushvalue(L, v);
       lua_setfield(L, -2, failed ? "failure" : "value");
-      lua_rawseti(L, 5, i);
+      lua_rawseti(L, -2, i);
+      if (c->remaining == 0)
+        decide(L, st, -1, 0);
       break;
     default:                             /* RACE: the first outcome, bare */
-      c->done = 1;
-      modal__fire(L, 4, 1, failed);
-      cancel_inputs(L, 2, i);
-      lua_settop(L, 1);
-      return 1;
+      taken = 1;
+      c->winner = i;
+      decide(L, st, v, failed);
+      break;
   }
-  if (c->remaining == 0) {
-    c->done = 1;
-    modal__fire(L, 4, 5, 0);
-  }
-  lua_settop(L, 1);
+  lua_settop(L, top);
+  return taken;
+}
+
+/* The link on every input: (result, state, index) -> the input's result from now on. */
+static int collect(lua_State *L) {
+  lua_settop(L, 3);
+  if (collect_at(L, 2, lua_tointeger(L, 3), 1))
+    lua_pushnil(L);
+  else
+    lua_settop(L, 1);
   return 1;
 }
 
@@ -95,47 +135,49 @@ static int combine_list(lua_State *L, int mode, const char *fname) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   n = (lua_Integer)luaL_len(L, 1);
+  if (n < 0)
+    return luaL_error(L, "bad argument #1 to '%s' (its length is %I: a list cannot be "
+                      "negative)", fname, n);
   if (n == 0 && mode == RACE)
     return luaL_error(L, "bad argument #1 to '%s' (empty list: a race needs a Deferred)", fname);
-  c = (combine *)lua_newuserdatauv(L, sizeof *c, 3);   /* 2: state */
+  c = (combine *)lua_newuserdatauv(L, sizeof *c, 4);   /* 2: state */
   c->mode = mode;
-  c->remaining = (int)n;
-  c->done = 0;
+  c->linking = 1;
+  c->done = c->failed = 0;
+  c->remaining = n;
+  c->winner = 0;
+  lua_createtable(L, n > 0 && n < 1 << 24 ? (int)n : 0, 0);   /* 3: a copy of the inputs */
+  for (i = 1; i <= n; i++) {             /* read once: the caller's list may change or lie */
+    lua_geti(L, 1, i);
+    lua_rawseti(L, 3, i);
+  }
+  lua_setiuservalue(L, 2, 3);
+  lua_createtable(L, mode == RACE || n >= 1 << 24 ? 0 : (int)n, 0);
+  lua_setiuservalue(L, 2, 2);
   lua_pushvalue(L, 2);
   lua_pushcclosure(L, cancel_all, 1);
   modal__deferred_new(L, -1);            /* 4: output (3: canceller) */
   lua_pushvalue(L, 4);
   lua_setiuservalue(L, 2, 1);
-  lua_createtable(L, (int)n, 0);
-  lua_setiuservalue(L, 2, 2);
-  lua_createtable(L, (int)n, 0);         /* a copy of the inputs: the caller's list may change */
+  lua_getiuservalue(L, 2, 3);            /* 5: the inputs */
   for (i = 1; i <= n; i++) {
-    lua_geti(L, 1, i);
-    lua_rawseti(L, -2, i);
-  }
-  lua_setiuservalue(L, 2, 3);
-  if (n == 0) {
-    lua_newtable(L);
-    modal__fire(L, 4, -1, 0);
-    lua_pushvalue(L, 4);
-    return 1;
-  }
-  for (i = 1; i <= n && !c->done; i++) {
-    lua_geti(L, 1, i);
-    if (modal__is_deferred(L, -1)) {
-      lua_pushcfunction(L, collect);
+    lua_rawgeti(L, 5, i);                /* 6 */
+    if (modal__is_deferred(L, 6)) {
+      lua_pushcfunction(L, collect);     /* 7 */
       lua_pushvalue(L, 2);
       lua_pushinteger(L, i);
-      lua_pushvalue(L, -4);
-      modal__add_link(L, -5, -4, 0, 1, 3);
-      lua_pop(L, 2);
+      modal__add_link(L, 6, 7, 0, 1, 2);
     } else {                             /* a plain value: already succeeded */
-      lua_pushcfunction(L, collect);
-      lua_insert(L, -2);
-      lua_pushvalue(L, 2);
-      lua_pushinteger(L, i);
-      lua_call(L, 3, 0);
+      collect_at(L, 2, i, 6);
     }
+    lua_settop(L, 5);
+  }
+  c->linking = 0;
+  if (n == 0) {
+    lua_getiuservalue(L, 2, 2);
+    decide(L, 2, -1, 0);
+  } else if (c->done) {
+    settle(L, 2);
   }
   lua_pushvalue(L, 4);
   return 1;

@@ -60,13 +60,48 @@ static int drain_body(lua_State *L) {
   return 0;
 }
 
-/* Drains the instance's queue now, unless an entry further out will. */
+static const char deferred_key = 'q';   /* registry: instances a reload's plan left queued */
+
+/* Drains the instance's queue now, unless an entry further out will — or a reload plans:
+** migrate only reads, so what its user code set going (a job it cancelled) waits in the
+** queue until the reload is over (modal__drive_deferred_drains). */
 void modal__drive_drain_entry(lua_State *L, modal_instance *c, int ci) {
   if ((c->flags & (I_QUEUED | I_BUSY)) != I_QUEUED)
     return;
   ci = lua_absindex(L, ci);
+  if (c->M->ctx->planning) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &deferred_key) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &deferred_key);
+    }
+    lua_pushvalue(L, ci);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+    return;
+  }
   if (modal__drive_protected(L, c, ci, drain_body, 0, 0) != LUA_OK)
     modal__drive_internal_error(L, c, ci);
+}
+
+void modal__drive_deferred_drains(lua_State *L) {
+  lua_Integer i, n;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &deferred_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &deferred_key);
+  n = (lua_Integer)lua_rawlen(L, -1);
+  for (i = 1; i <= n; i++) {
+    modal_instance *c;
+    lua_rawgeti(L, -1, i);
+    if ((c = modal__to_instance(L, -1)) != NULL)
+      modal__drive_drain_entry(L, c, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 /* ============================================================== the input queue */
@@ -330,7 +365,7 @@ static int job_settled(lua_State *L) {
   lua_settop(L, 4);
   if (failed)
     modal__mark_handled(L, 4);           /* the machine takes it, as input "error" */
-  if (!c)
+  if (!c || c->M->ctx->closed)
     return 0;
   x = modal__extras(L, 2, 0);
   if (!x || !x->job || (lua_Integer)c->entry != lua_tointeger(L, 3)) {
@@ -354,8 +389,8 @@ void modal__drive_start_job(lua_State *L, modal_instance *c, int ci) {
   if (call_hook(L, c, ci, s->run, 0, 0, 0, 1, "run"))
     return;
   d = lua_gettop(L);
-  if (!modal__is_deferred(L, d)) {       /* a plain value: done at once */
-    enqueue_literal(L, c, ci, "done", (int)c->entry, d, 1);
+  if (!modal__is_deferred(L, d)) {       /* a plain value: done at once; a failure: error */
+    enqueue_literal(L, c, ci, modal__is_failure(L, d) ? "error" : "done", (int)c->entry, d, 1);
     lua_pop(L, 1);
     return;
   }
@@ -399,7 +434,7 @@ void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int i
                         int nargs) {
   modal_state *s = &c->M->def->states[c->state];
   c->entry++;
-  c->entered_ms = (uint32_t)uv_now(c->M->ctx->loop);
+  c->entered_ms = (uint32_t)modal__clock_ms(c->M->ctx);
   if (s->enter) {
     if (from)
       lua_pushvalue(L, from);
@@ -421,11 +456,15 @@ void modal__drive_enter(lua_State *L, modal_instance *c, int ci, int from, int i
 /* --trace: one line per transition, with the time spent in the old state. */
 static void trace(lua_State *L, modal_instance *c, int ci, int from, int in) {
   int f = lua_gettop(L) + 1;
-  uint32_t ms = (uint32_t)uv_now(c->M->ctx->loop) - c->entered_ms;
+  uint32_t ms = (uint32_t)modal__clock_ms(c->M->ctx) - c->entered_ms;
   modal__push_fields(L, c, ci, in);
   modal__push_state_name(L, c, ci, c->state);
-  modal__log(L, MODAL_LOG_INFO, f, "%s -> %s on '%s' after %u ms in %s", lua_tostring(L, from),
-             lua_tostring(L, -1), lua_tostring(L, in), (unsigned)ms, lua_tostring(L, from));
+  if (c->entered_ms == ENTERED_UNKNOWN)   /* entered in place, while the trace was off */
+    lua_pushliteral(L, "");
+  else
+    lua_pushfstring(L, " after %d ms in %s", (int)ms, lua_tostring(L, from));
+  modal__log(L, MODAL_LOG_INFO, f, "%s -> %s on '%s'%s", lua_tostring(L, from),
+             lua_tostring(L, -2), lua_tostring(L, in), lua_tostring(L, -1));
   lua_settop(L, f - 1);
 }
 
@@ -522,6 +561,12 @@ void modal__drive_retry(lua_State *L, modal_instance *c, int ci) {
     aux = modal__deferred_aux(L, d);
     if (!aux || !*aux || !modal__is_pending(L, d))
       continue;                          /* cancelled: leaves the queue */
+    if ((*aux & AUX_INDEX) == AUX_GONE || (int)(*aux & AUX_INDEX) > k->nmethods) {
+      modal__call_left(L, c, ci, d);     /* its method was removed by a reload */
+      modal__failure_new(L, "error", "the method of this call was removed by a reload", 0, 0);
+      modal__settle(L, d, R_ERROR);
+      continue;
+    }
     h = k->handlers[c->state * k->nmethods + (int)(*aux & AUX_INDEX) - 1];
     if (h == H_POSTPONE) {
       lua_rawseti(L, t, (lua_Integer)w++);
@@ -541,10 +586,19 @@ void modal__drive_retry(lua_State *L, modal_instance *c, int ci) {
     res = modal__run_handler(L, c, d + 1, nargs);
     if (!*aux || !modal__is_pending(L, d))
       continue;                          /* taken while its handler ran */
-    if (res == R_POSTPONE) {
+    if (res == R_POSTPONE && !k->states[c->state].final) {
       lua_settop(L, d);
       lua_rawseti(L, t, (lua_Integer)w++);
       continue;
+    }
+    if (res == R_POSTPONE) {             /* a marker handed back in a final state: as rule 1 */
+      lua_pop(L, 1);
+      modal__push_state_name(L, c, ci, c->state);
+      lua_pushfstring(L, "cannot postpone a call in final state '%s'", lua_tostring(L, -1));
+      modal__failure_new(L, "error", lua_tostring(L, -1), 0, 0);
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      res = R_ERROR;
     }
     modal__call_left(L, c, ci, d);
     modal__settle(L, d, res);

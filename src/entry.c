@@ -41,12 +41,21 @@ static int failed_call(lua_State *L) {
   return 1;
 }
 
+/* A call after the Lua state began closing (from a finalizer): nothing runs; the caller gets
+** a Deferred failed with kind "stopped", already counted as handled. */
+static int closed_call(lua_State *L) {
+  modal__failure_new(L, "stopped", "modal is closing (the Lua state is being closed)", 0, 0);
+  modal__deferred_fired(L, -1, 1);
+  modal__mark_handled(L, -1);
+  return 1;
+}
+
 /* c:<method>(...) — every method of every machine. */
 static int method_call(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
   modal_machine *M = (modal_machine *)lua_touserdata(L, lua_upvalueindex(UP_M));
   modal_compiled *k;
-  int nargs = lua_gettop(L) - 1, method, h, outer, r, i;
+  int nargs = lua_gettop(L) - 1, method, h, outer, status, i, base, depth, r;
   if (!c || c->M != M) {
     lua_getiuservalue(L, lua_upvalueindex(UP_M), M_DEF);
     lua_getiuservalue(L, -1, K_FNS);
@@ -58,6 +67,8 @@ static int method_call(lua_State *L) {
   if (M->ctx->planning)
     return luaL_error(L, "modal: method '%s' called from migrate (migrate only reads the "
                       "instance)", lua_tostring(L, lua_upvalueindex(UP_NAME)));
+  if (M->ctx->closed)
+    return closed_call(L);
   if ((lua_Integer)M->gen != lua_tointeger(L, lua_upvalueindex(UP_GEN)) && !rebind(L, M)) {
     lua_pushfstring(L, "method '%s' was removed by a reload",
                     lua_tostring(L, lua_upvalueindex(UP_NAME)));
@@ -66,50 +77,67 @@ static int method_call(lua_State *L) {
   method = (int)lua_tointeger(L, lua_upvalueindex(UP_METHOD));
   k = M->def;
   h = k->handlers[c->state * k->nmethods + method];
-  if (h == H_POSTPONE) {
-    modal__postpone(L, c, 1, method, 2, nargs);
-    return 1;
-  }
   if (h == H_NONE) {
     modal__push_state_name(L, c, 1, c->state);
     lua_pushfstring(L, "no handler for method '%s' in state '%s'",
                     lua_tostring(L, lua_upvalueindex(UP_NAME)), lua_tostring(L, -1));
     return failed_call(L);
   }
-  if (nargs > LUA_MINSTACK / 2 - 4)
-    luaL_checkstack(L, nargs + 8, "too many arguments");
-  lua_pushcfunction(L, modal__msgh);
-  lua_rawgeti(L, lua_upvalueindex(UP_FNS), h);
-  for (i = 1; i <= nargs + 1; i++)
-    lua_pushvalue(L, i);                 /* m, args: kept below in case it postpones */
+  if (nargs > LUA_MINSTACK / 2 - 8)
+    luaL_checkstack(L, nargs + 12, "too many arguments");
+  base = nargs + 2;
   outer = !(c->flags & I_BUSY);
-  c->flags |= I_BUSY;                    /* inputs fired by the handler wait for it */
-  M->ctx->driving++;
-  r = modal__run_handler(L, c, nargs + 2, nargs);
+  c->flags |= I_BUSY;                    /* busy until the call is answered or queued: what */
+  M->ctx->driving++;                     /* anyone fires meanwhile (a finalizer) waits */
+  if (h == H_POSTPONE) {
+    r = R_POSTPONE;
+    lua_pushnil(L);                      /* base: no result */
+  } else {
+    depth = c->depth;
+    lua_pushcfunction(L, modal__msgh);   /* base */
+    lua_rawgeti(L, lua_upvalueindex(UP_FNS), h);
+    for (i = 1; i <= nargs + 1; i++)
+      lua_pushvalue(L, i);               /* m, args: kept below in case it postpones */
+    r = modal__run_handler(L, c, base, nargs);   /* its result at base */
+    c->depth = depth;
+  }
+  if (r != R_VALUE || !modal__is_deferred(L, base)) {   /* a Deferred: the caller's as is */
+    lua_pushcfunction(L, modal__msgh);   /* base + 1 */
+    lua_pushcfunction(L, modal__call_finish);
+    lua_pushinteger(L, r);
+    lua_pushvalue(L, base);
+    lua_pushinteger(L, method);
+    lua_pushvalue(L, lua_upvalueindex(UP_MT));
+    lua_pushvalue(L, 1);
+    if (r == R_POSTPONE)
+      for (i = 2; i <= nargs + 1; i++)
+        lua_pushvalue(L, i);
+    status = lua_pcall(L, r == R_POSTPONE ? nargs + 5 : 5, 1, base + 1);
+    if (status != LUA_OK)
+      modal__to_failure(L, -1);
+    lua_replace(L, base);
+    lua_settop(L, base);
+  } else {
+    status = LUA_OK;
+  }
   M->ctx->driving--;
   if (outer)
     c->flags &= (uint16_t)~I_BUSY;
-  if (r == R_POSTPONE) {
-    lua_pop(L, 1);
-    modal__postpone(L, c, 1, method, 2, nargs);
-  } else {
-    modal__outcome_deferred(L, r, lua_upvalueindex(UP_MT));
-  }
+  if (status != LUA_OK)                  /* modal ran out of memory making the Deferred */
+    modal__deferred_fired(L, base, 1);
   if (outer)
     modal__drive_drain_entry(L, c, 1);
   return 1;
 }
 
-void modal__push_method(lua_State *L, int mi, int name, int method) {
-  modal_machine *M = modal__to_machine(L, mi);
+void modal__push_method(lua_State *L, int mi, int name, int method, uint32_t gen, int fns) {
   mi = lua_absindex(L, mi);
   name = lua_absindex(L, name);
+  fns = lua_absindex(L, fns);
   lua_pushinteger(L, method);
   lua_pushvalue(L, mi);
-  lua_pushinteger(L, (lua_Integer)M->gen);
-  lua_getiuservalue(L, mi, M_DEF);
-  lua_getiuservalue(L, -1, K_FNS);
-  lua_remove(L, -2);
+  lua_pushinteger(L, (lua_Integer)gen);
+  lua_pushvalue(L, fns);
   lua_pushvalue(L, name);
   modal__push_deferred_mt(L);
   lua_pushcclosure(L, method_call, UP_MT);
@@ -153,12 +181,14 @@ static int md_fire(lua_State *L) {
   if (!c || lua_rawlen(L, 1) != sizeof *c || c->magic != INSTANCE_MAGIC)
     return luaL_typeerror(L, 1, "modal.instance");
   if (lua_type(L, 2) != LUA_TSTRING)
-    return luaL_error(L, "bad argument #2 to 'fire' (input name expected, got %s)",
+    return luaL_error(L, "bad argument #1 to 'fire' (input name expected, got %s)",
                       lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   M = c->M;
   if (M->ctx->planning)
     return luaL_error(L, "modal: c:fire() called from migrate (migrate only reads the "
                       "instance)");
+  if (M->ctx->closed)
+    return 0;                            /* from a finalizer once the state began closing */
   if (c->flags & I_BUSY) {
     modal__drive_enqueue(L, c, 1, 2, TAG_PLAIN, 3, nargs);
     return 0;
@@ -167,17 +197,16 @@ static int md_fire(lua_State *L) {
   if (name == M->last_name) {
     in = M->last_in;
   } else {
-    lua_pushvalue(L, 2);
-    if (lua_touserdata(L, lua_upvalueindex(1)) == M) {
-      lua_rawget(L, lua_upvalueindex(2));
-    } else {                             /* a fire fetched from another machine's instance */
+    if (lua_touserdata(L, lua_upvalueindex(1)) == M)
+      lua_getiuservalue(L, lua_upvalueindex(1), M_INPUTS);
+    else {                               /* a fire fetched from another machine's instance */
       modal__push_machine(L, 1);
       lua_getiuservalue(L, -1, M_INPUTS);
-      lua_pushvalue(L, -3);
-      lua_rawget(L, -2);
-      lua_replace(L, -4);
-      lua_pop(L, 2);
+      lua_remove(L, -2);
     }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
     if (lua_type(L, -1) != LUA_TNUMBER)
       return not_taken(L, c, " (no state does)");
     in = (int)lua_tointeger(L, -1);
@@ -193,19 +222,17 @@ static int md_fire(lua_State *L) {
   if (k->on_count[cell] == 1 && t->plain && !(c->flags & I_HASX) && !M->ctx->tracing) {
     c->state = (uint16_t)t->to;          /* no user code, nothing to tell: done in place */
     c->entry++;
-    c->entered_ms = (uint32_t)uv_now(M->ctx->loop);
+    c->entered_ms = ENTERED_UNKNOWN;      /* no clock read here: the trace is off */
     M->transitions++;
     return 0;
   }
   lua_pushinteger(L, in);
-  lua_insert(L, 2);                      /* c, in, name, args... */
+  lua_pushvalue(L, 2);
+  lua_rotate(L, 3, 2);                   /* c, name, in, name, args... (name kept at 2) */
   if (modal__drive_protected(L, c, 1, fire_body, nargs + 2, 1) != LUA_OK)
     return lua_error(L);
-  if (!lua_toboolean(L, -1)) {
-    lua_pushvalue(L, 3);
-    lua_replace(L, 2);
+  if (!lua_toboolean(L, -1))
     return not_taken(L, c, "");
-  }
   return 0;
 }
 
@@ -221,60 +248,81 @@ static int start_body(lua_State *L) {
 void modal__drive_start(lua_State *L, int ci) {
   modal_instance *c = modal__to_instance(L, ci);
   ci = lua_absindex(L, ci);
+  if (c->M->ctx->closed)
+    return;                              /* made from a finalizer: it stays as it is */
   if (modal__drive_protected(L, c, ci, start_body, 0, 0) != LUA_OK)
     lua_error(L);
 }
 
-/* (c, to, from name or nil, old state's timeout and run flags) */
-static int switch_body(lua_State *L) {
-  modal_instance *c = modal__to_instance(L, 1);
-  int to = (int)lua_tointeger(L, 2), had = (int)lua_tointeger(L, 4);
-  modal_state *s = &c->M->def->states[to];
-  if (lua_isnil(L, 3)) {                 /* stays: keeps its job, and its timer if any */
-    modal_extras *x;
-    c->state = (uint16_t)to;
-    x = modal__extras(L, 1, 0);
-    lua_pop(L, 1);
-    if (s->timeout < 0 && !s->timeout_fn) {
-      if (x)
-        modal__timer_stop(L, &x->timer);
-    } else if (!(had & 1)) {
-      modal__drive_arm_timeout(L, c, 1);              /* it gained a timeout: armed from the switch */
+void modal__switch_state(lua_State *L, int ci, modal_compiled *k, int to, int migrated) {
+  modal_instance *c = modal__to_instance(L, ci);
+  modal_state *s = &k->states[to];
+  c->state = (uint16_t)to;
+  if (!(c->flags & I_HASX))
+    return;
+  {
+    modal_extras *x = modal__extras(L, ci, 0);
+    if (migrated || (s->timeout < 0 && !s->timeout_fn))
+      modal__timer_stop(L, &x->timer);   /* kept when it stays in a state with a timeout */
+    if (migrated && x->job) {
+      x->job = 0;                        /* its outcome is ignored from now on ... */
+      x->job_detached = 1;               /* ... and the second pass cancels it */
     }
-    if (s->run && !(had & 2) && !(x && x->job))
-      modal__drive_start_job(L, c, 1);                /* it gained a run */
-  } else {                               /* migrated: no exit; enter(m, old, "reload") */
-    modal__drive_end_entry(L, c, 1);
-    c->state = (uint16_t)to;
+    lua_pop(L, 1);
+  }
+}
+
+/* (c, to, migrated, had, entry, from name) */
+static int after_switch_body(lua_State *L) {
+  modal_instance *c = modal__to_instance(L, 1);
+  modal_extras *x;
+  int to = (int)lua_tointeger(L, 2), migrated = lua_toboolean(L, 3);
+  int had = (int)lua_tointeger(L, 4);
+  modal_state *s = &c->M->def->states[to];
+  modal__fail_gone_calls(L, c, 1);       /* user code runs from here on */
+  x = modal__extras(L, 1, 0);
+  if (x && x->job_detached) {            /* the job of a state it left: cancelled */
+    x->job_detached = 0;
+    lua_getiuservalue(L, -1, X_JOB);
+    lua_pushnil(L);
+    lua_setiuservalue(L, -3, X_JOB);
+    modal__update_pin(L, c, 1);
+    modal__cancel(L, -1);
+  }
+  lua_settop(L, 6);
+  if ((lua_Integer)c->entry != lua_tointeger(L, 5) || c->state != to || migrated) {
+    modal__settle_waiters(L, c, 1, 1);   /* the waiters whose state is gone */
+    if (!migrated || (lua_Integer)c->entry != lua_tointeger(L, 5) || c->state != to)
+      return 0;                          /* user code moved it meanwhile: nothing more to do */
+  } else {
+    modal__settle_waiters(L, c, 1, 0);   /* gone states; a state made final fails the rest */
+  }
+  if (migrated) {                        /* no exit; enter(m, old, "reload") */
     c->M->transitions++;
     lua_pushliteral(L, "reload");
-    modal__drive_enter(L, c, 1, 3, 5, 0, 0);
+    modal__drive_enter(L, c, 1, 6, 7, 0, 0);
+    return 0;
   }
+  x = modal__extras(L, 1, 0);
+  lua_pop(L, 1);
+  if ((s->timeout >= 0 || s->timeout_fn) && !(had & 1))
+    modal__drive_arm_timeout(L, c, 1);   /* it gained a timeout: armed from the switch */
+  if (s->run && !(had & 2) && !(x && x->job))
+    modal__drive_start_job(L, c, 1);     /* it gained a run */
   return 0;
 }
 
-void modal__drive_switch(lua_State *L, int ci, int to, int from_name, int had) {
+void modal__after_switch(lua_State *L, int ci, int to, int migrated, int had, uint32_t entry,
+                         int from_name) {
   modal_instance *c = modal__to_instance(L, ci);
   ci = lua_absindex(L, ci);
-  if (!from_name) {                      /* stays: most do without running any user code */
-    modal_state *s = &c->M->def->states[to];
-    int timed = s->timeout >= 0 || s->timeout_fn;
-    if (!(timed && !(had & 1)) && !(s->run && !(had & 2))) {
-      c->state = (uint16_t)to;
-      if (!timed && (c->flags & I_HASX)) {
-        modal__timer_stop(L, &modal__extras(L, ci, 0)->timer);
-        lua_pop(L, 1);
-      }
-      return;
-    }
-  }
+  from_name = lua_absindex(L, from_name);
   lua_pushinteger(L, to);
-  if (from_name)
-    lua_pushvalue(L, from_name);
-  else
-    lua_pushnil(L);
+  lua_pushboolean(L, migrated);
   lua_pushinteger(L, had);
-  if (modal__drive_protected(L, c, ci, switch_body, 3, 0) != LUA_OK)
+  lua_pushinteger(L, (lua_Integer)entry);
+  lua_pushvalue(L, from_name);
+  if (modal__drive_protected(L, c, ci, after_switch_body, 5, 0) != LUA_OK)
     modal__drive_internal_error(L, c, ci);
 }
 
@@ -294,117 +342,8 @@ void modal__drive_after_reload(lua_State *L, int ci) {
 }
 
 void modal__open_drive(lua_State *L, int methods, int mi) {
-  modal_machine *M = modal__to_machine(L, mi);
   mi = lua_absindex(L, mi);
-  M->last_name = NULL;                   /* the names' indices may have changed */
   lua_pushvalue(L, mi);
-  lua_getiuservalue(L, mi, M_INPUTS);
-  lua_pushcclosure(L, md_fire, 2);
+  lua_pushcclosure(L, md_fire, 1);
   lua_setfield(L, methods, "fire");
-}
-
-/* ============================================================== the end of the loop */
-
-/* Adds a stranded instance's counts to the row of its machine and state in `rows` (a list
-** of {machine, state, calls, waiters} in first-seen order; `index` maps "m\0s" to a row). */
-static void count_row(lua_State *L, modal_instance *c, int ci, int rows, int index, int calls,
-                      int waiters) {
-  modal__push_fn(L, ci, c->M->def->name);
-  modal__push_state_name(L, c, ci, c->state);
-  lua_pushfstring(L, "%s%c%s", lua_tostring(L, -2), 0, lua_tostring(L, -1));
-  if (lua_rawget(L, index) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 4, 0);
-    lua_pushvalue(L, -3);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, 2);
-    lua_pushfstring(L, "%s%c%s", lua_tostring(L, -3), 0, lua_tostring(L, -2));
-    lua_pushvalue(L, -2);
-    lua_rawset(L, index);
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, rows, (lua_Integer)lua_rawlen(L, rows) + 1);
-  }
-  lua_rawgeti(L, -1, 3);
-  lua_pushinteger(L, lua_tointeger(L, -1) + calls);
-  lua_rawseti(L, -3, 3);
-  lua_rawgeti(L, -2, 4);
-  lua_pushinteger(L, lua_tointeger(L, -1) + waiters);
-  lua_rawseti(L, -4, 4);
-  lua_pop(L, 5);
-}
-
-void modal__drive_strand(lua_State *L, int exiting) {
-  int top = lua_gettop(L), stranded, rows, index, m;
-  lua_Integer i, n;
-  lua_newtable(L);                       /* the instances with calls or waiters */
-  stranded = lua_gettop(L);
-  modal__push_machines(L);
-  m = lua_gettop(L);
-  lua_pushnil(L);
-  while (lua_next(L, m)) {
-    lua_pop(L, 1);
-    lua_getiuservalue(L, -1, M_INSTANCES);
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      modal_instance *c = modal__to_instance(L, -2);
-      modal_extras *x;
-      lua_pop(L, 1);
-      if (!c)
-        continue;
-      x = modal__extras(L, -1, 0);
-      lua_pop(L, 1);
-      if (c->npostponed > 0 || (x && x->waiters.live > 0)) {
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, stranded, (lua_Integer)lua_rawlen(L, stranded) + 1);
-      }
-    }
-    lua_pop(L, 1);
-  }
-  lua_settop(L, stranded);
-  lua_newtable(L);
-  rows = lua_gettop(L);
-  lua_newtable(L);
-  index = lua_gettop(L);
-  n = (lua_Integer)lua_rawlen(L, stranded);
-  for (i = 1; i <= n; i++) {             /* answering runs user code: the list is ours */
-    modal_instance *c;
-    modal_extras *x;
-    int calls, waiters;
-    lua_rawgeti(L, stranded, i);
-    c = modal__to_instance(L, -1);
-    x = modal__extras(L, -1, 0);
-    lua_pop(L, 1);
-    calls = c->npostponed;
-    waiters = x ? (int)x->waiters.live : 0;
-    count_row(L, c, lua_gettop(L), rows, index, calls, waiters);
-    if (exiting) {
-      modal__fail_calls(L, c, -1, "stopped", "host exiting");
-      modal__fail_waiters(L, c, -1, "stopped", "host exiting");
-    }
-    lua_settop(L, index);
-  }
-  n = (lua_Integer)lua_rawlen(L, rows);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, rows, i);
-    lua_createtable(L, 0, 2);
-    lua_rawgeti(L, -2, 1);
-    lua_setfield(L, -2, "machine");
-    lua_rawgeti(L, -2, 2);
-    lua_setfield(L, -2, "state");
-    lua_rawgeti(L, -2, 2);
-    lua_rawgeti(L, -3, 3);
-    lua_rawgeti(L, -4, 4);
-    if (exiting)
-      modal__log(L, MODAL_LOG_WARN, -4, "%d postponed call(s) and %d when() waiter(s) in "
-                 "state '%s' failed with kind 'stopped': the host is exiting",
-                 (int)lua_tointeger(L, -2), (int)lua_tointeger(L, -1), lua_tostring(L, -3));
-    else
-      modal__log(L, MODAL_LOG_WARN, -4, "modal.run() returned with %d postponed call(s) and "
-                 "%d when() waiter(s) still waiting in state '%s': nothing is left to answer "
-                 "them", (int)lua_tointeger(L, -2), (int)lua_tointeger(L, -1),
-                 lua_tostring(L, -3));
-    lua_settop(L, index);
-  }
-  lua_settop(L, top);
 }

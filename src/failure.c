@@ -8,12 +8,29 @@
 static const char failure_key = 'f';    /* registry: the failures' metatable */
 static const char unhandled_key = 'u';  /* registry: the unhandled-failure reporter */
 
-/* Pushes the message of an error value: strings as they are, others through tostring. */
-static void push_message(lua_State *L, int value) {
-  if (lua_type(L, value) == LUA_TSTRING)
+static int tostring_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+const char *modal__tostring(lua_State *L, int value) {
+  value = lua_absindex(L, value);
+  if (lua_type(L, value) == LUA_TSTRING) {
     lua_pushvalue(L, value);
-  else
-    luaL_tolstring(L, value, NULL);
+  } else {
+    lua_pushcfunction(L, tostring_protected);
+    lua_pushvalue(L, value);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "(error object is a %s value whose __tostring failed)",
+                      luaL_typename(L, value));
+    }
+  }
+  return lua_tostring(L, -1);
+}
+
+static void push_message(lua_State *L, int value) {
+  modal__tostring(L, value);
 }
 
 void modal__failure_new(lua_State *L, const char *kind, const char *message, int value,
@@ -122,11 +139,16 @@ void modal__report_unhandled(lua_State *L, int idx) {
   lua_pushvalue(L, idx);
   status = lua_pcall(L, 1, 0, -3);
   if (status != LUA_OK) {               /* the reporter itself failed: say so, do not loop */
+    int f;
     modal__to_failure(L, -1);
-    lua_getfield(L, -1, "traceback");
-    modal__log(L, MODAL_LOG_ERROR, 0, "on_unhandled reporter failed: %s",
-               lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
-    lua_pop(L, 2);
+    f = lua_gettop(L);
+    lua_getfield(L, f, "traceback");
+    modal__tostring(L, f);               /* "kind: message" of the reporter's own failure */
+    modal__tostring(L, idx);             /* and the failure it was given */
+    modal__log(L, MODAL_LOG_ERROR, 0, "on_unhandled reporter failed: %s (while reporting: "
+               "%s)%s%s", lua_tostring(L, -2), lua_tostring(L, -1),
+               lua_isstring(L, f + 1) ? "\n" : "", lua_isstring(L, f + 1) ? lua_tostring(L, f + 1) : "");
+    lua_settop(L, f - 1);
   }
   lua_pop(L, 1);
 }

@@ -1,6 +1,7 @@
 /*
 ** host.c — the `modal` program: embeds Lua 5.4 with luv and modal preloaded, runs a script on
-** the shared loop, stops gracefully on SIGINT/SIGTERM (a second signal exits at once).
+** the shared loop, stops gracefully on SIGINT/SIGTERM (a second signal exits at once), and
+** ends through one exit path, even when a luv callback raised (doc/loop.md).
 */
 #include <errno.h>
 #include <limits.h>
@@ -17,6 +18,8 @@
 #define MODAL_PREFIX "/usr/local"
 #endif
 
+/* What one `modal run` (or tool) is doing; lives in cmd_run's frame, found from Lua through
+** the registry. */
 typedef struct host {
   int argc;
   char **argv;
@@ -26,10 +29,19 @@ typedef struct host {
   const char *admin;       /* --admin PATH */
   int status;              /* the exit status */
   int stopping;            /* a first stop signal was received */
-  uv_signal_t *signals[2];
+  int fatal;               /* a luv callback raised: the host ends (status 1) */
 } host;
 
-static host H;
+static const char host_key = 'H';       /* registry: the host (light userdata) */
+static const char signals_key = 'S';    /* registry: the SIGINT and SIGTERM watchers */
+
+static host *host_of(lua_State *L) {
+  host *h;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &host_key);
+  h = (host *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return h;
+}
 
 static const char usage_text[] =
   "usage: modal <command> [options]\n"
@@ -44,6 +56,9 @@ static const char usage_text[] =
   "                                  warning as `file: path: message`; exit 1 on errors\n"
   "  graph FILE [--format dot|mermaid]\n"
   "                                  print the state diagram (Graphviz renders dot)\n"
+  "  test [--options LUAFILE] [--max-depth N] [--steps] FILE...\n"
+  "                                  walk paths that take every transition, on a\n"
+  "                                  virtual clock; exit 1 on a mismatch\n"
   "\n"
   "  ctl SOCKET status|reload [NAME]|trace on|off\n"
   "                                  talk to a host started with --admin SOCKET\n"
@@ -63,6 +78,30 @@ static const char usage_text[] =
   "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain;\n"
   "a second signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
 
+static const char run_usage_text[] =
+  "usage: modal run [options] [--] SCRIPT [ARGS...]\n"
+  "\n"
+  "Runs the Lua 5.4 program SCRIPT on modal's event loop. `arg` and `...` are as under\n"
+  "lua5.4; luv and modal are preloaded. After the main chunk the loop runs until no work is\n"
+  "left (no active handle, timer or pending call), or until a stop signal.\n"
+  "\n"
+  "options:\n"
+  "  --watch              reload a definition loaded with modal.load when its file\n"
+  "                       changes (folders are watched; saves are debounced)\n"
+  "  --admin PATH         serve status/reload/trace on the unix socket PATH (mode 0600;\n"
+  "                       only this user and root are answered); see `modal ctl --help`\n"
+  "  --trace              log every transition, its input and the time spent in the old\n"
+  "                       state\n"
+  "  --log-level LEVEL    error, warn, info (default) or debug\n"
+  "  -h, --help           show this help and exit\n"
+  "  --                   end of options: the next argument is SCRIPT\n"
+  "\n"
+  "Exit status: 0 when the loop ran out of work or drained after a stop signal (or what\n"
+  "the script passed to os.exit); 1 when the script or a luv callback raised; 2 on a usage\n"
+  "error; 128 + the signal's number when a second SIGINT or SIGTERM ended it at once.\n"
+  "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain; a second\n"
+  "signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
+
 static void usage(FILE *to) {
   fputs(usage_text, to);
 }
@@ -74,7 +113,8 @@ static int fail_usage(const char *fmt, const char *what) {
   return 2;
 }
 
-/* A readable error with a traceback, as lua.c's msghandler. */
+/* A readable error with a traceback, as lua.c's msghandler: for the outermost call only,
+** made before modal is loaded. */
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
@@ -87,74 +127,195 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* Calls through modal's protected path; on error, leaves "message\ntraceback" on top, or
+** "kind: message" for a failure raised as it is (it has no traceback). */
 static int docall(lua_State *L, int nargs, int nres) {
-  int base = lua_gettop(L) - nargs, status;
-  lua_pushcfunction(L, traceback);
-  lua_insert(L, base);
-  status = lua_pcall(L, nargs, nres, base);
-  lua_remove(L, base);
+  int status = modal__call(L, nargs, nres);
+  if (status != LUA_OK) {
+    if (lua_getfield(L, -1, "traceback") != LUA_TSTRING) {
+      lua_pop(L, 1);
+      luaL_tolstring(L, -1, NULL);
+    } else {
+      lua_getfield(L, -2, "message");
+      lua_pushliteral(L, "\n");
+      lua_rotate(L, -3, -1);               /* message, "\n", traceback */
+      lua_concat(L, 3);
+    }
+    lua_remove(L, -2);
+  }
   return status;
 }
+
+/* ============================================================== luv's callbacks */
+
+/* After a luv callback's error: says so (unless luv asked not to), and ends the loop run when
+** the host is to end. */
+static int fatal_protected(lua_State *L) {
+  const char *text, *tb = NULL;
+  if (lua_toboolean(L, 2)) {
+    text = luaL_tolstring(L, 1, NULL);
+    if (lua_getfield(L, 1, "traceback") == LUA_TSTRING)
+      tb = lua_tostring(L, -1);
+    modal__log(L, MODAL_LOG_ERROR, 0, "uncaught error in a luv callback: %s%s%s%s", text,
+               tb ? "\n" : "", tb ? tb : "", host_of(L) && host_of(L)->fatal ?
+               "\nthe host exits (status 1)" : "");
+  }
+  if (host_of(L) && host_of(L)->fatal)
+    modal__loop_stop(L);
+  return 0;
+}
+
+/* luv calls every Lua callback through this (luv_set_callback). luv's own rule for an error
+** stands — the host ends — but through the exit path: modal.on_stop handlers, the run-end
+** hooks, the admin socket removed, status 1 (doc/loop.md). Results as luv_cfpcall's. */
+static int luv_callback(lua_State *L, int nargs, int nresults, int flags) {
+  host *h = host_of(L);
+  int base = lua_gettop(L) - nargs - 1, status;
+  status = modal__call(L, nargs, nresults);
+  if (status == LUA_OK) {
+    if (h && h->fatal) {                 /* a script's own uv.run() goes on: end it again */
+      lua_pushcfunction(L, fatal_protected);
+      lua_pushnil(L);
+      lua_pushboolean(L, 0);
+      modal__pcall(L, 2, 0);
+    }
+    return nresults == LUA_MULTRET ? lua_gettop(L) - base : nresults;
+  }
+  if (h && !(flags & LUVF_CALLBACK_NOEXIT)) {
+    h->fatal = 1;
+    h->status = 1;
+  }
+  lua_pushcfunction(L, fatal_protected);
+  lua_insert(L, -2);
+  lua_pushboolean(L, !(flags & LUVF_CALLBACK_NOERRMSG));
+  modal__pcall(L, 2, 0);
+  return -status;
+}
+
+/* ============================================================== signals */
 
 static const char *signal_name(int signum) {
   return signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "signal";
 }
 
-static int stop_protected(lua_State *L) {
-  int signum = (int)lua_tointeger(L, 1);
+/* The SIGINT/SIGTERM watchers' callback (luv passes the signal's name): the first runs the
+** modal.on_stop handlers and lets the loop drain; a second exits at once. */
+static int on_signal(lua_State *L) {
+  host *h = host_of(L);
+  int signum = strcmp(luaL_optstring(L, 1, ""), "sigint") == 0 ? SIGINT : SIGTERM;
+  if (!h)
+    return 0;
+  if (h->stopping) {
+    fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
+    fflush(stderr);
+    _exit(128 + signum);
+  }
+  h->stopping = 1;
   modal__log(L, MODAL_LOG_INFO, 0, "%s received: stopping (send it again to exit at once)",
              signal_name(signum));
   modal__run_stop_handlers(L);
   return 0;
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-  lua_State *L = (lua_State *)h->data;
-  if (!L)
-    return;
-  if (H.stopping) {
-    fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
-    fflush(stderr);
+/* A second SIGINT/SIGTERM must end the host even while Lua code runs and the loop cannot
+** call on_signal (a busy main chunk, a definition that loops): a handler of our own counts
+** the signals, exits at once on the second, and passes the first on to libuv's. Process-wide
+** by nature — a signal handler can reach static storage only. */
+static volatile sig_atomic_t stop_signals;
+static struct sigaction chained[2];     /* libuv's handlers for SIGINT and SIGTERM */
+
+static void on_stop_signal(int signum) {
+  static const char sigint_msg[] = "modal: second stop signal (SIGINT): exiting now\n";
+  static const char sigterm_msg[] = "modal: second stop signal (SIGTERM): exiting now\n";
+  struct sigaction *next = &chained[signum == SIGINT ? 0 : 1];
+  if (++stop_signals >= 2) {
+    if (signum == SIGINT)
+      (void)!write(2, sigint_msg, sizeof sigint_msg - 1);
+    else
+      (void)!write(2, sigterm_msg, sizeof sigterm_msg - 1);
     _exit(128 + signum);
   }
-  H.stopping = 1;
-  lua_pushcfunction(L, stop_protected);  /* no Lua error may unwind through libuv */
-  lua_pushinteger(L, signum);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "modal: error while stopping: %s\n",
-            lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
-    lua_pop(L, 1);
-  }
+  if (next->sa_handler != SIG_DFL && next->sa_handler != SIG_IGN && next->sa_handler)
+    next->sa_handler(signum);           /* libuv's: on_signal runs when the loop can */
 }
 
-static void free_signal(uv_handle_t *h) {
-  free(h);
-}
-
-static void open_signals(lua_State *L) {
+/* Puts on_stop_signal in front of the handlers libuv installed for the watchers. */
+static void chain_stop_signals(void) {
   static const int which[2] = {SIGINT, SIGTERM};
   int i;
   for (i = 0; i < 2; i++) {
-    uv_signal_t *s = (uv_signal_t *)malloc(sizeof *s);
-    if (!s)
+    struct sigaction sa;
+    if (sigaction(which[i], NULL, &chained[i]) != 0)
       continue;
-    uv_signal_init(luv_loop(L), s);
-    s->data = L;
-    uv_signal_start(s, on_signal, which[i]);
-    uv_unref((uv_handle_t *)s);          /* a signal watcher never keeps the host alive */
-    H.signals[i] = s;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(which[i], &sa, NULL);
   }
 }
 
-static void close_signals(void) {
-  int i;
+/* Calls method `name` of the value on top with the string `arg` (or none); pops the results. */
+static void call_method(lua_State *L, const char *name, const char *arg) {
+  int self = lua_gettop(L);
+  lua_getfield(L, self, name);
+  lua_pushvalue(L, self);
+  if (arg)
+    lua_pushstring(L, arg);
+  lua_call(L, arg ? 2 : 1, 0);
+}
+
+/* The watchers are luv's own handles (uv.walk sees them as such), unref'd: a signal watcher
+** never keeps the host alive. */
+static void open_signals(lua_State *L) {
+  static const char *const which[2] = {"sigint", "sigterm"};
+  int i, uv;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "luv");
+  lua_call(L, 1, 1);
+  uv = lua_gettop(L);
+  lua_createtable(L, 2, 0);
   for (i = 0; i < 2; i++) {
-    if (H.signals[i]) {
-      H.signals[i]->data = NULL;
-      uv_close((uv_handle_t *)H.signals[i], free_signal);
-      H.signals[i] = NULL;
+    lua_getfield(L, uv, "new_signal");
+    lua_call(L, 0, 1);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_getfield(L, -1, "start");
+    lua_pushvalue(L, -2);
+    lua_pushstring(L, which[i]);
+    lua_pushcfunction(L, on_signal);
+    lua_call(L, 3, 0);
+    call_method(L, "unref", NULL);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &signals_key);
+  lua_pop(L, 1);
+  chain_stop_signals();
+}
+
+/* Closes the watchers (whoever closed them already, e.g. uv.walk's exit idiom, is fine). */
+static int close_signals(lua_State *L) {
+  int i, closing;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &signals_key) == LUA_TTABLE) {
+    for (i = 1; i <= 2; i++) {
+      if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) {
+        lua_getfield(L, -1, "is_closing");
+        lua_pushvalue(L, -2);
+        lua_call(L, 1, 1);
+        closing = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (!closing)
+          call_method(L, "close", NULL);
+      }
+      lua_pop(L, 1);
     }
   }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &signals_key);
+  return 0;
 }
 
 /* package.path: the Lua half next to the binary (build tree), then the install prefix. */
@@ -170,7 +331,7 @@ static void set_paths(lua_State *L) {
   } else {
     lua_pushliteral(L, "");
   }
-  lua_pushliteral(L, MODAL_PREFIX "/share/lua/5.4/?.lua;");
+  lua_pushliteral(L, MODAL_PREFIX "/share/lua/5.4/?.lua;" MODAL_PREFIX "/share/lua/5.4/?/init.lua;");
   lua_getfield(L, -3, "path");
   lua_concat(L, 3);
   lua_setfield(L, -2, "path");
@@ -188,53 +349,56 @@ static void preload(lua_State *L) {
 }
 
 /* arg[0] is the script, arg[1..] its arguments, arg[-k] what came before (as lua.c). */
-static void set_arg(lua_State *L) {
+static void set_arg(lua_State *L, host *h) {
   int i;
-  lua_createtable(L, H.argc - H.script - 1, H.script + 1);
-  for (i = 0; i < H.argc; i++) {
-    lua_pushstring(L, H.argv[i]);
-    lua_rawseti(L, -2, i - H.script);
+  lua_createtable(L, h->argc - h->script - 1, h->script + 1);
+  for (i = 0; i < h->argc; i++) {
+    lua_pushstring(L, h->argv[i]);
+    lua_rawseti(L, -2, i - h->script);
   }
   lua_setglobal(L, "arg");
 }
 
+/* The host's first steps and the script, protected: the host (light userdata) at 1. */
 static int pmain(lua_State *L) {
-  int i, nargs = H.argc - H.script - 1;
+  host *h = (host *)lua_touserdata(L, 1);
+  int i, nargs = h->argc - h->script - 1;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &host_key);
   luaL_openlibs(L);
+  luv_set_callback(L, luv_callback);     /* before luv opens: it keeps the first one set */
   preload(L);
   set_paths(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "modal");
-  lua_call(L, 1, 1);
-  if (H.log_level >= 0)
-    modal__ctx(L)->log_level = H.log_level;
-  set_arg(L);
+  lua_call(L, 1, 0);
+  if (h->log_level >= 0)
+    modal__ctx(L)->log_level = h->log_level;
+  set_arg(L, h);
   open_signals(L);
   lua_getglobal(L, "require");           /* the live host: SIGHUP, --watch, --admin, --trace */
   lua_pushliteral(L, "modal.host");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "start");
   lua_createtable(L, 0, 3);
-  lua_pushboolean(L, H.watch);
+  lua_pushboolean(L, h->watch);
   lua_setfield(L, -2, "watch");
-  lua_pushboolean(L, H.trace);
+  lua_pushboolean(L, h->trace);
   lua_setfield(L, -2, "trace");
-  if (H.admin) {
-    lua_pushstring(L, H.admin);
+  if (h->admin) {
+    lua_pushstring(L, h->admin);
     lua_setfield(L, -2, "admin");
   }
   lua_call(L, 1, 0);
   lua_pop(L, 1);
-  if (luaL_loadfile(L, H.argv[H.script]) != LUA_OK)
+  if (luaL_loadfile(L, h->argv[h->script]) != LUA_OK)
     return lua_error(L);
   luaL_checkstack(L, nargs + 4, "too many arguments to the script");
-  for (i = H.script + 1; i < H.argc; i++)
-    lua_pushstring(L, H.argv[i]);
+  for (i = h->script + 1; i < h->argc; i++)
+    lua_pushstring(L, h->argv[i]);
   if (docall(L, nargs, 0) != LUA_OK)
     return lua_error(L);
-  lua_getfield(L, -1, "run");            /* the modal table is still on the stack */
-  if (docall(L, 0, 0) != LUA_OK)
-    return lua_error(L);
+  if (!h->fatal)                         /* the final run: its end is the host's (exiting) */
+    modal__loop_run(L);
   return 0;
 }
 
@@ -246,8 +410,59 @@ static int pstop(lua_State *L) {
   return 0;
 }
 
-/* The tools written in Lua (lua/modal/cli.lua): `modal check` and `modal graph`. */
+/* One step of the exit path, protected; a step that fails is said, and the next ones run. */
+static void exit_step(lua_State *L, lua_CFunction step) {
+  lua_pushcfunction(L, step);
+  if (docall(L, 0, 0) != LUA_OK) {
+    fprintf(stderr, "modal: while exiting: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+/* uv.walk's callback for close_handles: the exit idiom. */
+static int close_walked(lua_State *L) {
+  int closing;
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "is_closing");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  closing = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!closing)
+    call_method(L, "close", NULL);
+  return 0;
+}
+
+/* Closes every handle left on the loop (luv's and modal's), so that the last turn of the loop
+** finishes closing them while the state is whole, and nothing armed runs after the exit path. */
+static int close_handles(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "luv");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "walk");
+  lua_pushcfunction(L, close_walked);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* The exit path, whatever ended the host but a second signal or os.exit: after a luv
+** callback's error the modal.on_stop handlers (as for a stop signal), then the run-end hooks
+** (nothing can answer what waits any more), the live host's handles with the admin socket
+** file, the signal watchers, every other handle. */
+static void exit_path(lua_State *L, host *h) {
+  if (!modal__ctx(L))                    /* modal never loaded: nothing of it to end */
+    return;
+  if (h->fatal)
+    modal__run_stop_handlers(L);
+  modal__run_end(L, 1);
+  exit_step(L, pstop);
+  exit_step(L, close_signals);
+  exit_step(L, close_handles);
+}
+
+/* The tools written in Lua (lua/modal/cli.lua): `modal check`, `graph`, `test` and `ctl`. */
 static int ptool(lua_State *L) {
+  host *h = (host *)lua_touserdata(L, 1);
   int i;
   luaL_openlibs(L);
   preload(L);
@@ -256,59 +471,64 @@ static int ptool(lua_State *L) {
   lua_pushliteral(L, "modal.cli");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "main");
-  lua_pushstring(L, H.argv[1]);
-  lua_createtable(L, H.argc - 2, 0);
-  for (i = 2; i < H.argc; i++) {
-    lua_pushstring(L, H.argv[i]);
+  lua_pushstring(L, h->argv[1]);
+  lua_createtable(L, h->argc - 2, 0);
+  for (i = 2; i < h->argc; i++) {
+    lua_pushstring(L, h->argv[i]);
     lua_rawseti(L, -2, i - 1);
   }
   lua_call(L, 2, 1);
-  H.status = (int)luaL_optinteger(L, -1, 0);
+  h->status = (int)luaL_optinteger(L, -1, 0);
   return 0;
 }
 
 static int cmd_tool(int argc, char **argv) {
+  host h;
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
     return 1;
   }
-  H.argc = argc;
-  H.argv = argv;
+  memset(&h, 0, sizeof h);
+  h.argc = argc;
+  h.argv = argv;
   lua_pushcfunction(L, traceback);
   lua_pushcfunction(L, ptool);
-  if (lua_pcall(L, 0, 0, 1) != LUA_OK) {
+  lua_pushlightuserdata(L, &h);
+  if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
     fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
-    H.status = 1;
+    h.status = 1;
   }
   fflush(stdout);
   if (luv_loop(L))
     uv_run(luv_loop(L), UV_RUN_NOWAIT);
   lua_close(L);
-  return H.status;
+  return h.status;
 }
 
 static int cmd_run(int argc, char **argv) {
+  host h;
   lua_State *L;
-  int i, status;
-  H.log_level = -1;
+  int i;
+  memset(&h, 0, sizeof h);
+  h.log_level = -1;
   for (i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
+      fputs(run_usage_text, stdout);
       return 0;
     } else if (strcmp(argv[i], "--log-level") == 0) {
       if (i + 1 >= argc)
         return fail_usage("%s needs a level (error, warn, info, debug)", argv[i]);
-      if ((H.log_level = modal__level_parse(argv[++i])) < 0)
+      if ((h.log_level = modal__level_parse(argv[++i])) < 0)
         return fail_usage("unknown log level '%s' (use error, warn, info or debug)", argv[i]);
     } else if (strcmp(argv[i], "--watch") == 0) {
-      H.watch = 1;
+      h.watch = 1;
     } else if (strcmp(argv[i], "--trace") == 0) {
-      H.trace = 1;
+      h.trace = 1;
     } else if (strcmp(argv[i], "--admin") == 0) {
       if (i + 1 >= argc)
         return fail_usage("%s needs the path of a unix socket", argv[i]);
-      H.admin = argv[++i];
+      h.admin = argv[++i];
     } else if (strcmp(argv[i], "--") == 0) {
       i++;
       break;
@@ -320,35 +540,28 @@ static int cmd_run(int argc, char **argv) {
   }
   if (i >= argc)
     return fail_usage("%s", "run: no script given (usage: modal run SCRIPT [ARGS...])");
-  H.argc = argc;
-  H.argv = argv;
-  H.script = i;
+  h.argc = argc;
+  h.argv = argv;
+  h.script = i;
   L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
     return 1;
   }
   lua_pushcfunction(L, pmain);
-  status = lua_pcall(L, 0, 0, 0);
-  if (status != LUA_OK) {
+  lua_pushlightuserdata(L, &h);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     fprintf(stderr, "modal: %s\n", msg ? msg : "(error object is not a string)");
     fflush(stderr);
     lua_pop(L, 1);
-    H.status = 1;
+    h.status = 1;
   }
-  lua_pushcfunction(L, traceback);
-  lua_pushcfunction(L, pstop);
-  if (lua_pcall(L, 0, 0, -2) != LUA_OK) {
-    fprintf(stderr, "modal: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  close_signals();
-  if (luv_loop(L))                       /* let handles that are closing finish (DESIGN 10) */
-    uv_run(luv_loop(L), UV_RUN_NOWAIT);
+  exit_path(L, &h);
+  if (luv_loop(L))                       /* let handles that are closing finish (luv frees */
+    uv_run(luv_loop(L), UV_RUN_NOWAIT);  /* a closing handle at lua_close too early) */
   lua_close(L);                          /* modal's handles close first, then luv's loop */
-  return H.status;
+  return h.status;
 }
 
 int main(int argc, char **argv) {
@@ -369,7 +582,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
   if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0 ||
-      strcmp(argv[1], "ctl") == 0)
+      strcmp(argv[1], "test") == 0 || strcmp(argv[1], "ctl") == 0)
     return cmd_tool(argc, argv);
   if (argv[1][0] == '-')
     return fail_usage("unknown option '%s'", argv[1]);

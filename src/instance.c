@@ -56,12 +56,6 @@ void modal__push_inputs(lua_State *L, int ci) {
   push_def_uv(L, ci, K_INPUTS);
 }
 
-void modal__push_input_name(lua_State *L, int ci, int in) {
-  push_def_uv(L, ci, K_INPUTS);
-  lua_rawgeti(L, -1, in + 1);
-  lua_remove(L, -2);
-}
-
 void modal__push_fields(lua_State *L, modal_instance *c, int ci, int input) {
   ci = lua_absindex(L, ci);
   input = input ? lua_absindex(L, input) : 0;
@@ -207,37 +201,68 @@ static void list_tidy(lua_State *L, modal_list *l, int t, int walking) {
     modal__list_compact(L, l, t, 1);
 }
 
-/* The instances' __call: (c, d), the canceller of its postponed calls and when() Deferreds,
-** run by d:cancel() only. The instance lets go of d at once (its slot becomes dead). */
-int modal__instance_cancel(lua_State *L) {
-  modal_instance *c = modal__check_instance(L, 1);
-  uint32_t *aux = modal__deferred_aux(L, 2), a;
+/* Pushes "name#id (state)" for the instance at ci. */
+static void instance_name(lua_State *L, modal_instance *c, int ci) {
+  modal__push_fn(L, ci, c->M->def->name);
+  modal__push_state_name(L, c, ci, c->state);
+  lua_pushfstring(L, "%s#%d (%s)", lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1));
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+/* The instance at ci lets go of the Deferred at d it kept (a postponed call or a when()
+** waiter): its slot becomes dead, the counts drop. Runs no Lua code. */
+static void let_go(lua_State *L, modal_instance *c, int ci, int d) {
+  uint32_t *aux = modal__deferred_aux(L, d), a;
   modal_extras *x;
-  if (!aux || !modal__is_cancelling(L, 2))  /* only d:cancel() gets here legitimately */
-    return luaL_error(L, "modal: attempt to call an instance (%s#%d)", "instance", (int)c->id);
-  if (*aux == 0)
-    return 0;                            /* it had left already */
+  int top = lua_gettop(L);
+  if (!aux || *aux == 0)
+    return;                              /* it had left already */
   a = *aux;
   *aux = 0;
-  lua_settop(L, 2);
-  x = modal__extras(L, 1, 0);            /* 3 */
+  x = modal__extras(L, ci, 0);
   if (a & AUX_WHEN) {
     if (x) {
       x->waiters.live--;
-      modal__push_list(L, 3, X_WAITERS);
+      modal__push_list(L, -1, X_WAITERS);
       list_tidy(L, &x->waiters, -1, (c->flags & I_ANNOUNCING) != 0);
     }
   } else {
     c->npostponed--;
     if (x) {
       x->calls.live--;
-      modal__push_list(L, 3, X_CALLS);
+      modal__push_list(L, -1, X_CALLS);
       list_tidy(L, &x->calls, -1, (c->flags & I_RETRYING) != 0);
     }
   }
+  lua_settop(L, top);
+  modal__update_pin(L, c, ci);
+}
+
+/* The instances' __call: (c, d), the canceller of its postponed calls and when() Deferreds,
+** run by d:cancel() only. The instance lets go of d at once (its slot becomes dead). */
+int modal__instance_cancel(lua_State *L) {
+  modal_instance *c = modal__check_instance(L, 1);
+  if (!modal__deferred_aux(L, 2) || !modal__is_cancelling(L, 2))  /* only d:cancel() */
+    return luaL_error(L, "modal: attempt to call an instance (%s): call its methods, as "
+                      "c:method(...)", lua_tostring(L, (instance_name(L, c, 1), -1)));
   lua_settop(L, 2);
-  modal__update_pin(L, c, 1);
+  let_go(L, c, 1, 2);
   return 0;
+}
+
+/* The context's kept_fired hook: a call's or waiter's Deferred fired by whoever holds it
+** (d:callback, d:errback) is no longer waiting. */
+static void kept_fired(lua_State *L, int d, int canc) {
+  modal_instance *c = modal__to_instance(L, canc);
+  if (c)
+    let_go(L, c, lua_absindex(L, canc), lua_absindex(L, d));
+}
+
+void modal__open_instance(lua_State *L) {
+  modal_ctx *ctx = modal__ctx(L);
+  if (ctx)
+    ctx->kept_fired = kept_fired;
 }
 
 /* ============================================================== fields */
@@ -272,25 +297,34 @@ static int instance_index(lua_State *L) {
   return 1;
 }
 
-static int instance_tostring(lua_State *L) {
+/* __newindex: an instance has no assignable fields. */
+static int instance_newindex(lua_State *L) {
   modal_instance *c = modal__check_instance(L, 1);
-  modal__push_fn(L, 1, c->M->def->name);
-  modal__push_state_name(L, c, 1, c->state);
-  lua_pushfstring(L, "%s#%d (%s)", lua_tostring(L, -2), (int)c->id, lua_tostring(L, -1));
+  return luaL_error(L, "modal: cannot set field '%s' of an instance (#%d): its fields are "
+                    "read-only; keep your own values in c.data", lua_type(L, 2) == LUA_TSTRING ?
+                    lua_tostring(L, 2) : luaL_typename(L, 2), (int)c->id);
+}
+
+static int instance_tostring(lua_State *L) {
+  instance_name(L, modal__check_instance(L, 1), 1);
   return 1;
 }
 
 void modal__instance_mt(lua_State *L, int mi, int methods) {
   mi = lua_absindex(L, mi);
   methods = lua_absindex(L, methods);
-  lua_createtable(L, 1, 4);
+  lua_createtable(L, 2, 5);
   lua_pushvalue(L, mi);                  /* [1] = M: keeps the machine alive, c.machine */
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, methods);
   lua_pushcclosure(L, instance_index, 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, 2);                 /* [2] = __index: a reload swaps its methods table */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, modal__instance_cancel);
   lua_setfield(L, -2, "__call");
+  lua_pushcfunction(L, instance_newindex);
+  lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, instance_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "modal.instance");

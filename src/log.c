@@ -1,6 +1,7 @@
 /*
 ** log.c — the log sink: modal.on_log, the default stderr sink (one readable line per event,
-** filtered by level) and modal__log, through which every line modal writes goes.
+** filtered by level), modal__log, through which every line modal writes goes, and modal.log,
+** through which scripts and the host write theirs.
 */
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +82,30 @@ static int default_sink(lua_State *L) {
   return 0;
 }
 
+/* Sends the message on top (popped) to the current sink with `fields` (an index, or 0: an
+** empty table). A sink that raises never loses the line: it goes to stderr. */
+static void emit(lua_State *L, int level, int fields) {
+  int msg = lua_gettop(L);
+  lua_pushnil(L);                        /* keeps the indices below as they were */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &sink_key);
+  if (lua_isnil(L, -1)) {                /* not opened yet */
+    lua_pop(L, 1);
+    lua_pushcfunction(L, default_sink);
+  }
+  lua_pushstring(L, modal__level_name(level));
+  lua_pushvalue(L, msg);
+  if (fields)
+    lua_pushvalue(L, fields);
+  else
+    lua_newtable(L);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) { /* no metamethod of the error value runs here */
+    fprintf(stderr, "modal: log sink failed (%s); the line was: %s %s\n",
+            lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1),
+            modal__level_name(level), lua_tostring(L, msg));
+  }
+  lua_settop(L, msg - 1);
+}
+
 void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
   char small[512], *text = small;
   va_list ap;
@@ -96,26 +121,27 @@ void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
   }
   if (!text)
     text = small;
-  lua_pushcfunction(L, modal__msgh);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &sink_key);
-  if (lua_isnil(L, -1)) {                /* not opened yet */
-    lua_pop(L, 1);
-    lua_pushcfunction(L, default_sink);
-  }
-  lua_pushstring(L, modal__level_name(level));
   lua_pushstring(L, text);
-  if (fields)
-    lua_pushvalue(L, fields);
-  else
-    lua_newtable(L);
-  if (lua_pcall(L, 3, 0, -5) != LUA_OK) { /* a broken sink: never lose the line */
-    fprintf(stderr, "modal: log sink failed (%s); the line was: %s %s\n",
-            luaL_tolstring(L, -1, NULL), modal__level_name(level), text);
-    lua_pop(L, 2);
-  }
-  lua_pop(L, 1);
   if (text != small)
     free(text);
+  emit(L, level, fields);
+}
+
+/* modal.log(level, message[, fields]): one line through the current sink, as modal's own
+** lines go (the default sink filters by level). */
+static int md_log(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  int level = modal__level_parse(name);
+  if (level < 0)
+    return luaL_error(L, "bad argument #1 to 'log' (unknown level '%s': use error, warn, "
+                      "info or debug)", name);
+  luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  lua_pushvalue(L, 2);
+  emit(L, level, lua_isnil(L, 3) ? 0 : 3);
+  return 0;
 }
 
 int modal__swap_handler(lua_State *L, const void *key, lua_CFunction fallback) {
@@ -141,4 +167,6 @@ void modal__open_log(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &sink_key);
   lua_pushcfunction(L, modal__on_log);
   lua_setfield(L, -2, "on_log");
+  lua_pushcfunction(L, md_log);
+  lua_setfield(L, -2, "log");
 }

@@ -128,7 +128,8 @@ typedef struct modal_instance {
   uint16_t state;
   uint32_t id;
   uint32_t entry;          /* entries into states: timers and job outcomes carry theirs */
-  uint32_t entered_ms;     /* loop time (ms) of the last entry, for the trace */
+  uint32_t entered_ms;     /* monotonic ms of the last entry, for the trace (or
+                              ENTERED_UNKNOWN: entered in place while the trace was off) */
   int32_t npostponed;      /* postponed calls still waiting */
   int32_t depth;           /* method handlers running (m:postpone() is legal when > 0) */
   int32_t pin;             /* registry ref while I_PINNED */
@@ -136,6 +137,8 @@ typedef struct modal_instance {
 } modal_instance;
 
 enum { I_DATA = 1, I_EXTRAS, I_NUV = I_EXTRAS };
+
+#define ENTERED_UNKNOWN UINT32_MAX
 
 /* A FIFO of Lua values in a table, with explicit counts: the live slots are [head, tail);
 ** `live` counts entries that have not left (lazy removal leaves dead slots behind). */
@@ -153,6 +156,7 @@ typedef struct modal_extras {
   modal_list waiters;      /* when() Deferreds (aux 0 once a waiter left) */
   modal_list observers;    /* on_transition records {fn} (fn nil once cancelled) */
   int job;                 /* a job runs: user value X_JOB is its Deferred */
+  int job_detached;        /* a reload moved it on: X_JOB waits to be cancelled */
 } modal_extras;
 
 /* User values of the extras: the instance, then one table per list, then the job. */
@@ -163,6 +167,7 @@ enum { X_INSTANCE = 1, X_INPUTS, X_CALLS, X_WAITERS, X_OBSERVERS, X_JOB, X_NUV =
 #define AUX_NOARGS   0x40000000u   /* a postponed call without arguments */
 #define AUX_PACKED   0x20000000u   /* a postponed call's arguments are a table {n=, ...} */
 #define AUX_INDEX    0x0fffffffu   /* a call's method index + 1, or a waiter's state */
+#define AUX_GONE     AUX_INDEX     /* that index: its method or state was removed by a reload */
 
 /* instance.c: the object */
 MODAL__FUNC modal_instance *modal__to_instance(lua_State *L, int idx);
@@ -171,9 +176,8 @@ MODAL__FUNC modal_instance *modal__check_instance(lua_State *L, int idx);
 MODAL__FUNC void modal__push_machine(lua_State *L, int ci);
 /* Pushes fns[k] of the definition the instance at ci now serves. */
 MODAL__FUNC void modal__push_fn(lua_State *L, int ci, int k);
-/* Pushes the name of state `st` (nil when out of range) / of input `in`. */
+/* Pushes the name of state `st` (nil when out of range). */
 MODAL__FUNC void modal__push_state_name(lua_State *L, modal_instance *c, int ci, int st);
-MODAL__FUNC void modal__push_input_name(lua_State *L, int ci, int in);
 /* Pushes the {input name = index} table of the definition the instance at ci serves. */
 MODAL__FUNC void modal__push_inputs(lua_State *L, int ci);
 /* Pushes the log fields {machine, id, state[, input]} (input: a name at `input`, or 0). */
@@ -189,6 +193,8 @@ MODAL__FUNC void modal__update_pin(lua_State *L, modal_instance *c, int ci);
 MODAL__FUNC modal_instance *modal__instance_alloc(lua_State *L, int mi, int data);
 /* Pushes a new metatable for the instances of the machine at mi (index: its methods). */
 MODAL__FUNC void modal__instance_mt(lua_State *L, int mi, int methods);
+/* Registers what the instances' layer tells the context (kept Deferreds fired outside). */
+MODAL__FUNC void modal__open_instance(lua_State *L);
 /* The instances' __call: the canceller of their postponed calls and when() waiters. */
 MODAL__FUNC int modal__instance_cancel(lua_State *L);
 /* Frees the dead slots of a list whose table is at t (order kept; head back to 1). `kind`:
@@ -205,8 +211,12 @@ MODAL__FUNC void modal__announce(lua_State *L, modal_instance *c, int ci, int fr
 /* Fails every waiter with a failure of kind `kind`; returns how many. */
 MODAL__FUNC int modal__fail_waiters(lua_State *L, modal_instance *c, int ci, const char *kind,
                                     const char *message);
-/* Reload: state indices through the array at smap (old + 1 -> new + 1, 0 = gone). */
+/* Reload, first pass (no allocation, no Lua code): each waiter's state through the table at
+** smap (old + 1 -> new + 1, 0 = removed: marked AUX_GONE). */
 MODAL__FUNC void modal__remap_waiters(lua_State *L, modal_instance *c, int ci, int smap);
+/* Reload, second pass: waiters marked AUX_GONE fail with kind "stopped"; unless gone_only,
+** the others are settled as after an entry (in a final state they fail: rule 10). */
+MODAL__FUNC void modal__settle_waiters(lua_State *L, modal_instance *c, int ci, int gone_only);
 
 /* calls.c: method handlers and the postponed-call record */
 /* Adds postpone and postponed to the methods table at `methods`. */
@@ -215,8 +225,12 @@ enum { R_VALUE, R_POSTPONE, R_ERROR };
 /* Runs a handler protected: the stack holds modal__msgh at `base`, then the handler, m and
 ** nargs arguments. Its result (or failure) is left at `base`, the top. */
 MODAL__FUNC int modal__run_handler(lua_State *L, modal_instance *c, int base, int nargs);
+/* After a call's handler: makes the caller's Deferred (or postpones the call), run protected
+** by the caller with the instance still busy: (R_* outcome, the handler's result, method
+** index, Deferreds' metatable, c, args... — the args only for R_POSTPONE) -> the Deferred. */
+MODAL__FUNC int modal__call_finish(lua_State *L);
 /* Replaces the handler outcome on top with the caller's Deferred (mt: Deferred metatable
-** index, or 0). */
+** index, or 0): a new one fired with a value or failure, or the returned Deferred itself. */
 MODAL__FUNC void modal__outcome_deferred(lua_State *L, int r, int mt);
 /* Settles the pending Deferred at d with the handler outcome on top (popped). */
 MODAL__FUNC void modal__settle(lua_State *L, int d, int r);
@@ -228,8 +242,11 @@ MODAL__FUNC void modal__postpone(lua_State *L, modal_instance *c, int ci, int me
 MODAL__FUNC void modal__call_left(lua_State *L, modal_instance *c, int ci, int d);
 /* Pushes the arguments of the postponed call at d; returns how many. */
 MODAL__FUNC int modal__call_args(lua_State *L, int d, uint32_t aux);
-/* Reload: methods through the array at map (old index + 1 -> new + 1, 0 = removed). */
+/* Reload, first pass (no allocation, no Lua code): each call's method through the table at
+** map (old index + 1 -> new + 1, 0 = removed: marked AUX_GONE). */
 MODAL__FUNC void modal__remap_calls(lua_State *L, modal_instance *c, int ci, int map);
+/* Reload, second pass: the calls marked AUX_GONE fail with kind "error". */
+MODAL__FUNC void modal__fail_gone_calls(lua_State *L, modal_instance *c, int ci);
 /* Fails every postponed call with kind/message; returns how many. */
 MODAL__FUNC int modal__fail_calls(lua_State *L, modal_instance *c, int ci, const char *kind,
                                   const char *message);
@@ -244,6 +261,8 @@ MODAL__FUNC int modal__drive_protected(lua_State *L, modal_instance *c, int ci,
 MODAL__FUNC void modal__drive_internal_error(lua_State *L, modal_instance *c, int ci);
 /* Drains the instance's queue as an entry of its own, unless one further out will. */
 MODAL__FUNC void modal__drive_drain_entry(lua_State *L, modal_instance *c, int ci);
+/* After a reload's plan: drains the instances whose queue waited while migrate ran. */
+MODAL__FUNC void modal__drive_deferred_drains(lua_State *L);
 /* Inside an entry: processes the queued inputs in order until none is left. */
 MODAL__FUNC void modal__drive_drain(lua_State *L, modal_instance *c, int ci);
 /* Queues the input named at `name` with its tag and arguments [args, args + nargs). */
@@ -266,26 +285,41 @@ MODAL__FUNC void modal__drive_retry(lua_State *L, modal_instance *c, int ci);
 /* entry.c: the ways in from Lua */
 /* Enters the initial state of the new instance at ci (enter, timeout, run) and drains. */
 MODAL__FUNC void modal__drive_start(lua_State *L, int ci);
-/* Reload: switches the instance at ci to state `to` of the new definition: it stays
-** (from_name 0; `had` says whether its old state had a timeout (1) and a run (2)) or is
-** migrated from the state named at from_name. */
-MODAL__FUNC void modal__drive_switch(lua_State *L, int ci, int to, int from_name, int had);
+/* Reload, first pass (allocates nothing, runs no Lua code): the instance at ci is put in
+** state `to` of the new definition `k`; its timer stops unless it stays in a state with a
+** timeout; a migrated instance's job is detached (its outcome ignored). */
+MODAL__FUNC void modal__switch_state(lua_State *L, int ci, modal_compiled *k, int to,
+                                     int migrated);
+/* Reload, second pass (user code runs): fails the calls and waiters whose method or state is
+** gone, cancels a detached job, then — unless user code moved the instance since the first
+** pass (its entry is no longer `entry`) — enters a migrated instance's state with input
+** "reload" (from the state named at from_name), or arms what a staying state gained (a
+** timeout, a run; `had`: 1 the old state had a timeout, 2 a run). */
+MODAL__FUNC void modal__after_switch(lua_State *L, int ci, int to, int migrated, int had,
+                                     uint32_t entry, int from_name);
 /* Reload: retries the instance's calls once after every instance was switched. */
 MODAL__FUNC void modal__drive_after_reload(lua_State *L, int ci);
-/* Pushes a bound method for the name at `name` (index `method`) of the machine at mi. */
-MODAL__FUNC void modal__push_method(lua_State *L, int mi, int name, int method);
+/* Pushes a bound method for the name at `name` (index `method`) of the machine at mi, for
+** generation `gen` whose fns table is at `fns`. */
+MODAL__FUNC void modal__push_method(lua_State *L, int mi, int name, int method, uint32_t gen,
+                                    int fns);
 /* Adds fire to the methods table at `methods` of the machine at mi. */
 MODAL__FUNC void modal__open_drive(lua_State *L, int methods, int mi);
-/* The loop has no work left: calls still postponed and when() waiters nobody can answer
-** any more fail with kind "stopped" when `exiting` (the host), else they are logged. */
-MODAL__FUNC void modal__drive_strand(lua_State *L, int exiting);
 
 /* machine.c: the machine object */
 /* Pushes a new machine object for the compiled definition at `compiled`. */
 MODAL__FUNC void modal__machine_new(lua_State *L, int compiled);
 MODAL__FUNC void modal__push_machines(lua_State *L);
 MODAL__FUNC void modal__push_version(lua_State *L, modal_machine *M);
-/* Fills the methods table (cleared first) for M's current compiled definition. */
-MODAL__FUNC void modal__fill_methods(lua_State *L, int mi);
+/* The loop has no work left: calls still postponed and when() waiters nobody can answer
+** any more fail with kind "stopped" when `exiting` (the host), else they are logged. */
+MODAL__FUNC void modal__machines_strand(lua_State *L, int exiting);
+/* Pushes, for the machine at mi serving the compiled definition at `compiled` as generation
+** `gen`, three new tables: its methods (the instances' __index), {method name = index} and
+** {input name = index}. */
+MODAL__FUNC void modal__build_methods(lua_State *L, int mi, int compiled, uint32_t gen);
+/* Makes the tables at methods, index, index + 1 the machine's, allocating nothing (a reload
+** swaps them with no finalizer able to run in between). */
+MODAL__FUNC void modal__install_methods(lua_State *L, int mi, int methods, int index);
 
 #endif

@@ -1,8 +1,10 @@
 /*
 ** module.c — luaopen_modal: borrows luv's loop, checks libuv versions, opens every part of
-** the core into the `modal` table. The host preloads the same function.
+** the core into the `modal` table, and loads the Lua half's policies on first use. The host
+** preloads the same function.
 */
 #include <signal.h>
+#include <string.h>
 #include <luv/luv.h>
 #include "core.h"
 
@@ -32,14 +34,30 @@ static void check_luv(lua_State *L, int luv) {
                UV_VERSION_MAJOR, UV_VERSION_MINOR, UV_VERSION_PATCH);
 }
 
+/* The Lua half's policies and testing kit, loaded on first use: modal.backoff, modal.service
+** and modal.testing are require("modal.<name>") (lua/modal/), kept in the table once read. */
+static const char *const lazy_names[] = {"backoff", "service", "testing", NULL};
+
+static int lazy_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  int i;
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  for (i = 0; lazy_names[i] != NULL; i++) {
+    if (strcmp(key, lazy_names[i]) == 0) {
+      lua_getglobal(L, "require");
+      lua_pushfstring(L, "modal.%s", key);
+      lua_call(L, 1, 1);
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int luaopen_modal(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-    {"run", modal__run},
-    {"stop", modal__stop},
-    {"now", modal__now},
-    {"on_stop", modal__on_stop},
-    {NULL, NULL}
-  };
   int luv;
   lua_getglobal(L, "require");           /* luv first: its loop must exist before our sentinel */
   lua_pushliteral(L, "luv");
@@ -57,19 +75,27 @@ int luaopen_modal(lua_State *L) {
   signal(SIGPIPE, SIG_IGN);              /* a write to a reset peer must not kill the process */
   if (!modal__ctx(L))
     modal__ctx_open(L, luv_loop(L));
+  modal__timers_open(L, luv);            /* luv's handles, made before the sentinel is armed */
+  modal__ctx_arm(L);                     /* so lua_close closes modal first (doc/loop.md) */
   lua_newtable(L);
-  luaL_setfuncs(L, funcs, 0);
+  modal__open_loop(L);
   modal__open_log(L);
   modal__open_failure(L);
   modal__open_deferred(L);
   modal__open_combine(L);
   modal__open_async(L);
-  modal__open_timer(L);
+  modal__open_later(L);
+  modal__open_clock(L);
   modal__open_compile(L);
   modal__open_machine(L);
   modal__open_reload(L);
   modal__open_stats(L);
+  modal__open_peer(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }

@@ -38,23 +38,36 @@ static int md_when(lua_State *L) {
   modal_instance *c = modal__check_instance(L, 1);
   modal_extras *x;
   int st;
-  luaL_checkstring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return luaL_error(L, "bad argument #1 to 'when' (state name expected, got %s)",
+                      lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   lua_settop(L, 2);
   st = state_index(L, c, 1, 2);
   modal__deferred_new(L, 1);             /* 3; cancel: the instance lets go of it */
-  if (st == c->state) {
-    lua_pushvalue(L, 1);
-    modal__fire(L, 3, -1, 0);
-  } else if (c->M->def->states[c->state].final) {
-    push_final_failure(L, c, 1, "the instance is in final state '%s'");
-    modal__fire(L, 3, -1, 1);
-  } else {
+  if (st != c->state && !c->M->def->states[c->state].final) {
     x = modal__extras(L, 1, 1);          /* 4 */
     modal__push_list(L, 4, X_WAITERS);
     lua_pushvalue(L, 3);
     modal__list_push(L, &x->waiters, 5);
     *modal__deferred_aux(L, 3) = AUX_WHEN | (uint32_t)st;
     modal__update_pin(L, c, 1);
+    /* Those allocations may have run a finalizer that moved the instance; an announce then
+    ** settled the waiter already, or came before it was listed: look again. */
+    if (*modal__deferred_aux(L, 3) == 0 ||
+        (st != c->state && !c->M->def->states[c->state].final)) {
+      lua_settop(L, 3);
+      return 1;
+    }
+    x->waiters.live--;
+    *modal__deferred_aux(L, 3) = 0;
+    modal__update_pin(L, c, 1);
+  }
+  if (st == c->state) {
+    lua_pushvalue(L, 1);
+    modal__fire(L, 3, -1, 0);
+  } else {
+    push_final_failure(L, c, 1, "the instance is in final state '%s'");
+    modal__fire(L, 3, -1, 1);
   }
   lua_settop(L, 3);
   return 1;
@@ -85,7 +98,9 @@ static int observer_cancel(lua_State *L) {
 static int md_on_transition(lua_State *L) {
   modal_extras *x;
   modal__check_instance(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    return luaL_error(L, "bad argument #1 to 'on_transition' (function expected, got %s)",
+                      lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   lua_settop(L, 2);
   x = modal__extras(L, 1, 1);            /* 3 */
   modal__push_list(L, 3, X_OBSERVERS);   /* 4 */
@@ -257,18 +272,53 @@ int modal__fail_waiters(lua_State *L, modal_instance *c, int ci, const char *kin
   return a.count;
 }
 
+/* Marks each waiter with its state's new index (no allocation, no Lua code). */
+static int remap_waiter(lua_State *L, modal_instance *c, int ci, modal_extras *x, int d, int st,
+                        void *arg) {
+  lua_Integer to;
+  (void)c;
+  (void)ci;
+  (void)x;
+  lua_rawgeti(L, *(int *)arg, st + 1);
+  to = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  *modal__deferred_aux(L, d) = AUX_WHEN | (to > 0 ? (uint32_t)(to - 1) : AUX_GONE);
+  return 0;
+}
+
 void modal__remap_waiters(lua_State *L, modal_instance *c, int ci, int smap) {
-  fail_arg a;
   modal_extras *x;
   int top = lua_gettop(L);
-  a.kind = "stopped";
-  a.message = "the state waited for was removed by a reload";
-  a.smap = lua_absindex(L, smap);
-  a.count = 0;
+  smap = lua_absindex(L, smap);
   ci = lua_absindex(L, ci);
   x = modal__extras(L, ci, 0);
   if (x && x->waiters.live > 0)
-    each_waiter(L, c, ci, top + 1, fail_waiter, &a);
+    each_waiter(L, c, ci, top + 1, remap_waiter, &smap);
+  lua_settop(L, top);
+}
+
+/* A waiter whose state was removed fails; the rest as after an entry (unless arg: only the
+** gone ones). */
+static int settle_or_gone(lua_State *L, modal_instance *c, int ci, modal_extras *x, int d,
+                          int st, void *arg) {
+  if ((uint32_t)st == AUX_GONE) {
+    fail_arg a;
+    a.kind = "stopped";
+    a.message = "the state waited for was removed by a reload";
+    a.smap = 0;
+    a.count = 0;
+    return fail_waiter(L, c, ci, x, d, st, &a);
+  }
+  return arg ? 0 : settle_waiter(L, c, ci, x, d, st, NULL);
+}
+
+void modal__settle_waiters(lua_State *L, modal_instance *c, int ci, int gone_only) {
+  modal_extras *x;
+  int top = lua_gettop(L);
+  ci = lua_absindex(L, ci);
+  x = modal__extras(L, ci, 0);
+  if (x && x->waiters.live > 0)
+    each_waiter(L, c, ci, top + 1, settle_or_gone, gone_only ? (void *)&gone_only : NULL);
   lua_settop(L, top);
 }
 

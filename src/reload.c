@@ -19,11 +19,13 @@ static double wall_now(void) {
 static void push_loaded(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loaded_key) != LUA_TTABLE) {
     lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_newtable(L);
     lua_setfield(L, -2, "paths");
     lua_newtable(L);
     lua_setfield(L, -2, "names");
+    lua_newtable(L);
+    lua_setfield(L, -2, "loading");
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &loaded_key);
   }
@@ -35,7 +37,7 @@ static int obtain(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_settop(L, 1);
   if (luaL_loadfile(L, path) != LUA_OK)
-    return luaL_error(L, "cannot load %s", lua_tostring(L, -1));
+    return lua_error(L);                  /* "cannot open <path>" or "<path>:<line>: ..." */
   lua_call(L, 0, 1);                      /* 2: what the file returns */
   if (modal__to_machine(L, 2)) {
     lua_getiuservalue(L, 2, M_DEF);       /* 3: compiled */
@@ -67,20 +69,49 @@ static void notify_load(lua_State *L, int path, int name) {
   lua_pop(L, lua_istable(L, -1) ? 3 : 2);
 }
 
+/* Replaces the path at idx with the file's canonical path (symlinks, "." and ".." resolved),
+** so that one file is one entry whatever path names it; a path that does not resolve (the
+** file is missing) is kept as given. */
+static const char *canonical(lua_State *L, int idx) {
+  char *real;
+  idx = lua_absindex(L, idx);
+  real = realpath(lua_tostring(L, idx), NULL);
+  if (real) {
+    lua_pushstring(L, real);
+    free(real);
+    lua_replace(L, idx);
+  }
+  return lua_tostring(L, idx);
+}
+
 /* modal.load(path) -> M */
 static int md_load(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path;
+  int status;
+  luaL_checkstring(L, 1);
   lua_settop(L, 1);
+  path = canonical(L, 1);
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
   lua_getfield(L, 2, "names");            /* 4 */
   if (lua_getfield(L, 3, path) != LUA_TNIL)
     return 1;                             /* loaded already: the same M, not run again */
   lua_pop(L, 1);
+  lua_getfield(L, 2, "loading");          /* paths whose file runs now */
+  if (lua_getfield(L, -1, path) != LUA_TNIL)
+    return luaL_error(L, "modal.load: %s loads itself (modal.load of its own path while it "
+                      "runs); a definition file returns its definition", path);
+  lua_pop(L, 1);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, path);
   lua_pushcfunction(L, obtain);
   lua_pushvalue(L, 1);
-  if (lua_pcall(L, 1, 3, 0) != LUA_OK)    /* 5 definition, 6 compiled, 7 result */
-    return luaL_error(L, "modal.load: %s", luaL_tolstring(L, -1, NULL));
+  status = lua_pcall(L, 1, 3, 0);
+  lua_pushnil(L);
+  lua_setfield(L, 5, path);               /* not loading any more, however it ended */
+  lua_remove(L, 5);
+  if (status != LUA_OK)                   /* 5 definition, 6 compiled, 7 result */
+    return luaL_error(L, "modal.load: %s", modal__tostring(L, -1));
   lua_getfield(L, 5, "name");             /* 8 */
   if (lua_getfield(L, 4, lua_tostring(L, 8)) != LUA_TNIL)
     return luaL_error(L, "modal.load: %s defines machine '%s', already loaded from %s", path,
@@ -157,8 +188,8 @@ static int reload_result(lua_State *L, int mi, int name, const char *path, const
 /* One live instance in a reload: its id (the order of creation), where it is in the list
 ** that anchors it, and the state it goes to (migrated: it needs an entry). */
 typedef struct slot {
-  uint32_t id;
-  int to, migrated;
+  uint32_t id, entry;                     /* entry: at the switch's first pass */
+  int old, to, migrated, had;             /* had: the old state's timeout (1) and run (2) */
   lua_Integer at;
 } slot;
 
@@ -214,6 +245,7 @@ static int reload_body(lua_State *L) {
   modal_compiled *oldk = M->def, *newk;
   lua_Integer i, n;
   int mi = 2, name = 3, oldc, newc, def, list, map, smap, st, *smapc;
+  const char *err = NULL;
   slot *slots;
   lua_settop(L, 3);
   lua_getiuservalue(L, mi, M_DEF);        /* 4: old compiled */
@@ -221,7 +253,7 @@ static int reload_body(lua_State *L) {
   lua_pushcfunction(L, obtain);
   lua_pushvalue(L, 1);
   if (lua_pcall(L, 1, 3, 0) != LUA_OK)    /* 5 definition, 6 compiled, 7 result */
-    return reload_result(L, mi, name, path, luaL_tolstring(L, -1, NULL));
+    return reload_result(L, mi, name, path, modal__tostring(L, -1));
   def = 5;
   newc = 6;
   newk = (modal_compiled *)lua_touserdata(L, newc);
@@ -229,7 +261,7 @@ static int reload_body(lua_State *L) {
   lua_rawget(L, def);
   if (!lua_rawequal(L, -1, name)) {
     lua_pushfstring(L, "the file now defines machine '%s', not '%s' (a reload keeps the name)",
-                    luaL_tolstring(L, -1, NULL), lua_tostring(L, name));
+                    modal__tostring(L, -1), lua_tostring(L, name));
     return reload_result(L, mi, name, path, lua_tostring(L, -1));
   }
   lua_settop(L, 7);
@@ -263,24 +295,23 @@ static int reload_body(lua_State *L) {
     lua_rawseti(L, smap, st + 1);
   }
   ctx->planning++;                        /* migrate only reads: M:new, fire, calls raise */
-  for (i = 0; i < n; i++) {
+  for (i = 0; i < n && !err; i++) {
     modal_instance *c;
     int to, status;
+    lua_settop(L, smap);
     lua_rawgeti(L, list, slots[i].at);    /* 12 */
     c = modal__to_instance(L, 12);
+    slots[i].old = c->state;
     slots[i].to = smapc[c->state];
     slots[i].migrated = 0;
-    if (slots[i].to >= 0) {
-      lua_settop(L, smap);
+    if (slots[i].to >= 0)
       continue;
-    }
     push_state(L, oldc, c->state);        /* 13: the old state's name */
     if (!newk->migrate) {
-      ctx->planning--;
-      lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not have, "
-                      "and it has no migrate", lua_tostring(L, name), (int)c->id,
-                      lua_tostring(L, 13));
-      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+      err = lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not "
+                            "have, and it has no migrate", lua_tostring(L, name), (int)c->id,
+                            lua_tostring(L, 13));
+      break;
     }
     lua_getiuservalue(L, newc, K_FNS);
     lua_rawgeti(L, -1, newk->migrate);
@@ -290,74 +321,83 @@ static int reload_body(lua_State *L) {
     modal__push_version(L, M);
     status = modal__call(L, 3, 1);        /* 14: a state name, or the failure */
     if (status != LUA_OK) {
-      ctx->planning--;
-      lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s", lua_tostring(L, name),
-                      (int)c->id, lua_tostring(L, 13), luaL_tolstring(L, 14, NULL));
-      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+      err = lua_pushfstring(L, "migrate raised for %s#%d (state '%s'): %s",
+                            lua_tostring(L, name), (int)c->id, lua_tostring(L, 13),
+                            modal__tostring(L, 14));
+      break;
     }
     if (lua_type(L, 14) != LUA_TSTRING || (lua_pushvalue(L, 14), to = state_in(L, newc)) < 0) {
-      ctx->planning--;
       if (lua_type(L, 14) == LUA_TSTRING)
         lua_pushfstring(L, "'%s'", lua_tostring(L, 14));
       else
         lua_pushstring(L, luaL_typename(L, 14));
-      lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the new "
-                      "definition", lua_tostring(L, -1), lua_tostring(L, name), (int)c->id,
-                      lua_tostring(L, 13));
-      return reload_result(L, mi, name, path, lua_tostring(L, -1));
+      err = lua_pushfstring(L, "migrate returned %s for %s#%d (state '%s'), not a state of the "
+                            "new definition", lua_tostring(L, -1), lua_tostring(L, name),
+                            (int)c->id, lua_tostring(L, 13));
+      break;
     }
     slots[i].to = to;
     slots[i].migrated = 1;
-    lua_settop(L, smap);
   }
   ctx->planning--;
+  if (err) {
+    lua_replace(L, smap + 1);             /* the message: kept while the instances drain */
+    lua_settop(L, smap + 1);
+    modal__drive_deferred_drains(L);      /* what migrate's user code set going, as usual */
+    return reload_result(L, mi, name, path, lua_tostring(L, smap + 1));
+  }
+  lua_settop(L, smap);
   lua_newtable(L);                        /* 12: methods, old index + 1 -> new index + 1 */
   map = 12;
   lua_getiuservalue(L, oldc, K_METHODS);
   lua_getiuservalue(L, newc, K_METHODS);
   index_map(L, map, -2, -1);
   lua_settop(L, map);
-  /* commit: M in place, then every instance's calls and waiters, then its state */
+  /* Everything the switch needs is made first (13 methods, 14 index, 15 inputs): the switch
+  ** itself allocates nothing, so no finalizer can run while instances are half switched. */
+  modal__build_methods(L, mi, newc, M->gen + 1);
+  luaL_checkstack(L, 16, "reload");
   ctx->driving++;                         /* user code from here on may not reload */
   M->def = newk;
   M->gen++;
-  lua_pushvalue(L, newc);
-  lua_setiuservalue(L, mi, M_DEF);
   M->has_version = newk->has_version;
   M->version = newk->version;
-  modal__fill_methods(L, mi);
+  lua_pushvalue(L, newc);
+  lua_setiuservalue(L, mi, M_DEF);
+  modal__install_methods(L, mi, 13, 14);
   for (i = 0; i < n; i++) {
     modal_instance *c;
+    modal_state *old;
     lua_rawgeti(L, list, slots[i].at);
     c = modal__to_instance(L, -1);
+    old = &oldk->states[slots[i].old];
+    slots[i].had = (old->timeout >= 0 || old->timeout_fn ? 1 : 0) | (old->run ? 2 : 0);
+    slots[i].entry = c->entry;
     if (c->flags & I_HASX) {
       modal__remap_calls(L, c, -1, map);
       modal__remap_waiters(L, c, -1, smap);
     }
-    lua_settop(L, map);
+    modal__switch_state(L, -1, newk, slots[i].to, slots[i].migrated);
+    lua_pop(L, 1);
+  }
+  /* Second pass: every instance is in its new state; user code may run. */
+  modal__drive_deferred_drains(L);
+  for (i = 0; i < n; i++) {
+    lua_settop(L, 15);
+    lua_rawgeti(L, list, slots[i].at);    /* 16 */
+    push_state(L, oldc, slots[i].old);    /* 17 */
+    modal__after_switch(L, 16, slots[i].to, slots[i].migrated, slots[i].had, slots[i].entry,
+                        17);
   }
   for (i = 0; i < n; i++) {
     modal_instance *c;
-    lua_rawgeti(L, list, slots[i].at);    /* 13 */
-    c = modal__to_instance(L, -1);
-    if (!slots[i].migrated) {
-      modal_state *old = &oldk->states[c->state];
-      modal__drive_switch(L, 13, slots[i].to, 0, (old->timeout >= 0 || old->timeout_fn ? 1 : 0) |
-                                                 (old->run ? 2 : 0));
-    } else {
-      push_state(L, oldc, c->state);
-      modal__drive_switch(L, 13, slots[i].to, 14, 0);
-    }
-    lua_settop(L, map);
-  }
-  for (i = 0; i < n; i++) {
-    modal_instance *c;
+    lua_settop(L, 15);
     lua_rawgeti(L, list, slots[i].at);
     c = modal__to_instance(L, -1);
     if (c->npostponed > 0 || (c->flags & I_QUEUED))
       modal__drive_after_reload(L, -1);
-    lua_settop(L, map);
   }
+  lua_settop(L, 15);
   ctx->driving--;
   return reload_result(L, mi, name, path, NULL);
 }
@@ -367,19 +407,28 @@ static int md_reload(lua_State *L) {
   const char *key = luaL_checkstring(L, 1);
   modal_ctx *ctx = modal__ctx(L);
   modal_machine *M;
-  int driving = ctx->driving, planning = ctx->planning, status;
-  if (driving || planning)
+  int driving = ctx->driving, planning = ctx->planning, reloading = ctx->reloading, status;
+  if (driving || planning || reloading)
     return luaL_error(L, "modal.reload: called while %s; reloads come from outside (the "
                       "main chunk, a timer, a signal, the admin socket): use "
                       "modal.call_later(0, modal.reload, '%s')",
-                      planning ? "another reload plans (from migrate)" :
-                      "a machine runs user code (a handler, hook, guard, action, run, timeout "
-                      "function, observer, or a callback a transition fired)", key);
+                      reloading || planning ? "another reload runs (its file, its migrate, "
+                      "its switch)" : "a machine runs user code (a handler, hook, guard, "
+                      "action, run, timeout function, observer, or a callback a transition "
+                      "fired)", key);
   lua_settop(L, 1);
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
   if (lua_getfield(L, 3, key) == LUA_TNIL) {               /* 4: M, by path */
     lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    if (lua_getfield(L, 3, canonical(L, -1)) != LUA_TNIL) {   /* another name of the file */
+      lua_copy(L, 4, 1);                  /* 1: the canonical path */
+      lua_replace(L, 4);                  /* 4: M */
+      key = lua_tostring(L, 1);
+      goto found;
+    }
+    lua_pop(L, 2);
     lua_getfield(L, 2, "names");
     if (lua_getfield(L, -1, key) != LUA_TSTRING) {
       lua_pushnil(L);
@@ -390,6 +439,7 @@ static int md_reload(lua_State *L) {
     lua_pop(L, 1);
     lua_getfield(L, 3, lua_tostring(L, 1));
   }
+found:
   M = modal__to_machine(L, 4);
   lua_pushcfunction(L, modal__msgh);      /* 5 */
   lua_pushcfunction(L, reload_body);
@@ -400,9 +450,11 @@ static int md_reload(lua_State *L) {
   lua_rawgeti(L, -1, M->def->name);
   lua_replace(L, -3);
   lua_pop(L, 1);
+  ctx->reloading = 1;
   status = lua_pcall(L, 3, 2, 5);
   ctx->driving = driving;                 /* however it ended */
   ctx->planning = planning;
+  ctx->reloading = reloading;
   if (status != LUA_OK)
     return lua_error(L);
   if (lua_isnil(L, -2))

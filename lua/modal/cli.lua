@@ -1,12 +1,15 @@
--- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE [--format F]` and
--- `modal ctl SOCKET COMMAND` (DESIGN.md section 8), in plain Lua.
+-- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE [--format F]`,
+-- `modal test FILE...` and `modal ctl SOCKET COMMAND` (doc/host.md, doc/testing.md), in plain
+-- Lua.
 --
 --   os.exit(require("modal.cli").main("check", { "conn.lua" }))
 --
 -- A definition file usually ends `return modal.machine { ... }`, which would raise on an
 -- invalid definition; while the file runs, `machine` of the table `require "modal"` returns is
--- replaced by a function that captures its argument and returns it, so every problem is
--- reported by modal.check instead. Without the C module (plain Lua, no build) a stand-in
+-- replaced by a function that captures its argument and returns a stand-in, so every problem
+-- is reported by modal.check instead. A program (a file that goes on to use a machine it
+-- defined: `M:new()`) is stopped at that first use, and every machine defined before it is
+-- checked. Without the C module (plain Lua, no build) a stand-in
 -- table plays `require "modal"` for the file. Exit status: 0 fine, 1 problems, 2 usage.
 --
 -- @module modal.cli
@@ -15,7 +18,8 @@ local check = require "modal.check"
 local graph = require "modal.graph"
 
 local type, tostring, pcall, xpcall, rawget, rawset = type, tostring, pcall, xpcall, rawget, rawset
-local format = string.format
+local setmetatable, ipairs, error = setmetatable, ipairs, error
+local format, concat = string.format, table.concat
 
 local cli = {}
 
@@ -29,6 +33,9 @@ usually `return modal.machine { ... }`. Prints every problem, one per line:
   FILE: PATH: MESSAGE             an error
   FILE: PATH: warning: MESSAGE    a warning (an unreachable state, ...)
   FILE: ok                        no problem at all
+A program that defines machines and then uses them is run up to its first use of one
+(`M:new()`, ...) and every machine defined by then is checked, each as `FILE (machine NAME)`
+when there are several, after a `FILE: note:` line saying where it stopped.
 Exit status: 0 when no file has errors (warnings allowed), 1 otherwise, 2 on a usage error.
 ]],
   graph = [[
@@ -39,6 +46,26 @@ with `dot -Tpng -o machine.png`) or Mermaid (stateDiagram-v2). Final states, the
 state, guarded and internal transitions, postponed methods and timeouts are marked.
 Exit status: 0 printed, 1 when FILE does not load or has errors (listed on stderr), 2 on a
 usage error.
+]],
+  test = [[
+usage: modal test [--options LUAFILE] [--max-depth N] [--steps] FILE...
+
+Generates the shortest paths from the initial state that together take every transition of
+the machine defined in FILE (modal.testing.paths), then walks each one on a fresh instance
+under a virtual clock, each `run` job replaced by a Deferred the path settles
+(modal.testing.walk). Prints one line per path and the coverage:
+  FILE: path N: ok: idle -connect-> connecting -job done-> ready
+  FILE: path N: FAILED: step 2 of 3 (...): the instance is in 'a', the path says 'b'
+  FILE: note: MESSAGE            a line logged at level error meanwhile (a hook raised)
+  FILE: 9/10 transitions taken   then one `not taken: PATH` line per transition missed
+  --options LUAFILE  a Lua file returning the options of paths and walk: data (an instance's
+                     data, or a function making it), args ({ [input] = { {args...}, ... } },
+                     the arguments to try; `done`/`error` for a job's outcome), max_depth,
+                     max_nodes
+  --max-depth N      the longest path searched (default 10)
+  --steps            print each step with the transition it takes
+Exit status: 0 when every walk matched, 1 on a mismatch or when a FILE does not load or is
+not valid, 2 on a usage error.
 ]],
   ctl = [[
 usage: modal ctl SOCKET status|reload [NAME]|trace on|off
@@ -59,10 +86,27 @@ local function message_of(e)
   return ok and type(s) == "string" and s or ("(a " .. type(e) .. " error value)")
 end
 
---- Runs the definition file `file` with modal.machine capturing its argument. Returns true
--- and the definition (the table the file returned, else whatever it gave modal.machine), or
--- false and the reason it could not be loaded.
-function cli.load(file)
+-- What a machine is while a file runs under `modal check`: a stand-in whose first use (M:new,
+-- any field, a call) stops the file, as that is where a program goes on past its definitions.
+local STOP = {}                                  -- the error value that stops the file
+
+local function stand_in(def, defs)
+  local function used()
+    local info = debug.getinfo(2, "Sl")
+    error({ [STOP] = true, line = info and info.currentline or -1, used = def, count = #defs }, 0)
+  end
+  return setmetatable({}, { __index = used, __newindex = used, __call = used,
+    __tostring = function() return "modal.machine (stand-in of modal check)" end })
+end
+
+--- Runs the file `file` with modal.machine capturing every definition it is given. Returns
+-- true, the list of definitions (in order; the table the file returned when it gave
+-- modal.machine none) and a note, or false and the reason nothing could be checked.
+-- The note is nil for a definition file; for a program (a file that goes on to use a machine
+-- it defined) it says where the file was stopped: `{ line = 12, count = 2 }`, `count` machines
+-- having been defined before that line. A file that raises after defining machines returns
+-- them with `note.error` set to the message.
+function cli.load_all(file)
   local chunk, why = loadfile(file, "t")
   if not chunk then return false, message_of(why) end
 
@@ -74,20 +118,47 @@ function cli.load(file)
     loaded.modal = modal
   end
   local saved = rawget(modal, "machine")
-  local called, captured = false, nil
+  local defs = {}
   rawset(modal, "machine", function(def)
-    called, captured = true, def
-    return def
+    defs[#defs + 1] = def
+    return stand_in(def, defs)
   end)
-  local ok, result = xpcall(chunk, message_of, file)
+  local ok, result = xpcall(chunk, function(e)
+    if type(e) == "table" and rawget(e, STOP) then return e end
+    return message_of(e)
+  end, file)
   rawset(modal, "machine", saved)
   loaded.modal = previous_loaded
 
-  if not ok then return false, result end
-  if type(result) == "table" then return true, result end
-  if called then return true, captured end      -- not a table: check says what it is
+  if #defs > 0 then
+    if ok then return true, defs end
+    if type(result) == "table" then return true, defs, { line = result.line, count = result.count } end
+    return true, defs, { error = result, count = #defs }
+  end
+  if not ok then
+    if type(result) == "table" then return false, "stopped where no machine was defined" end
+    return false, result
+  end
+  if type(result) == "table" then return true, { result } end
   return false, format("the file returned %s, not a machine definition (a table)",
     result == nil and "nothing" or ("a " .. type(result)))
+end
+
+--- The one definition of `file`, for the commands that take one (`graph`, `test`): true and
+-- the definition, or false and why not (it does not load, raises, or defines several).
+function cli.load(file)
+  local ok, defs, note = cli.load_all(file)
+  if not ok then return false, defs end
+  if note and note.error then return false, note.error end
+  if #defs > 1 then
+    local names = {}
+    for i, d in ipairs(defs) do
+      names[i] = type(d) == "table" and type(rawget(d, "name")) == "string" and d.name or "?"
+    end
+    return false, format("the file defines %d machines (%s); give a file with one",
+      #defs, concat(names, ", "))
+  end
+  return true, defs[1]
 end
 
 -- Writes a usage error; returns exit status 2.
@@ -116,16 +187,32 @@ local function run_check(args, out, err)
 
   local status = 0
   for _, file in ipairs(files) do
-    local ok, def = cli.load(file)
+    local ok, defs, note = cli.load_all(file)
     if not ok then
-      out:write(format("%s: cannot load: %s\n", file, def))
+      out:write(format("%s: cannot load: %s\n", file, defs))
       status = 1
     else
-      local errors, warnings = check.problems(def)
-      out:write(check.format(errors, file))
-      out:write(check.format(warnings, file, "warning"))
-      if #errors > 0 then status = 1 end
-      if #errors == 0 and #warnings == 0 then out:write(file .. ": ok\n") end
+      if note and note.error then
+        out:write(format("%s: cannot load: %s\n", file, note.error))
+        status = 1
+      elseif note then
+        out:write(format("%s: note: a program, not a definition file: it uses a machine at "
+          .. "line %d, where modal check stopped it; checked the %d machine%s defined before "
+          .. "(a definition file ends `return modal.machine { ... }`)\n", file, note.line,
+          note.count, note.count == 1 and "" or "s"))
+      end
+      for _, def in ipairs(defs) do
+        local label = file
+        if #defs > 1 then
+          local name = type(def) == "table" and rawget(def, "name")
+          label = format("%s (machine %s)", file, type(name) == "string" and name or "?")
+        end
+        local errors, warnings = check.problems(def)
+        out:write(check.format(errors, label))
+        out:write(check.format(warnings, label, "warning"))
+        if #errors > 0 then status = 1 end
+        if #errors == 0 and #warnings == 0 then out:write(label .. ": ok\n") end
+      end
     end
   end
   return status
@@ -291,10 +378,154 @@ local function run_ctl(args, out, err)
   return 1
 end
 
-local COMMANDS = { check = run_check, graph = run_graph, ctl = run_ctl }
+-- Seconds as the shortest text that reads back as the same number.
+local function seconds_text(v)
+  local s = format("%.15g", v)
+  if tonumber(s) ~= v then s = format("%.17g", v) end
+  return s
+end
 
---- Runs `modal <command> <args...>`: command is "check", "graph" or "ctl", args a list of
--- strings.
+-- A step as it reads in a path line: input name, `advance 1.5`, `job done`.
+local function step_text(step)
+  if type(step) == "table" and type(step.advance) == "number" then
+    return "advance " .. seconds_text(step.advance)
+  end
+  return require("modal.testing.paths").describe(step)
+end
+
+-- Reads --options LUAFILE: the table it returns.
+local function load_options(file)
+  local chunk, why = loadfile(file, "t")
+  if not chunk then return nil, message_of(why) end
+  local ok, t = xpcall(chunk, message_of)
+  if not ok then return nil, t end
+  if type(t) ~= "table" then
+    return nil, format("it returned %s, not a table of options", type(t))
+  end
+  return t
+end
+
+-- One FILE of `modal test`: its paths walked; returns 0 or 1.
+local function test_file(file, opts, steps, out)
+  local ok, def = cli.load(file)
+  if not ok then
+    out:write(format("%s: cannot load: %s\n", file, def))
+    return 1
+  end
+  local errors = check.problems(def)
+  if #errors > 0 then
+    out:write(check.format(errors, file))
+    out:write(format("%s: not a valid definition (see modal check)\n", file))
+    return 1
+  end
+  local modal = require "modal"
+  local testing = require "modal.testing.paths"
+  local found, paths = pcall(testing.paths, def, opts)
+  if not found then
+    out:write(format("%s: cannot search for paths: %s\n", file, message_of(paths)))
+    return 1
+  end
+  local transitions = testing.transitions(def)
+  local status, taken, noted, logged = 0, {}, {}, {}
+  local previous = modal.on_log(function(level, message)
+    if level == "error" then logged[#logged + 1] = message end
+  end)
+  for n, path in ipairs(paths) do
+    local walked, states, ids = pcall(testing.walk, def, path, opts)
+    if walked then
+      local line = { states[1] }
+      for k, step in ipairs(path) do
+        line[#line + 1] = format("-%s-> %s", step_text(step), states[k + 1])
+      end
+      out:write(format("%s: path %d: ok: %s\n", file, n, concat(line, " ")))
+      for _, id in ipairs(ids) do taken[id] = true end
+    else
+      status = 1
+      out:write(format("%s: path %d: FAILED: %s\n", file, n, message_of(states)))
+    end
+    if steps then
+      for k, step in ipairs(path) do
+        out:write(format("%s: path %d: step %d: %s (%s) -> %s\n", file, n, k, step_text(step),
+          tostring(step.edge or "no transition"), tostring(step.to)))
+      end
+    end
+    for _, message in ipairs(logged) do
+      if not noted[message] then
+        noted[message] = true
+        out:write(format("%s: note: %s\n", file, message))
+      end
+    end
+    logged = {}
+  end
+  modal.on_log(previous)
+  local count, missed = 0, {}
+  for _, e in ipairs(transitions) do
+    if taken[e.id] then
+      count = count + 1
+    else
+      missed[#missed + 1] = e
+    end
+  end
+  out:write(format("%s: %d/%d transitions taken\n", file, count, #transitions))
+  for _, e in ipairs(missed) do
+    out:write(format("%s: not taken: %s%s\n", file, e.id, e.guarded
+      and " (guarded: no argument tried passed its guard; give some in --options args)" or ""))
+  end
+  return status
+end
+
+-- modal test [--options LUAFILE] [--max-depth N] [--steps] FILE...
+local function run_test(args, out, err)
+  local files, opts, steps, options = {}, {}, false, true
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if options and a == "--" then
+      options = false
+    elseif options and (a == "-h" or a == "--help") then
+      out:write(cli.USAGE.test)
+      return 0
+    elseif options and (a == "--options" or a == "--max-depth") then
+      local v = args[i + 1]
+      if v == nil then return usage_error(err, "test", a .. " needs a value") end
+      if a == "--options" then
+        local t, why = load_options(v)
+        if not t then return usage_error(err, "test", format("--options %s: %s", v, why)) end
+        for k, x in pairs(t) do opts[k] = x end
+      else
+        local n = math.tointeger(tonumber(v))
+        if not n or n < 1 then
+          return usage_error(err, "test", format("--max-depth takes a whole number >= 1, got '%s'", v))
+        end
+        opts.max_depth = n
+      end
+      i = i + 1
+    elseif options and a == "--steps" then
+      steps = true
+    elseif options and a:sub(1, 1) == "-" and a ~= "-" then
+      return usage_error(err, "test", format("unknown option '%s'", a))
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  if #files == 0 then return usage_error(err, "test", "no FILE given") end
+  local has_modal = pcall(require, "modal")
+  if not has_modal then
+    err:write("modal test: needs the modal C module (run it as `modal test`, or build it)\n")
+    return 1
+  end
+  local status = 0
+  for _, file in ipairs(files) do
+    if test_file(file, opts, steps, out) ~= 0 then status = 1 end
+  end
+  return status
+end
+
+local COMMANDS = { check = run_check, graph = run_graph, test = run_test, ctl = run_ctl }
+
+--- Runs `modal <command> <args...>`: command is "check", "graph", "test" or "ctl", args a
+-- list of strings.
 -- Writes to `out` (default: io.output() at the time of the call) and `err` (default
 -- io.stderr), any objects with a :write method; returns the exit status (0, 1, or 2).
 function cli.main(command, args, out, err)
@@ -302,7 +533,8 @@ function cli.main(command, args, out, err)
   args = type(args) == "table" and args or {}
   local run = COMMANDS[command]
   if not run then
-    err:write(format("modal: unknown command '%s' (check, graph or ctl)\n", message_of(command)))
+    err:write(format("modal: unknown command '%s' (check, graph, test or ctl)\n",
+      message_of(command)))
     return 2
   end
   for i = 1, #args do

@@ -34,6 +34,7 @@ local host = {}
 
 --- Tunables (milliseconds and bytes); specs may lower them.
 host.DEBOUNCE_MS = 100          -- quiet time after the last event before a reload
+host.REWATCH_MS = 500           -- how often watched folders are checked for being made anew
 host.MISSING_TRIES = 10         -- looks for a missing file, DEBOUNCE_MS apart (~1 s)
 host.MAX_LINE = 64 * 1024       -- longest admin request line
 host.MAX_CLIENTS = 64           -- admin connections served at once
@@ -44,15 +45,9 @@ local S                         -- the running host's state, nil when stopped
 
 -- {============ logging
 
--- Writes one line through the current modal.on_log sink (modal.log when the core has it).
+-- Writes one line through the current modal.on_log sink; never raises.
 local function log(level, message)
-  if type(modal.log) == "function" then
-    pcall(modal.log, level, message)
-    return
-  end
-  local sink = modal.on_log(nil)          -- read the sink by swapping it out and back
-  modal.on_log(sink)
-  pcall(sink, level, message, {})
+  pcall(modal.log, level, message)
 end
 host._log = log
 
@@ -190,8 +185,48 @@ local function on_fs_event(dir, err, filename)
     for _, rec in pairs(dir.files) do schedule(rec) end
     return
   end
+  if filename == dir.base then        -- about the folder itself (deleted, moved): its handle
+    dir.dead = true                   -- sees nothing more; rewatch() starts a new one
+  end
   local rec = dir.files[filename]
   if rec and not is_temp(filename) then schedule(rec) end
+end
+
+-- Starts (or starts again) the folder's fs_event handle; returns true, or nil and why not.
+local function watch_folder(dir)
+  local h, err = uv.new_fs_event()
+  if not h then return nil, err end
+  local ok, e = h:start(dir.path, {}, function(ferr, filename) on_fs_event(dir, ferr, filename) end)
+  if not ok then
+    h:close()
+    return nil, e
+  end
+  if dir.handle then close(dir.handle) end
+  dir.handle = own(h)
+  local st = uv.fs_stat(dir.path)
+  dir.ino, dir.dead = st and st.ino, false
+  return true
+end
+
+-- A watched folder that was deleted and made again is a new folder: its old handle sees
+-- nothing any more. Every REWATCH_MS the folders are looked at, and one whose inode changed is
+-- watched again and its files checked (reloaded if they changed meanwhile).
+local function rewatch()
+  if not S then return end
+  for _, dir in pairs(S.dirs) do
+    local st = uv.fs_stat(dir.path)
+    if not st then
+      dir.ino = nil
+    elseif st.ino ~= dir.ino or dir.dead then   -- an inode may be reused at once
+      local ok, err = watch_folder(dir)
+      if ok then
+        log("info", format("watching %s again (it was made anew)", dir.path))
+        for _, rec in pairs(dir.files) do schedule(rec) end
+      else
+        log("warn", format("cannot watch %s again: %s", dir.path, tostring(err)))
+      end
+    end
+  end
 end
 
 --- Watches the file at `path` (registered as `name`) for changes.
@@ -202,21 +237,18 @@ function host.watch(path, name)
   local key = uv.fs_realpath(dirname) or dirname
   local dir = S.dirs[key]
   if not dir then
-    local h, err = uv.new_fs_event()
-    if not h then
+    dir = { path = dirname, base = select(2, split(dirname)), files = {} }
+    local ok, err = watch_folder(dir)
+    if not ok then
       log("warn", format("cannot watch %s: %s", dirname, tostring(err)))
       return
     end
-    dir = { path = dirname, files = {}, handle = own(h) }
-    local ok, e = h:start(dirname, {}, function(ferr, filename)
-      on_fs_event(dir, ferr, filename)
-    end)
-    if not ok then
-      close(h)
-      log("warn", format("cannot watch %s: %s", dirname, tostring(e)))
-      return
-    end
     S.dirs[key] = dir
+    if not S.rewatch then
+      S.rewatch = own(uv.new_timer())
+      S.rewatch:start(host.REWATCH_MS, host.REWATCH_MS, rewatch)
+      S.rewatch:unref()               -- the folders' own handles keep the host alive
+    end
   end
   local rec = { path = path, name = name, tries = 0, sig = signature(path),
                 timer = own(uv.new_timer()) }
@@ -320,11 +352,14 @@ local function on_client_data(c, err, data)
     end
     local line = buf:sub(at, nl - 1):gsub("\r$", "")
     at = nl + 1
+    local ok, res
     if line:find("%S") then
-      local ok, res = pcall(host.command, line)
+      ok, res = pcall(host.command, line)
       if not ok then res = { ok = false, error = "internal error: " .. tostring(res) } end
-      reply(c, res)
+    else
+      res = { ok = false, error = "empty request (" .. USAGE .. ")" }
     end
+    reply(c, res)
   end
   if c.gone then return end
   c.buf = buf:sub(at)
@@ -332,6 +367,18 @@ local function on_client_data(c, err, data)
     reply(c, { ok = false, error = "request line too long" })
     drop_client(c, true)
   end
+end
+
+-- Only this process's own user and root may talk to the admin socket (the socket's 0600 mode
+-- says the same; this also holds when its folder or mode lets others connect). Returns true,
+-- or false and who was refused.
+local function peer_allowed(pipe)
+  local fd = pipe:fileno()
+  local uid, _, pid = modal._peercred(fd)
+  if not uid then return false, "its credentials cannot be read (" .. tostring(_) .. ")" end
+  if uid == 0 or uid == modal._uid() then return true end
+  return false, format("uid %d (pid %d) is neither this host's user (uid %d) nor root", uid,
+    pid or -1, modal._uid())
 end
 
 local function on_connection(server, err)
@@ -349,6 +396,13 @@ local function on_connection(server, err)
   if S.clients >= host.MAX_CLIENTS then
     pipe:close()
     log("warn", "admin socket: too many connections, one refused")
+    return
+  end
+  local allowed, who = peer_allowed(pipe)
+  if not allowed then
+    log("warn", "admin socket: refused a client: " .. who)
+    pcall(pipe.write, pipe, encode({ ok = false, error = "refused: " .. who }) .. "\n")
+    pcall(pipe.shutdown, pipe, function() if not pipe:is_closing() then pipe:close() end end)
     return
   end
   S.clients = S.clients + 1
@@ -386,6 +440,13 @@ end
 -- another process listens on is left alone (an error); one nobody listens on is replaced.
 local function serve_admin(path)
   if #path > 107 then return nil, "the path is longer than 107 bytes" end
+  local folder = split(path)
+  local fst = uv.fs_stat(folder)
+  if not fst then return nil, format("its folder %s does not exist", folder) end
+  if fst.type ~= "directory" then return nil, format("%s is not a folder", folder) end
+  if not uv.fs_access(folder, "W") then
+    return nil, format("its folder %s is not writable by this process", folder)
+  end
   local st = uv.fs_stat(path)
   if not st then return listen(path) end
   if st.type ~= "socket" then return nil, "the file exists and is not a socket" end

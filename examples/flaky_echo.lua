@@ -1,8 +1,8 @@
--- examples/demo.lua — a flaky echo service on loopback and a client that copes with it using
+-- examples/flaky_echo.lua — a flaky echo service on loopback and a client that copes with it using
 -- modal's Deferreds and timers: connect with retry and backoff, calls bounded by timeouts,
 -- parallel calls with modal.all, a race against a deadline. Exits by itself.
 --
---   make demo            (or: build/modal run examples/demo.lua)
+--   build/modal run examples/flaky_echo.lua
 local modal = require "modal"
 local uv = require "luv"
 
