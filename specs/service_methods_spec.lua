@@ -21,7 +21,7 @@ describe("modal.service method bodies", function()
         two = function(_, _, a, b) return a .. "+" .. tostring(b) end,
         three = function(_, _, a, b, c) return a .. b .. c end,
         rest = function(_, _, ...) return select("#", ...) end,
-        opt = function(_, _, a, b) return b == nil and "b is nil" or b end,
+        opt = function(_, _, _, b) return b == nil and "b is nil" or b end,
         nothing = function() end,
         failing = function() return modal.fail("busy", "try later") end,
         raising = function() error("body exploded") end,
