@@ -7,7 +7,7 @@
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
 #   make fuzz-driver  the driver's re-entry fuzzer (specs/fuzz/driver_fuzz.lua) on the ASan
 #                   build: FUZZ_SEED (1), FUZZ_ITERATIONS (2000); FUZZ_START, FUZZ_VERBOSE,
-#                   FUZZ_KEEP_GOING, FUZZ_GC=manual and FUZZ_KNOWN pass through (see the file)
+#                   FUZZ_KEEP_GOING and FUZZ_GC=manual pass through (see the file)
 #   make coverage   the specs against a gcov build (build-cov/, host included), then line and
 #                   branch coverage of src/ per file (gcovr); fails below COVERAGE_MIN % of lines
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;

@@ -31,10 +31,8 @@
 --
 -- Environment: FUZZ_SEED (default 1), FUZZ_ITERATIONS (default 2000), FUZZ_START (the first
 -- iteration, default 1), FUZZ_VERBOSE=N (the trace of every iteration from the N-th on),
--- FUZZ_KEEP_GOING=1 (count findings instead of stopping at the first), FUZZ_KNOWN=name,...
--- (also run the operations that trigger the findings listed in KNOWN below, which are off by
--- default so that a run looks for new ones; "all" for every one), FUZZ_GC=manual (see below),
--- FUZZ_DIR (where definition files go; default $MODAL_BUILD/fuzz).
+-- FUZZ_KEEP_GOING=1 (count findings instead of stopping at the first), FUZZ_GC=manual (see
+-- below), FUZZ_DIR (where definition files go; default $MODAL_BUILD/fuzz).
 --
 -- Each iteration reseeds from (seed, iteration). The collector runs as usual by default, so
 -- finalizers run at any allocation — modal's own included, which is where several findings
@@ -60,37 +58,6 @@ local VERBOSE = false
 local KEEP_GOING = getenv("FUZZ_KEEP_GOING") == "1"
 local GC_MANUAL = getenv("FUZZ_GC") == "manual"   -- the collector runs only when told to
 local DIR = getenv("FUZZ_DIR") or ((getenv("MODAL_BUILD") or "build") .. "/fuzz")
-
--- Operations that trigger a finding already reported (specs/reentry_spec.lua has the
--- reproducers); off unless FUZZ_KNOWN names them (or "all"), so a run finds what is new.
-local KNOWN = {
-  marker = "a retried call whose handler returns the postpone marker in a final state stays "
-    .. "queued for good",
-  settle_call = "a postponed call's Deferred fired by its holder stays counted (c:postponed())",
-  nested_reload = "a reload started while another reload loads its file corrupts the outer one",
-  reload_switch = "user code run during a reload's switch (hooks, callbacks, job outcomes) "
-    .. "sees instances not switched yet, and instances it drives are switched by a stale plan",
-  final_by_reload = "when() waiters stay pending when a reload makes the current state final",
-  gc_in_modal = "a finalizer run by an allocation inside modal's C code (a method call after "
-    .. "its handler returned, c:when, modal.stats) drives the instance or reloads mid-operation: "
-    .. "postponed calls lost, inputs reordered, calls recorded with another method",
-  reload_gc = "a finalizer run while a reload refills the methods table finds methods missing",
-  deferred_cycle = "two calls each following the other's Deferred (a handler returns another "
-    .. "call's): d:cancel() on either loops for ever",
-  migrate_drive = "user code run from migrate (a job settled or cancelled) drives instances "
-    .. "after they were planned; the switch then moves them by a stale plan",
-}
-local known = {}
-for word in (getenv("FUZZ_KNOWN") or ""):gmatch("[%w_]+") do
-  if word == "all" then
-    for k in pairs(KNOWN) do known[k] = true end
-  elseif KNOWN[word] then
-    known[word] = true
-  else
-    io.stderr:write("driver_fuzz: unknown FUZZ_KNOWN entry '", word, "'\n")
-    os.exit(2)
-  end
-end
 
 local INPUTS = { "a", "b", "c" }          -- fired by hand; "done" and "error" are declared too
 local DECLARED = { "a", "b", "c", "done", "error" }
@@ -535,19 +502,13 @@ local function allocating_frame()
 end
 
 -- Finalizers (bombs' __gc, the unhandled reporter run by a Deferred's __gc) may run at any
--- allocation, modal's C code included. Whatever they do there reaches the driver in the
--- middle of an operation (KNOWN.gc_in_modal): they do nothing there unless FUZZ_KNOWN says so.
-local function gc_blocked()
-  if W.reloading and not known.reload_gc then return true end
+-- allocation, modal's C code included: whatever they do there reaches the driver in the
+-- middle of an operation. The trace says where.
+local function note_finalizer()
   local frame = allocating_frame()
   if frame and frame.what == "C" and not SAFE_C[frame.func] then
-    if known.gc_in_modal then
-      note("  a finalizer runs inside modal's %s", tostring(frame.name))
-      return false
-    end
-    return true
+    note("  a finalizer runs inside modal's %s", tostring(frame.name))
   end
-  return false
 end
 
 -- A table whose __gc, __tostring and __index run chaos.
@@ -556,7 +517,8 @@ local function bomb(with_tostring)
   stats.bombs = stats.bombs + 1
   local mt = {
     __gc = function()
-      if stale(gen) or W.checking or gc_blocked() then return end
+      if stale(gen) or W.checking then return end
+      note_finalizer()
       W.in_bomb = W.in_bomb + 1
       chaos("__gc", nil)
       W.in_bomb = W.in_bomb - 1
@@ -744,7 +706,7 @@ local function handler_fn(sname, method)
       else
         outcome, value = "raise", marker
       end
-    elseif r < 0.37 and W.marker and known.marker then
+    elseif r < 0.37 and W.marker then   -- a marker of an earlier call, returned again
       outcome, value = "postpone", W.marker
     elseif r < 0.45 then
       value = nil
@@ -762,8 +724,7 @@ local function handler_fn(sname, method)
       value = modal.deferred()
       value:cancel()
     else
-      value = rand_value()               -- may be another call's Deferred: followed
-      if W.call_ds[value] and not known.deferred_cycle then value = nil end
+      value = rand_value()               -- may be another call's Deferred: the answer
       if rec and type(value) == "userdata" then rec.cross = true end
     end
     if rec then note("  handler for call #%d: %s %s", rec.id, outcome, show(value)) end
@@ -973,12 +934,12 @@ local function migrate_fn(kind, names)
         err)
     end
     ok, err = pcall(modal.reload, W.path)
-    check(not ok and tostring(err):find("another reload plans", 1, true),
+    check(not ok and tostring(err):find("another reload runs", 1, true),
       "modal.reload from migrate did not raise", err)
     check(type(old) == "string", "migrate got no old state")
     check(version == W.shape.version, "migrate got the wrong old version",
       format("%s, expected %s", tostring(version), tostring(W.shape.version)))
-    if known.migrate_drive then chaos("migrate", nil) end
+    chaos("migrate", nil)
     W.in_migrate = W.in_migrate - 1
     if kind == "raise" then error("migrate refuses", 0) end
     if kind == "bad" then return pick { 42, "nosuch", nil } end
@@ -1046,7 +1007,6 @@ end
 
 local function pick_instance(m)
   if m and chance(0.5) and W.info[m] then return m end
-  if W.reloading and not known.reload_switch then return W.info[m] and m or nil end   -- KNOWN
   if #W.insts == 0 then return nil end
   return pick(W.insts)
 end
@@ -1159,7 +1119,6 @@ local function op_call(_, m)
   end
   d:add_both(track_call(rec))
   W.calls[#W.calls + 1] = rec
-  W.call_ds[d] = true
   W.deferreds[#W.deferreds + 1] = { kind = "call", d = d, rec = rec }
   if chance(0.2) then d:add_both(chaos_link("callback of a call")) end
   if chance(0.03) then d:add_timeout(0) end
@@ -1220,15 +1179,8 @@ local function op_fire(_, m, outside)
   end
 end
 
--- Settling or cancelling a job or a call drives its instance: during a reload that is the
--- known finding reload_switch (instances driven before their switch are then switched by a
--- plan made before they moved).
-local function reload_gated()
-  return W.reloading and not known.reload_switch
-end
-
 local function op_cancel()
-  if #W.deferreds == 0 or reload_gated() then return end
+  if #W.deferreds == 0 then return end
   local rec = pick(W.deferreds)
   note("cancel a %s Deferred (%s)", rec.kind, rec.d:state())
   local ok, err = pcall(rec.d.cancel, rec.d)
@@ -1237,7 +1189,7 @@ end
 
 local function op_settle()
   local list = W.pending
-  if #list == 0 or reload_gated() then return end
+  if #list == 0 then return end
   local rec = pick(list)
   if rec.kind == "call" then return end
   local d = rec.d
@@ -1249,9 +1201,9 @@ local function op_settle()
   end
 end
 
--- The holder of a postponed call fires its Deferred (known finding: settle_call).
+-- The holder of a call fires its Deferred: a postponed call leaves the queue (rule 12).
 local function op_settle_call()
-  if not known.settle_call or #W.calls == 0 then return end
+  if #W.calls == 0 then return end
   local rec = pick(W.calls)
   if rec.d:state() ~= "pending" then return end
   note("the holder of call #%d fires it", rec.id)
@@ -1276,27 +1228,31 @@ local function after_reload(new, before)
       info.armed = info.serial
     end
   end
-  if known.final_by_reload then return end
-  for _, rec in ipairs(W.whens) do       -- known finding final_by_reload: give up on them
-    if rec.answers == 0 and is_final(new, rec.inst.state) and rec.inst.state ~= rec.target then
-      note("  gives up on a when(%s) of %s (known: final_by_reload)", rec.target, tostring(rec.inst))
-      rec.d:cancel()
-    end
-  end
 end
 
 local reload_now
 
+-- A reload asked for while modal.reload runs (its file, its migrate, its switch) raises and
+-- changes nothing (doc/reload.md).
+local function nested_reload(place)
+  note("reload from %s while a reload runs", place)
+  local ok, err = pcall(modal.reload, W.path)
+  check(not ok and tostring(err):find("modal.reload: called while", 1, true),
+    "a reload asked for while another runs did not raise", err)
+end
+
 -- W.reloading stays set from before the new shape is made until the model has it: a finalizer
--- that reloads meanwhile would change the definition under the model's feet.
+-- that reloads meanwhile would change the definition under the model's feet, so the model
+-- reloads only once modal.reload runs (W.in_reload), and then expects a refusal.
 local function op_reload(place, _, outside)
   if not W.path then return end
-  if W.reloading and not known.nested_reload then return end
-  local was, next_shape = W.reloading, W.next_shape
+  if W.reloading then
+    if W.in_reload > 0 then nested_reload(place) end
+    return
+  end
   W.reloading, W.next_shape = true, nil
   reload_now(place, outside)
-  W.reloading = was
-  if was then W.next_shape = next_shape end
+  W.reloading, W.next_shape = false, nil
 end
 
 reload_now = function(place, outside)
@@ -1327,7 +1283,9 @@ reload_now = function(place, outside)
   note("reload %s to version %d (migrate %s)%s", W.shape.name, new.version, new.migrate,
     outside and " from outside" or (" from " .. place))
   local must_raise = W.wrap > 0 or W.in_migrate > 0
+  W.in_reload = W.in_reload + 1
   local ok, r, err = pcall(modal.reload, W.path)
+  W.in_reload = W.in_reload - 1
   if must_raise then
     check(not ok, "modal.reload ran inside a drive", place)
     if not ok then
@@ -1515,8 +1473,13 @@ end
 
 chaos = function(place, m)
   if W == nil or W.quiet or W.depth >= MAX_DEPTH or W.checking then return end
+  local first = true
   while chance(0.5) do
     if W.ops >= OPS_BUDGET then return end
+    if first then
+      first = false
+      note("  chaos in %s%s", place, m and (" of #" .. tostring(m.id)) or "")
+    end
     W.ops = W.ops + 1
     stats.ops = stats.ops + 1
     W.depth = W.depth + 1
@@ -1544,7 +1507,7 @@ end
 
 local function reporter(f)
   local _ = f
-  if W == nil or W.quiet or W.checking or gc_blocked() then return end
+  if W == nil or W.quiet or W.checking then return end
   chaos("unhandled reporter", nil)
   if chance(0.05) then error("the reporter raised", 0) end
 end
@@ -1568,9 +1531,9 @@ local POOL_SIZE = 4
 
 rawset(_G, "MODAL_FUZZ_DEFINITION", function()
   if W and W.next_shape then
-    if W.nested_reload_armed then   -- known finding nested_reload: a reload from the file
+    if W.nested_reload_armed then   -- a reload from the file being reloaded
       W.nested_reload_armed = false
-      pcall(modal.reload, W.path)
+      nested_reload("the definition file")
     end
     return build_def(W.next_shape)
   end
@@ -1623,8 +1586,8 @@ end
 
 local function new_world(iter)
   return { iter = iter, step = "setup", trace = { n = 0 }, info = {}, insts = {}, calls = {},
-    deferreds = {}, call_ds = {}, pending = {}, whens = {}, handles = {}, bound = {}, ops = 0, depth = 0,
-    wrap = 0, in_bomb = 0, in_migrate = 0, eager = EAGER_BUDGET, migrated = {}, quiet = true }
+    deferreds = {}, pending = {}, whens = {}, handles = {}, bound = {}, ops = 0, depth = 0,
+    wrap = 0, in_bomb = 0, in_migrate = 0, in_reload = 0, eager = EAGER_BUDGET, migrated = {}, quiet = true }
 end
 
 local OTHER = modal.machine {
@@ -1687,7 +1650,7 @@ local function setup(iter)
   W.next_shape = nil
   W.quiet = false
   if VERBOSE then io.stdout:write(describe_shape(shape), "\n") end
-  if known.nested_reload and W.path and chance(0.3) then W.nested_reload_armed = true end
+  if W.path and chance(0.3) then W.nested_reload_armed = true end
   W.step = "new"
   for _ = 1, random(1, 3) do op_new(nil, nil, true) end
   step_checks()
@@ -1762,9 +1725,8 @@ if GC_MANUAL then collectgarbage("stop") end
 modal.on_log(log_sink)
 modal.on_unhandled(reporter)
 local clock = os.clock()
-io.stdout:write(format("driver_fuzz: seed %d, iterations %d..%d%s\n", SEED, START,
-  START + ITERATIONS - 1,
-  next(known) and (" (known findings on: " .. concat(sorted_keys(known), ", ") .. ")") or ""))
+io.stdout:write(format("driver_fuzz: seed %d, iterations %d..%d\n", SEED, START,
+  START + ITERATIONS - 1))
 io.stdout:flush()
 for iter = START, START + ITERATIONS - 1 do
   VERBOSE = VERBOSE_FROM > 0 and iter >= VERBOSE_FROM
