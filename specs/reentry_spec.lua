@@ -237,6 +237,39 @@ describe("re-entry into the driver", function()
     end)
   end)
 
+  describe("inputs a reload's switch queued", function()
+    -- A migrated instance enters its new state from the switch; what its enter hook fires at
+    -- itself waits in its queue (rule 4). The switch used to let the instance go with that
+    -- queue still full, and drain it only after every other instance's switch had run user
+    -- code: an input fired at it meanwhile was handled at once, before the ones queued first.
+    it("are handled in the order they were fired, before any fired later", function()
+      quiet_log()
+      local version, first, order = 1, nil, {}
+      local function record(_, name) order[#order + 1] = name end
+      local path = def_file(function()
+        if version == 1 then
+          return { name = "re_switch_queue", initial = "a", methods = {},
+            states = { a = {} } }
+        end
+        return { name = "re_switch_queue", initial = "b", methods = {},
+          migrate = function() return "b" end,
+          states = { b = {
+            enter = function(m, _, input)
+              if input ~= "reload" then return end
+              if m == first then m:fire("x", "x") else first:fire("y", "y") end
+            end,
+            on = { x = { action = record }, y = { action = record } },
+          } } }
+      end)
+      local M = modal.load(path)
+      first = M:new()                     -- switched first (ids in order): queues x
+      M:new()                             -- its enter fires y at the first one
+      version = 2
+      support.reloaded(modal.reload(path))
+      assert.same({ "x", "y" }, order)    -- was { "y", "x" }
+    end)
+  end)
+
   describe("modal.reload while another reload loads its file", function()
     -- md_reload refuses while a machine runs user code or migrate plans, but not while the
     -- outer reload runs the definition file and validates it: a reload from there (the log

@@ -380,7 +380,8 @@ static int reload_body(lua_State *L) {
     modal__switch_state(L, -1, newk, slots[i].to, slots[i].migrated);
     lua_pop(L, 1);
   }
-  /* Second pass: every instance is in its new state; user code may run. */
+  /* Second pass: every instance is in its new state; user code may run. Each instance's
+  ** entry retries its calls and drains its queue before the next one's starts. */
   modal__drive_deferred_drains(L);
   for (i = 0; i < n; i++) {
     lua_settop(L, 15);
@@ -388,14 +389,6 @@ static int reload_body(lua_State *L) {
     push_state(L, oldc, slots[i].old);    /* 17 */
     modal__after_switch(L, 16, slots[i].to, slots[i].migrated, slots[i].had, slots[i].entry,
                         17);
-  }
-  for (i = 0; i < n; i++) {
-    modal_instance *c;
-    lua_settop(L, 15);
-    lua_rawgeti(L, list, slots[i].at);
-    c = modal__to_instance(L, -1);
-    if (c->npostponed > 0 || (c->flags & I_QUEUED))
-      modal__drive_after_reload(L, -1);
   }
   lua_settop(L, 15);
   ctx->driving--;
