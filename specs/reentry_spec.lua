@@ -438,6 +438,43 @@ describe("re-entry into the driver", function()
       assert.equal(0, swapped)            -- "two" was handled first each time the window hit
     end)
 
+    it("keeps a when() waiter a finalizer adds while c:when() makes the instance's extras",
+      function()
+      -- An instance gets its extras (queues, waiters, timer) on first need; a finalizer run
+      -- by those allocations that needs them too made a second record, which the first then
+      -- replaced: the finalizer's waiter was lost, pending for good.
+      eager_collector()
+      local armed, inner
+      local M = modal.machine { name = "re_gc_extras", initial = "a", methods = {},
+        states = { a = { on = { stop = "closed" } }, b = {}, closed = { final = true } } }
+      local hits, lost = 0, 0
+      for _ = 1, 20000 do
+        local c = M:new()
+        inner = nil
+        bombs(20, function()
+          local m = armed
+          if m then
+            armed = nil
+            hits = hits + 1
+            inner = m:when("b")           -- while the outer c:when() runs
+          end
+        end)
+        armed = c
+        local outer = c:when("b")
+        armed = nil
+        c:fire("stop")                    -- a final state: every waiter fails 'stopped'
+        assert.equal("failed", outer:state())
+        outer:add_errback(function() end)
+        if inner then
+          if inner:state() == "pending" then lost = lost + 1 end
+          inner:add_errback(function() end)
+        end
+        if hits >= 200 then break end
+      end
+      assert.is_true(hits > 0, "no finalizer ran in the window: nothing was tried")
+      assert.equal(0, lost)               -- the waiter of each hit in the window stays pending
+    end)
+
     it("never records a call with another method when a finalizer reloads", function()
       eager_collector()
       quiet_log()
