@@ -408,6 +408,43 @@ describe("re-entry into the driver", function()
       assert.equal(0, stuck)              -- each hit leaves the call pending in `closed`
     end)
 
+    it("never queues more calls than max_postponed when a finalizer calls meanwhile", function()
+      -- The bound was checked before the call's record was made; a finalizer run by those
+      -- allocations could call the busy instance (a call from inside runs at once) and
+      -- postpone one more, which took the last place: the first was queued past the bound.
+      eager_collector()
+      local armed
+      local M = modal.machine { name = "re_gc_bound", initial = "open", methods = { "q" },
+        max_postponed = 1,
+        states = { open = { q = function(m, outer)
+                              if outer then armed = m end
+                              return m:postpone()
+                            end } } }
+      local hits, over = 0, 0
+      for _ = 1, 20000 do
+        local c = M:new()
+        local inner
+        bombs(20, function()
+          local m = armed
+          if m and m:postponed() == 0 then
+            armed = nil
+            hits = hits + 1
+            inner = m:q(false)            -- while the outer call is being queued
+          end
+        end)
+        local outer = c:q(true)
+        armed = nil
+        if c:postponed() > 1 then over = over + 1 end
+        for _, d in ipairs { outer, inner or outer } do
+          if d:state() == "pending" then d:cancel() end
+          d:add_errback(function() end)
+        end
+        if hits >= 20 then break end
+      end
+      assert.is_true(hits > 0, "no finalizer ran in the window: nothing was tried")
+      assert.equal(0, over)               -- each hit left two calls queued under a bound of 1
+    end)
+
     it("handles the inputs a handler fired before the one a finalizer fires later", function()
       eager_collector()
       local armed, order = nil, nil
@@ -446,7 +483,7 @@ describe("re-entry into the driver", function()
       eager_collector()
       local armed, inner
       local M = modal.machine { name = "re_gc_extras", initial = "a", methods = {},
-        states = { a = { on = { stop = "closed" } }, b = {}, closed = { final = true } } }
+        states = { a = { on = { stop = "closed", go = "b" } }, b = {}, closed = { final = true } } }
       local hits, lost = 0, 0
       for _ = 1, 20000 do
         local c = M:new()
