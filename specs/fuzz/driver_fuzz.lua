@@ -519,6 +519,7 @@ local function bomb(with_tostring)
     __gc = function()
       if stale(gen) or W.checking then return end
       note_finalizer()
+      W.finalized = W.finalized + 1
       W.in_bomb = W.in_bomb + 1
       chaos("__gc", nil)
       W.in_bomb = W.in_bomb - 1
@@ -658,6 +659,7 @@ local function handler_fn(sname, method)
       waited = rec.waiting
       retry = rec.waiting or rec.unsure
       rec.ran = true
+      rec.runs = rec.runs + 1
     end
     local info = info_of(m)
     if count ~= info.waiting and info.uncertain == 0 and W.in_bomb == 0 then
@@ -733,21 +735,18 @@ local function handler_fn(sname, method)
       rec.outcome = outcome
     elseif rec then
       if outcome == "postpone" then
-        if not retry then                -- a direct call: the driver queues it now
-          local shape = cur_shape()
-          check_count(m, "a handler returns postpone")
-          if info.uncertain > 0 then     -- the count is unknown: op_call reconciles on return
-            rec.unsure = true
-            info.uncertain = info.uncertain + 1
-          elseif not is_final(shape, m.state) and info.waiting < (shape.max_postponed or 10000) then
-            set_waiting(rec, true)
-          else
-            rec.rejected = info.waiting       -- (no allocation here: see above)
+        if not retry then                -- a direct call: the driver queues it next, but a
+          local shape = cur_shape()      -- finalizer run by its allocations sees the count
+          check_count(m, "a handler returns postpone")   -- before: op_call reconciles
+          if info.uncertain == 0 then    -- else the count is unknown: no prediction
+            rec.rejected = is_final(shape, m.state) or info.waiting >= (shape.max_postponed or 10000)
           end
+          rec.unsure = true
+          info.uncertain = info.uncertain + 1
         end
       elseif outcome ~= "raise" then
         if rec.unsure then
-          rec.unsure = nil
+          rec.unsure = false
           info.uncertain = info.uncertain - 1
         end
         set_waiting(rec, false)
@@ -1013,6 +1012,13 @@ end
 
 local call_seq, fire_seq = 0, 0
 
+-- While a reload plans, M:new, fire and method calls raise "... from migrate": in migrate,
+-- and in a finalizer run between its calls (the model cannot tell those apart).
+local function planning_refusal(ok, err)
+  return not ok and (W.in_migrate > 0 or W.in_reload > 0)
+    and tostring(err):find("from migrate", 1, true) ~= nil
+end
+
 local function track_call(rec)
   return function(r)
     if rec.answering then
@@ -1064,7 +1070,8 @@ local function op_call(_, m)
   call_seq = call_seq + 1
   local id = call_seq                    -- (the constructor allocates before it reads fields)
   stats.calls = stats.calls + 1
-  local rec = { id = id, inst = c, method = method, answers = 0, waiting = false }
+  local rec = { id = id, inst = c, method = method, answers = 0, waiting = false, unsure = false,
+    runs = 0 }
   local args, n = rand_args(token("call", { rec = rec }), 1)
   rec.args, rec.n = args, n
   note("call #%d %s:%s (%d args) in %s", rec.id, tostring(c), method, n, tostring(c.state))
@@ -1074,19 +1081,31 @@ local function op_call(_, m)
   shape = cur_shape()
   local state = c.state
   local kind = handler_kind(shape, state, method)
-  local before = info.waiting
+  local before, finalized, certain = info.waiting, W.finalized, info.uncertain == 0
+  -- A call to a "postpone" handler is queued inside the call, and what the call drains after
+  -- (inputs a finalizer fired meanwhile) already sees it: the count is unknown until it returns.
+  local queues = kind == "postpone" and not foreign
+  if queues then
+    rec.unsure = true
+    info.uncertain = info.uncertain + 1
+  end
   local ok, d = pcall(fn, c, unpack(args, 1, n))
   -- The model first, before anything allocates: a finalizer run by an allocation could retry
   -- the call and must find it waiting. (d:state() returns an existing string: no allocation.)
-  if ok and not foreign and W.in_migrate == 0 then
-    if not rec.ran then
-      if d:state() == "pending" then set_waiting(rec, true) end
-    elseif rec.unsure then               -- the handler could not tell: the Deferred can
-      rec.unsure = nil
-      info_of(c).uncertain = info_of(c).uncertain - 1
-      set_waiting(rec, d:state() == "pending" and rec.answers == 0 and rec.outcome == "postpone")
+  local settles = ok and not foreign and W.in_migrate == 0
+  if rec.unsure then                     -- the handlers could not tell: the Deferred can
+    rec.unsure = false
+    info.uncertain = info.uncertain - 1
+    if settles then
+      set_waiting(rec, d:state() == "pending" and rec.answers == 0
+        and (not rec.ran or rec.outcome == "postpone"))
     end
+  elseif settles and not rec.ran then
+    if d:state() == "pending" then set_waiting(rec, true) end
   end
+  -- Whether the count was known and no finalizer ran in the call (one may answer calls or
+  -- queue its own before this one is queued): then `before` is what the call was judged by.
+  local clean = W.finalized == finalized and certain
   if foreign then
     check(not ok and tostring(d):find("another machine", 1, true),
       "a bound method called on another machine's instance did not raise", d)
@@ -1096,22 +1115,32 @@ local function op_call(_, m)
     check(not ok, "a method call from migrate did not raise")
     return
   end
+  if planning_refusal(ok, d) then return end
   if not ok then
     violation("a method call raised", d)
     return
   end
   rec.d = d
   note("  call #%d returned %s (%s)", rec.id, tostring(d), d:state())
+  if clean and rec.runs == 1 and rec.rejected ~= nil and rec.outcome == "postpone" then
+    -- a handler's postpone, judged by the count it saw (nothing ran in between, no retry)
+    local queued = d:state() == "pending"
+    check(queued ~= rec.rejected, rec.rejected and "a call was queued past max_postponed or in "
+      .. "a final state" or "a postponed call failed below max_postponed",
+      format("call #%d %s in %s; c:postponed() = %d, max %s", rec.id, method, tostring(c.state),
+        c:postponed(), tostring(cur_shape().max_postponed)))
+  end
   if not rec.ran then
     local removed = not contains(shape.methods, method)
     if d:state() == "pending" then
-      check(kind == "postpone" and not removed, "a call is pending although no handler ran",
-        format("call #%d %s in %s (handler kind %s)", rec.id, method, tostring(state), tostring(kind)))
-      check(before < (shape.max_postponed or 10000) or info.uncertain > 0,
+      check(not clean or (kind == "postpone" and not removed), "a call is pending although no "
+        .. "handler ran", format("call #%d %s in %s (handler kind %s)", rec.id, method,
+        tostring(state), tostring(kind)))
+      check(not clean or before < (shape.max_postponed or 10000),
         "a call was queued past max_postponed", format("%d waiting, max %s; now c:postponed() = %d, "
         .. "v%d, uncertain %d", before, tostring(shape.max_postponed), c:postponed(), shape.version,
         info.uncertain))
-    elseif not removed and kind == "postpone" and W.shape == shape then
+    elseif clean and not removed and kind == "postpone" and W.shape == shape then
       check(before >= (shape.max_postponed or 10000), "a postponed call failed below max_postponed",
         format("%d waiting, max %s, c:postponed() = %d; calls of %s: %s", before,
           tostring(shape.max_postponed), c:postponed(), tostring(c), describe_calls(c)))
@@ -1161,7 +1190,7 @@ local function op_fire(_, m, outside)
   if has_token then info.fifo[#info.fifo + 1] = tok end
   local ok, err = pcall(fire, c, input, unpack(args, 1, n))
   if not ok then
-    if not (W.in_migrate > 0 and tostring(err):find("migrate", 1, true)) then
+    if not planning_refusal(ok, err) then
       check(tostring(err):find("does not take input", 1, true), "c:fire raised", err)
       if outside then
         check(predicted_raise, "an outside c:fire raised although the state takes or ignores the input",
@@ -1216,6 +1245,7 @@ end
 local function after_reload(new, before)
   local old = W.shape
   W.shape = new
+  W.max_bound = math.max(W.max_bound, new.max_postponed or 10000)
   for i, c in ipairs(W.insts) do
     local info = info_of(c)
     local st = new.states[c.state]
@@ -1352,6 +1382,7 @@ local function op_new(_, _, outside)
     check(not ok, "M:new from migrate did not raise")
     return
   end
+  if planning_refusal(ok, c) then return end
   if not ok then
     violation("M:new raised", c)
     return
@@ -1508,6 +1539,7 @@ end
 local function reporter(f)
   local _ = f
   if W == nil or W.quiet or W.checking then return end
+  W.finalized = W.finalized + 1          -- (run by a Deferred's __gc)
   chaos("unhandled reporter", nil)
   if chance(0.05) then error("the reporter raised", 0) end
 end
@@ -1577,6 +1609,8 @@ local function step_checks()
       "an instance was left busy (an unknown input fired from outside did not raise)",
       format("%s: %s", tostring(c), tostring(err)))
     check_count(c, "after the step")
+    check(c:postponed() <= W.max_bound, "more calls postponed than max_postponed allows",
+      format("%s: %d, max_postponed %d at most so far", tostring(c), c:postponed(), W.max_bound))
     info.fifo, info.current = {}, nil    -- everything fired was handled before the step returned
   end
   local ok, err = pcall(modal.stats)     -- reads every live instance's state
@@ -1587,7 +1621,8 @@ end
 local function new_world(iter)
   return { iter = iter, step = "setup", trace = { n = 0 }, info = {}, insts = {}, calls = {},
     deferreds = {}, pending = {}, whens = {}, handles = {}, bound = {}, ops = 0, depth = 0,
-    wrap = 0, in_bomb = 0, in_migrate = 0, in_reload = 0, eager = EAGER_BUDGET, migrated = {}, quiet = true }
+    wrap = 0, in_bomb = 0, in_migrate = 0, in_reload = 0, finalized = 0, eager = EAGER_BUDGET,
+    migrated = {}, quiet = true }
 end
 
 local OTHER = modal.machine {
@@ -1606,6 +1641,7 @@ local function setup(iter)
   W.other_inst, W.bound_other = other_inst, bound_other
   local shape = gen_shape()
   W.shape = shape
+  W.max_bound = shape.max_postponed or 10000   -- the largest bound any version had
   if chance(0.35) then                    -- from a file: modal.load, later modal.reload
     local k = random(1, POOL_SIZE)
     local entry = pool[k]
