@@ -65,8 +65,9 @@ static int method_call(lua_State *L) {
                       c ? "an instance of another machine" : luaL_typename(L, 1));
   }
   if (M->ctx->planning)
-    return luaL_error(L, "modal: method '%s' called from migrate (migrate only reads the "
-                      "instance)", lua_tostring(L, lua_upvalueindex(UP_NAME)));
+    return luaL_error(L, "modal: method '%s' called from migrate or while a reload plans "
+                      "(migrate only reads the instance)",
+                      lua_tostring(L, lua_upvalueindex(UP_NAME)));
   if (M->ctx->closed)
     return closed_call(L);
   if ((lua_Integer)M->gen != lua_tointeger(L, lua_upvalueindex(UP_GEN)) && !rebind(L, M)) {
@@ -185,8 +186,8 @@ static int md_fire(lua_State *L) {
                       lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   M = c->M;
   if (M->ctx->planning)
-    return luaL_error(L, "modal: c:fire() called from migrate (migrate only reads the "
-                      "instance)");
+    return luaL_error(L, "modal: c:fire() called from migrate or while a reload plans "
+                      "(migrate only reads the instance)");
   if (M->ctx->closed)
     return 0;                            /* from a finalizer once the state began closing */
   if (c->flags & I_BUSY) {
