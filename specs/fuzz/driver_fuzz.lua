@@ -1241,6 +1241,7 @@ local function op_settle_call()
   local rec = pick(W.calls)
   if rec.d:state() ~= "pending" then return end
   note("the holder of call #%d fires it", rec.id)
+  W.by_holder[rec.d] = true              -- a handler may have answered with a when() Deferred
   pcall(rec.d.errback, rec.d, "the holder gave up")
 end
 
@@ -1411,7 +1412,7 @@ local function op_when(_, m)
   local function link(r)                 -- made before the call: nothing allocates in between
     rec.answers = rec.answers + 1
     check(rec.answers == 1, "a when() Deferred was answered twice")
-    if not is_failure(r) then
+    if not is_failure(r) and not W.by_holder[rec.d] then
       check(rawequal(r, c), "when() succeeded with something else than the instance")
       check(c.state == target, "when() succeeded while the instance is elsewhere",
         format("%s waited for %s, in %s", tostring(c), target, tostring(c.state)))
@@ -1625,7 +1626,7 @@ end
 
 local function new_world(iter)
   return { iter = iter, step = "setup", trace = { n = 0 }, info = {}, insts = {}, calls = {},
-    deferreds = {}, pending = {}, whens = {}, handles = {}, bound = {}, ops = 0, depth = 0,
+    deferreds = {}, pending = {}, whens = {}, by_holder = {}, handles = {}, bound = {}, ops = 0, depth = 0,
     wrap = 0, in_bomb = 0, in_migrate = 0, in_reload = 0, finalized = 0, eager = EAGER_BUDGET,
     migrated = {}, quiet = true }
 end
