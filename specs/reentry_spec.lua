@@ -5,9 +5,10 @@
 -- Each says what it expects and what used to happen instead (under ASan some of them ended in
 -- a sanitizer report).
 --
--- Three of them depend on where the collector runs a finalizer: they make the collector run a
--- step at nearly every allocation and try until a finalizer lands in the window they need
--- (it takes a few hundred tries), and check that it did.
+-- Those under "a finalizer run while modal's own C code allocates" depend on where the
+-- collector runs a finalizer: they make the collector run a step at nearly every allocation
+-- and try until a finalizer lands in the window they need (it takes a few hundred tries), and
+-- check that one ran.
 local modal = require "modal"
 local support = require "support"
 local run_undo = support.run_undo
