@@ -13,7 +13,10 @@
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
 #   make demo       the main job: a service through outages, a reload and a refused password
-#   make install    PREFIX=/usr/local: host, module, Lua files, man page
+#   make example-redis  a breaker over a Redis facade while a real redis-server dies and returns
+#   make example-pool   worker processes hashing files, one of them crashing
+#   make doc        the HTML API reference (LDoc, config.ld) in build/doc/
+#   make install    PREFIX=/usr/local: host, module, Lua files, man pages modal(1) and modal(7)
 
 PREFIX   ?= /usr/local
 BUILD    ?= build
@@ -25,7 +28,8 @@ LUA      := lua$(LUA_VERSION)
 PKGS     := lua5.4 libuv lua5.4-luv
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
-                luarocks lua-cjson pkg-config graphviz redis-server gcc make gcovr
+                luarocks lua-cjson pkg-config graphviz redis-server gcc make \
+                lua-ldoc lua-markdown groff-base mandoc gcovr
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
@@ -50,8 +54,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan asan-build valgrind coverage bench demo install uninstall \
-        clean lint fuzz-driver
+.PHONY: all deps test check-deps asan asan-build valgrind coverage bench demo example-redis \
+        example-pool doc install uninstall clean lint fuzz-driver
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -66,9 +70,9 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all Debian packages present"; fi
 
+# One dpkg call: non-zero when any package is missing, and then make deps installs them all.
 check-deps:
-	@pkg-config --exists $(PKGS) && command -v busted >/dev/null && command -v luacheck >/dev/null \
-	  || $(MAKE) --no-print-directory deps
+	@dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1 || $(MAKE) --no-print-directory deps
 
 $(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
@@ -76,7 +80,7 @@ $(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BU
 $(BUILD):
 	mkdir -p $(BUILD)
 
-# The module does not link liblua5.4 (lua5.4 has Lua built in; DESIGN.md section 10).
+# The module does not link liblua5.4: lua5.4 has Lua built in, and a second copy breaks it.
 $(BUILD)/modal.so: $(CORE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $(CORE_OBJ) -llua5.4-luv $(UV_LIBS) -lm
 
@@ -150,18 +154,42 @@ bench: all
 demo: all
 	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo/main.lua $(BUILD)/demo
 
+# examples/redis/README.md, examples/pool/README.md; each exits by itself.
+example-redis: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/redis/main.lua
+
+example-pool: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/pool/main.lua
+
+# The HTML API reference, from the doc comments of lua/modal/ and of the C functions bound to
+# Lua (config.ld lists the files). LDoc runs on Lua 5.1 (Debian's lua-ldoc); a warning fails.
+# ldoc's own #! picks the first Lua of its list; run it on lua5.1, where lua-markdown is.
+doc:
+	@command -v ldoc >/dev/null && lua5.1 -e 'require "markdown"' 2>/dev/null \
+	  || $(MAKE) --no-print-directory deps
+	@rm -rf $(BUILD)/doc && mkdir -p $(BUILD)/doc
+	@lua5.1 "$$(command -v ldoc)" -q -d $(BUILD)/doc . >$(BUILD)/doc.log 2>&1; rc=$$?; \
+	  grep -v -e '^reading configuration from config.ld$$' -e '^found master module' \
+	    -e 'closing section from master module' $(BUILD)/doc.log >$(BUILD)/doc.warnings; \
+	  cat $(BUILD)/doc.warnings; \
+	  if [ $$rc -ne 0 ] || [ -s $(BUILD)/doc.warnings ] || [ ! -s $(BUILD)/doc/index.html ]; then \
+	    echo "make doc: failed (see above)"; exit 1; fi
+	@echo "make doc: $(BUILD)/doc/index.html"
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
 	cd lua && find modal -name '*.lua' | while read -r f; do \
 	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
+	install -m 644 man/modal.7 $(DESTDIR)$(PREFIX)/share/man/man7/modal.7
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/modal $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so \
-	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
+	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1 $(DESTDIR)$(PREFIX)/share/man/man7/modal.7
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
 clean:

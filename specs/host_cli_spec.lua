@@ -66,7 +66,7 @@ describe("the host's command line", function()
       end)
     end
 
-    it("--help after run prints run's usage on stdout and exits 0 without running a script", function()
+    it("--help after run prints run's own usage on stdout and exits 0 without running a script", function()
       local status, stdout, stderr = host("run --help " .. never)
       assert.equal(0, status, stderr)
       assert.truthy(stdout:find("usage: modal run [options]", 1, true), stdout)
