@@ -15,11 +15,13 @@
 -- Invariants, checked as it goes and after every outside step:
 --   * every call's Deferred is answered at most once, and exactly once after the cleanup
 --     (every instance is driven to `dead`, every pending Deferred cancelled);
---   * c:postponed() equals the calls the model knows to be waiting; a handler runs only for
---     a call that is being made or is waiting, with its own arguments (count and identity);
+--   * c:postponed() equals the calls the model knows to be waiting, and never exceeds
+--     max_postponed (the largest any version had); a handler runs only for a call that is
+--     being made or is waiting, with its own arguments (count and identity);
 --   * inputs fired at an instance are handled in the order fired, never nested, with their
 --     own arguments (nil and trailing nils included), by that instance, and before the
---     outside operation that led to them returns;
+--     outside operation that led to them returns (a c:fire that a finalizer interrupted has
+--     no order against the inputs that finalizer fired);
 --   * a state's user code runs only in that state; a job's done/error and a state timeout are
 --     taken only by the entry that started them (definitions with enter hooks everywhere);
 --   * an outside c:fire raises exactly when the state neither takes nor ignores the input;
