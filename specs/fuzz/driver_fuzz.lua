@@ -844,6 +844,7 @@ local function enter_fn(sname)
       observe_job(m, input, n, ...)
     end
     info.serial = info.serial + 1
+    info.entered_version = W.M.version
     local st = cur_shape().states[sname]
     info.armed = (st and type(st.timeout) == "number") and info.serial or nil
     note("  enter %s of #%d from %s on %s: entry %d, armed %s", sname, m.id, tostring(from),
@@ -1249,8 +1250,11 @@ end
 
 -- The model after a successful reload: an instance that stayed keeps its timer if its state
 -- had a timeout and still has one, loses it if the state has none now, and gets one armed
--- from the switch if it gained a timeout (a function's own wrapper notes that one).
-local function after_reload(new, before)
+-- from the switch if it gained a timeout (a function's own wrapper notes that one). Where it
+-- was planned: where it was before the reload, or where user code run while the file loaded
+-- moved it (an entry by the old definition); one the switch's user code moved after that was
+-- entered by the new definition, whose enter hook noted what it armed.
+local function after_reload(new, before, serials)
   local old = W.shape
   W.shape = new
   W.max_bound = math.max(W.max_bound, new.max_postponed or 10000)
@@ -1258,6 +1262,9 @@ local function after_reload(new, before)
     local info = info_of(c)
     local st = new.states[c.state]
     local prior = before[i] or c.state     -- an instance made during the reload: where it is
+    if serials[i] and info.serial ~= serials[i] then
+      prior = info.entered_version ~= new.version and c.state or nil
+    end
     local was = old.states[prior]
     if st and st.timeout == nil then
       info.armed = nil
@@ -1296,7 +1303,10 @@ end
 reload_now = function(place, outside)
   local new = mutate(W.shape)
   local before = {}
-  for i, c in ipairs(W.insts) do before[i] = c.state end
+  local serials = {}
+  for i, c in ipairs(W.insts) do
+    before[i], serials[i] = c.state, info_of(c).serial
+  end
   local version = W.M.version
   local ran = stats.user_code + stats.ops
   local live_states = {}
@@ -1330,7 +1340,7 @@ reload_now = function(place, outside)
       check(tostring(r):find("modal.call_later(0, modal.reload", 1, true), "modal.reload raised "
         .. "with another message", r)
     end
-    if ok and r then after_reload(new, before) end
+    if ok and r then after_reload(new, before, serials) end
     return
   end
   if not ok then
@@ -1350,7 +1360,7 @@ reload_now = function(place, outside)
   if r then
     stats.reloads_ok = stats.reloads_ok + 1
     check(W.M.version == new.version, "M.version is not the new version after a reload")
-    after_reload(new, before)
+    after_reload(new, before, serials)
     if VERBOSE then io.stdout:write(describe_shape(new), "\n") end
     if outside and stats.user_code + stats.ops == ran then   -- else hooks and jobs may have moved them
       for i = 1, #before do
