@@ -558,6 +558,7 @@ describe("re-entry into the driver", function()
       -- pointed into the old definition, and read as another state or none. Now M:new raises
       -- from the listing to the switch; before (while the file loads) it makes a listed one.
       eager_collector()
+      collectgarbage("incremental", 1, 100, 1)   -- one step at a time: 10 finalizers at most
       quiet_log()
       local version, armed, made = 1, false, {}
       local path = def_file(function()
@@ -575,13 +576,19 @@ describe("re-entry into the driver", function()
       local M = modal.load(path)
       local tries, wrong, refusals = 0, 0, {}
       for _ = 1, 300 do
-        bombs(50, function()
+        local started = false
+        bombs(200, function()
           if armed then
             tries = tries + 1
             local ok, c = pcall(M.new, M)
             if ok then made[#made + 1] = c else refusals[#refusals + 1] = tostring(c) end
+          else
+            started = true
           end
         end)
+        -- Step the collector until it runs the first of them: the rest run ten per step, at
+        -- the reload's allocations (whatever the size of the heap the suite left).
+        while not started do collectgarbage("step", 0) end
         version = version + 1
         armed = true
         support.reloaded(modal.reload(path))
