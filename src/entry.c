@@ -357,6 +357,29 @@ static int after_switch_body(lua_State *L) {
   return 0;
 }
 
+/* Whether after_switch_body would find nothing to do for instance c: not migrated, no
+** postponed call, queued input, when() waiter or detached job to look at, and no timeout or
+** run gained. Most live instances of a big reload are such; they cost no protected call.
+** 1 quiet, 0 not; -1 when that depends on its extras and c is not on the stack (ci == 0). */
+int modal__switch_is_quiet(lua_State *L, modal_instance *c, int ci, int to, int migrated,
+                           int had) {
+  const modal_state *s = &c->M->def->states[to];
+  if (migrated || ((s->timeout >= 0 || s->timeout_fn) && !(had & 1)) || (s->run && !(had & 2))
+      || c->npostponed > 0 || (c->flags & I_QUEUED))
+    return 0;
+  if (c->flags & I_HASX) {
+    modal_extras *x;
+    int quiet;
+    if (ci == 0)
+      return -1;
+    x = modal__extras(L, ci, 0);
+    quiet = x->calls.live == 0 && x->waiters.live == 0 && !x->job_detached;
+    lua_pop(L, 1);
+    return quiet;
+  }
+  return 1;
+}
+
 void modal__after_switch(lua_State *L, int ci, int to, int migrated, int had, uint32_t entry,
                          int from_name) {
   modal_instance *c = modal__to_instance(L, ci);

@@ -298,6 +298,10 @@ MODAL__FUNC void modal__switch_state(lua_State *L, int ci, modal_compiled *k, in
 ** (every instance was switched by then) and handles its queued inputs before it lets go. */
 MODAL__FUNC void modal__after_switch(lua_State *L, int ci, int to, int migrated, int had,
                                      uint32_t entry, int from_name);
+/* Whether modal__after_switch would do nothing for instance c (then it is skipped): 1 yes,
+** 0 no, -1 when its extras decide and c is not on the stack (ci == 0). */
+MODAL__FUNC int modal__switch_is_quiet(lua_State *L, modal_instance *c, int ci, int to,
+                                       int migrated, int had);
 /* Pushes a bound method for the name at `name` (index `method`) of the machine at mi, for
 ** generation `gen` whose fns table is at `fns`. */
 MODAL__FUNC void modal__push_method(lua_State *L, int mi, int name, int method, uint32_t gen,

@@ -203,6 +203,7 @@ static int reload_result(lua_State *L, int mi, int name, const char *path, const
 /* One live instance in a reload: its id (the order of creation), where it is in the list
 ** that anchors it, and the state it goes to (migrated: it needs an entry). */
 typedef struct slot {
+  modal_instance *c;                      /* anchored by the list while the reload works */
   uint32_t id, entry;                     /* entry: at the switch's first pass */
   int old, to, migrated, had;             /* had: the old state's timeout (1) and run (2) */
   lua_Integer at;
@@ -300,7 +301,8 @@ static int reload_body(lua_State *L) {
   slots = (slot *)lua_newuserdatauv(L, sizeof *slots * (size_t)(2 * n + 1), 0);   /* 9 */
   for (i = 0; i < n; i++) {
     lua_rawgeti(L, list, i + 1);
-    slots[i].id = modal__to_instance(L, -1)->id;
+    slots[i].c = modal__to_instance(L, -1);
+    slots[i].id = slots[i].c->id;
     slots[i].at = i + 1;
     lua_pop(L, 1);
   }
@@ -317,14 +319,14 @@ static int reload_body(lua_State *L) {
   for (i = 0; i < n && !err; i++) {
     modal_instance *c;
     int to, status;
-    lua_settop(L, smap);
-    lua_rawgeti(L, list, slots[i].at);    /* 12 */
-    c = modal__to_instance(L, 12);
+    c = slots[i].c;
     slots[i].old = c->state;
     slots[i].to = smapc[c->state];
     slots[i].migrated = 0;
     if (slots[i].to >= 0)
       continue;
+    lua_settop(L, smap);
+    lua_rawgeti(L, list, slots[i].at);    /* 12 */
     push_state(L, oldc, c->state);        /* 13: the old state's name */
     if (!newk->migrate) {
       err = lua_pushfstring(L, "%s#%d is in state '%s', which the new definition does not "
@@ -385,17 +387,17 @@ static int reload_body(lua_State *L) {
   lua_setiuservalue(L, mi, M_DEF);
   modal__install_methods(L, mi, 13, 14);
   for (i = 0; i < n; i++) {
-    modal_instance *c;
-    modal_state *old;
-    lua_rawgeti(L, list, slots[i].at);
-    c = modal__to_instance(L, -1);
-    old = &oldk->states[slots[i].old];
+    modal_instance *c = slots[i].c;
+    modal_state *old = &oldk->states[slots[i].old];
     slots[i].had = (old->timeout >= 0 || old->timeout_fn ? 1 : 0) | (old->run ? 2 : 0);
     slots[i].entry = c->entry;
-    if (c->flags & I_HASX) {
-      modal__remap_calls(L, c, -1, map);
-      modal__remap_waiters(L, c, -1, smap);
+    if (!(c->flags & I_HASX)) {           /* no timer, job, calls or waiters: the state only */
+      c->state = (uint16_t)slots[i].to;
+      continue;
     }
+    lua_rawgeti(L, list, slots[i].at);
+    modal__remap_calls(L, c, -1, map);
+    modal__remap_waiters(L, c, -1, smap);
     modal__switch_state(L, -1, newk, slots[i].to, slots[i].migrated);
     lua_pop(L, 1);
   }
@@ -404,8 +406,15 @@ static int reload_body(lua_State *L) {
   ** entry retries its calls and drains its queue before the next one's starts. */
   modal__drive_deferred_drains(L);
   for (i = 0; i < n; i++) {
+    int quiet = modal__switch_is_quiet(L, slots[i].c, 0, slots[i].to, slots[i].migrated,
+                                       slots[i].had);
+    if (quiet == 1)
+      continue;
     lua_settop(L, 15);
     lua_rawgeti(L, list, slots[i].at);    /* 16 */
+    if (quiet < 0 && modal__switch_is_quiet(L, slots[i].c, 16, slots[i].to, slots[i].migrated,
+                                            slots[i].had) == 1)
+      continue;
     push_state(L, oldc, slots[i].old);    /* 17 */
     modal__after_switch(L, 16, slots[i].to, slots[i].migrated, slots[i].had, slots[i].entry,
                         17);
