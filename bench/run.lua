@@ -19,7 +19,8 @@
 -- process beside them as extra columns, with no bar.
 --
 -- Method: the machine may be shared and noisy, so every figure is the median of REPS runs
--- (default 5). modal, the judged floor and the project floors alternate inside each repetition
+-- (default 5), and every ratio the median of the REPS ratios taken within one repetition.
+-- modal, the judged floor and the project floors alternate inside each repetition
 -- (the order reversed every other one), after one warm-up run of modal and the project floors
 -- at a tenth of the size. Times are CPU time (os.clock) and include the garbage collection the
 -- workload causes, as the judged floor's do; W7 and W7-churn time how long a call blocks the
@@ -736,7 +737,7 @@ local function bench(w)
     local ok, figure = pcall(runs[i].run, size, rep)
     if not ok then errors[i] = tostring(figure)
     elseif type(figure) ~= "number" then errors[i] = "no figure (" .. tostring(figure) .. ")"
-    elseif rep > 0 then table.insert(samples[i], figure) end
+    elseif rep > 0 then samples[i][rep] = figure end
   end
   if w.warmup ~= false then
     for i, r in ipairs(runs) do
@@ -750,25 +751,43 @@ local function bench(w)
     end
   end
 
+  -- The figures of the repetitions that ran (a list), and the ratio modal/floor: the median of
+  -- the ratios within each repetition, where both ran back to back (load that drifts over the
+  -- run changes both figures of a pair alike, not their ratio).
+  local function figures(i)
+    local xs = {}
+    for rep = 1, REPS do if samples[i][rep] then xs[#xs + 1] = samples[i][rep] end end
+    return xs
+  end
+  local function paired_ratio(si, i)
+    local rs = {}
+    for rep = 1, REPS do
+      local a, b = samples[si][rep], samples[i][rep]
+      if a and b and b > 0 then rs[#rs + 1] = a / b end
+    end
+    if #rs == 0 then return median(figures(si)) / median(figures(i)) end
+    return median(rs)
+  end
+
   local unit, bunit = w.unit, w.unit:match("^(%S-)/") or w.unit
   local parts, own = {}, {}
-  local subject -- modal's median, for the ratios
+  local subject -- modal's run index, for the ratios
   for i, r in ipairs(runs) do
     local part
     if errors[i] then
       failed = true
       part = r.name .. " FAILED: " .. errors[i]
     else
-      local m = median(samples[i])
+      local m = median(figures(i))
       part = r.name .. " " .. sig3(m) .. " " .. unit
       if r.name == "modal" then
-        subject = m
+        subject = i
         if w.bound then
           part = part .. verdict(m, w.bound, w.bound .. " " .. bunit,
             string.format("%s %s %s (target <= %g)", w.id, sig3(m), bunit, w.bound))
         end
       elseif subject then
-        local ratio = subject / m
+        local ratio = paired_ratio(subject, i)
         part = part .. ", ratio " .. sig3(ratio)
         local target = r.judged and r.judged.target or r.target
         if target and r.throughput then    -- a bar on throughput: at least 1/target of the floor's

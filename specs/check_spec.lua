@@ -405,8 +405,49 @@ describe("modal.check", function()
         local info = debug.getinfo(run, "S")
         local _, errors = check.check(def)
         assert.are.same({ string.format(
-          "states.opened.run (%s:%d): run without on.done and on.error",
-          info.short_src, info.linedefined) }, errors)
+          "states.opened.run (%s:%d): run without on.done and on.error: its job's outcome "
+          .. "fires input 'done' or 'error'; take them in `on`, or list them in `ignore` to "
+          .. "drop them", info.short_src, info.linedefined) }, errors)
+      end)
+
+      it("warns of a state that ignores an input its own `on` takes", function()
+        local def = door()
+        def.states.closed.ignore = { "tick", "open" }
+        local ok, lines = problem_lines(def)
+        assert.is_true(ok)
+        assert.are.same({ "states.closed.ignore[2]: warning: 'open' is also in on.open, which "
+          .. "takes it (the ignore entry has no effect)" }, lines)
+        def.states.closed.ignore = nil
+        def.ignore = { "open" }                 -- the machine's ignore is a default: no warning
+        ok, lines = problem_lines(def)
+        assert.is_true(ok)
+        assert.are.same({}, lines)
+      end)
+
+      it("invalid methods do not hide a state's unknown keys", function()
+        local def = door()
+        def.methods = "open"
+        def.states.closed.bogus = 1
+        def.states.closed.timout = 5
+        local _, errors = check.check(def)
+        assert.are.same({
+          "methods: expected a list of method names, got 'open'",
+          "states.closed.bogus: unknown key 'bogus'",
+          "states.closed.timout: unknown key 'timout' (did you mean 'timeout'?)",
+        }, errors)
+      end)
+
+      it("a run whose outcome inputs are ignored, by the state or the machine, is valid", function()
+        local def = door()
+        def.states.opened.run = function() end
+        def.states.opened.ignore = { "done" }
+        local _, errors = check.check(def)
+        assert.are.equal(1, #errors)
+        assert.matches("run without on.error: its job's outcome fires input 'error'; take it "
+          .. "in `on`, or list it in `ignore` to drop it$", errors[1])
+        def.ignore = { "error" }
+        local ok, errs = check.check(def)
+        assert.is_true(ok, errs and errs[1])
       end)
 
       it("C functions have no location to show", function()
@@ -658,6 +699,66 @@ describe("modal.cli", function()
       assert.are.equal(0, status)
       assert.are.equal(plain .. ": ok\n", out:text())
       os.remove(plain)
+    end)
+  end)
+
+  describe("a program instead of a definition file", function()
+    local PROGRAM = [[
+local modal = require "modal"
+local A = modal.machine { name = "a", initial = "idle", methods = {},
+  states = { idle = { on = { go = "busy" } }, busy = {} } }
+local B = modal.machine { name = "b", initial = "idle", methods = { "q" },
+  states = { idle = { on = { go = "bsy" } } } }
+local a = A:new()
+a:fire("go")
+error("never reached: modal check stops the program where it first uses a machine")
+]]
+
+    it("checks every machine defined before its first use, and says where it stopped", function()
+      local file = write_file(PROGRAM)
+      local status, out = run_cli("check", { file })
+      assert.are.equal(1, status)
+      assert.are.equal(file .. ": note: a program, not a definition file: it uses a machine at "
+        .. "line 6, where modal check stopped it; checked the 2 machines defined before (a "
+        .. "definition file ends `return modal.machine { ... }`)\n"
+        .. file .. " (machine a): ok\n"
+        .. file .. " (machine b): states.idle.on.go: unknown state 'bsy'\n"
+        .. file .. " (machine b): states.idle.q: missing handler for method 'q' (and no "
+        .. "defaults.q)\n", out:text())
+      os.remove(file)
+    end)
+
+    it("passes a program whose one machine is valid, under its file name", function()
+      local file = write_file('local modal = require "modal"\n'
+        .. 'local M = modal.machine { name = "one", initial = "a", methods = {}, '
+        .. 'states = { a = {} } }\n'
+        .. 'print(M:new():state())\n')
+      local status, out = run_cli("check", { file })
+      assert.are.equal(0, status)
+      assert.matches("^" .. file:gsub("%p", "%%%0") .. ": note: a program, not a definition file: "
+        .. "it uses a machine at line 3,", out:text())
+      assert.matches("\n" .. file:gsub("%p", "%%%0") .. ": ok\n$", out:text())
+      os.remove(file)
+    end)
+
+    it("reports a program that raises after defining machines, and checks them", function()
+      local file = write_file('local modal = require "modal"\n'
+        .. 'modal.machine { name = "one", initial = "a", methods = {}, states = { a = {} } }\n'
+        .. 'error("no database configured")\n')
+      local status, out = run_cli("check", { file })
+      assert.are.equal(1, status)
+      assert.are.equal(file .. ": cannot load: " .. file .. ":3: no database configured\n"
+        .. file .. ": ok\n", out:text())
+      os.remove(file)
+    end)
+
+    it("graph and test refuse a file with several machines, naming them", function()
+      local file = write_file(PROGRAM)
+      local status, _, err = run_cli("graph", { file })
+      assert.are.equal(1, status)
+      assert.are.equal(file .. ": cannot load: the file defines 2 machines (a, b); give a file "
+        .. "with one\n", err:text())
+      os.remove(file)
     end)
   end)
 

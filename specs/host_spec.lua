@@ -75,6 +75,19 @@ describe("modal host", function()
       assert.truthy(stdout:find("run", 1, true), stdout)
     end)
 
+    it("`run --help` prints run's own help: its options, exit status and signals", function()
+      local status, stdout, stderr = host("run --help")
+      assert.equal(0, status, stderr)
+      assert.truthy(stdout:find("^usage: modal run %[options%]"), stdout)
+      for _, option in ipairs({ "--watch", "--admin PATH", "--trace", "--log-level LEVEL",
+                                "Exit status", "SIGHUP" }) do
+        assert.truthy(stdout:find(option, 1, true), option .. " missing from:\n" .. stdout)
+      end
+      assert.falsy(stdout:find("commands:", 1, true), "the general help, not run's:\n" .. stdout)
+      local _, short = host("run -h")
+      assert.equal(stdout, short)
+    end)
+
     it("--version prints `modal ` and the version, and exits 0", function()
       local status, stdout, stderr = host("--version")
       assert.equal(0, status, stderr)

@@ -21,6 +21,7 @@ describe("make install PREFIX=...", function()
     local f = assert(io.open(script, "w"))
     f:write('local modal = require "modal"\n' ..
       'require "modal.host"\n' ..
+      'require "modal.testing"          -- lua/modal/testing/init.lua: ?/init.lua is searched\n' ..
       'modal.call_later(0, function() print("hello from " .. modal._VERSION) end)\n')
     f:close()
     local p = assert(io.popen(("cd / && env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 " ..

@@ -78,6 +78,30 @@ static const char usage_text[] =
   "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain;\n"
   "a second signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
 
+static const char run_usage_text[] =
+  "usage: modal run [options] [--] SCRIPT [ARGS...]\n"
+  "\n"
+  "Runs the Lua 5.4 program SCRIPT on modal's event loop. `arg` and `...` are as under\n"
+  "lua5.4; luv and modal are preloaded. After the main chunk the loop runs until no work is\n"
+  "left (no active handle, timer or pending call), or until a stop signal.\n"
+  "\n"
+  "options:\n"
+  "  --watch              reload a definition loaded with modal.load when its file\n"
+  "                       changes (folders are watched; saves are debounced)\n"
+  "  --admin PATH         serve status/reload/trace on the unix socket PATH (mode 0600;\n"
+  "                       only this user and root are answered); see `modal ctl --help`\n"
+  "  --trace              log every transition, its input and the time spent in the old\n"
+  "                       state\n"
+  "  --log-level LEVEL    error, warn, info (default) or debug\n"
+  "  -h, --help           show this help and exit\n"
+  "  --                   end of options: the next argument is SCRIPT\n"
+  "\n"
+  "Exit status: 0 when the loop ran out of work or drained after a stop signal (or what\n"
+  "the script passed to os.exit); 1 when the script or a luv callback raised; 2 on a usage\n"
+  "error; 128 + the signal's number when a second SIGINT or SIGTERM ended it at once.\n"
+  "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain; a second\n"
+  "signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
+
 static void usage(FILE *to) {
   fputs(usage_text, to);
 }
@@ -304,7 +328,7 @@ static void set_paths(lua_State *L) {
   } else {
     lua_pushliteral(L, "");
   }
-  lua_pushliteral(L, MODAL_PREFIX "/share/lua/5.4/?.lua;");
+  lua_pushliteral(L, MODAL_PREFIX "/share/lua/5.4/?.lua;" MODAL_PREFIX "/share/lua/5.4/?/init.lua;");
   lua_getfield(L, -3, "path");
   lua_concat(L, 3);
   lua_setfield(L, -2, "path");
@@ -487,7 +511,7 @@ static int cmd_run(int argc, char **argv) {
   h.log_level = -1;
   for (i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
+      fputs(run_usage_text, stdout);
       return 0;
     } else if (strcmp(argv[i], "--log-level") == 0) {
       if (i + 1 >= argc)

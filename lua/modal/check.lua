@@ -562,9 +562,10 @@ function Run:state(sname, v)
       elseif not is_final then
         record.on, on_table = self:on(kp, x, record)
       end
-    elseif not self.methods or method_set[k] then
-      self:handler(kp, x)                  -- methods unusable: check the value only
-    else
+    elseif method_set and method_set[k] then
+      self:handler(kp, x)
+    elseif self.methods or not (type(x) == "function" or x == "postpone") then
+      -- methods unusable: a handler-like value may be one of them; anything else is reported
       self:state_key(kp, k, x)
     end
   end
@@ -611,12 +612,29 @@ function Run:state(sname, v)
   if timeout ~= nil and not takes("timeout") then
     self:err(join(p, "timeout"), timeout, "timeout without on.timeout to take it")
   end
+  -- An input this state lists in `ignore` and also takes in `on`: `on` wins, so the ignore
+  -- entry does nothing; the machine's own `ignore` is the usual default and is not warned of.
+  for i, input in ipairs(ignore) do
+    if takes(input) then
+      self:warn(join(join(p, "ignore"), i), nil, format("%s is also in on.%s, which takes it "
+        .. "(the ignore entry has no effect)", quote(input), input))
+    end
+  end
   if st.run ~= nil then
+    local dropped = {}
+    for _, input in ipairs(record.ignore) do dropped[input] = true end
     local missing = {}
-    if not takes("done") then missing[#missing + 1] = "on.done" end
-    if not takes("error") then missing[#missing + 1] = "on.error" end
+    for _, input in ipairs { "done", "error" } do
+      if not takes(input) and not dropped[input] then missing[#missing + 1] = input end
+    end
     if #missing > 0 then
-      self:err(join(p, "run"), st.run, "run without " .. concat(missing, " and "))
+      local listed = {}
+      for i, input in ipairs(missing) do listed[i] = "on." .. input end
+      self:err(join(p, "run"), st.run, format("run without %s: its job's outcome fires %s; "
+        .. "take %s in `on`, or list %s in `ignore` to drop %s", concat(listed, " and "),
+        #missing == 2 and "input 'done' or 'error'" or format("input '%s'", missing[1]),
+        #missing == 2 and "them" or "it", #missing == 2 and "them" or "it",
+        #missing == 2 and "them" or "it"))
     end
   else
     for _, input in ipairs { "done", "error" } do

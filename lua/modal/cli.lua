@@ -6,8 +6,10 @@
 --
 -- A definition file usually ends `return modal.machine { ... }`, which would raise on an
 -- invalid definition; while the file runs, `machine` of the table `require "modal"` returns is
--- replaced by a function that captures its argument and returns it, so every problem is
--- reported by modal.check instead. Without the C module (plain Lua, no build) a stand-in
+-- replaced by a function that captures its argument and returns a stand-in, so every problem
+-- is reported by modal.check instead. A program (a file that goes on to use a machine it
+-- defined: `M:new()`) is stopped at that first use, and every machine defined before it is
+-- checked. Without the C module (plain Lua, no build) a stand-in
 -- table plays `require "modal"` for the file. Exit status: 0 fine, 1 problems, 2 usage.
 --
 -- @module modal.cli
@@ -16,6 +18,7 @@ local check = require "modal.check"
 local graph = require "modal.graph"
 
 local type, tostring, pcall, xpcall, rawget, rawset = type, tostring, pcall, xpcall, rawget, rawset
+local setmetatable, ipairs, error = setmetatable, ipairs, error
 local format, concat = string.format, table.concat
 
 local cli = {}
@@ -30,6 +33,9 @@ usually `return modal.machine { ... }`. Prints every problem, one per line:
   FILE: PATH: MESSAGE             an error
   FILE: PATH: warning: MESSAGE    a warning (an unreachable state, ...)
   FILE: ok                        no problem at all
+A program that defines machines and then uses them is run up to its first use of one
+(`M:new()`, ...) and every machine defined by then is checked, each as `FILE (machine NAME)`
+when there are several, after a `FILE: note:` line saying where it stopped.
 Exit status: 0 when no file has errors (warnings allowed), 1 otherwise, 2 on a usage error.
 ]],
   graph = [[
@@ -80,10 +86,27 @@ local function message_of(e)
   return ok and type(s) == "string" and s or ("(a " .. type(e) .. " error value)")
 end
 
---- Runs the definition file `file` with modal.machine capturing its argument. Returns true
--- and the definition (the table the file returned, else whatever it gave modal.machine), or
--- false and the reason it could not be loaded.
-function cli.load(file)
+-- What a machine is while a file runs under `modal check`: a stand-in whose first use (M:new,
+-- any field, a call) stops the file, as that is where a program goes on past its definitions.
+local STOP = {}                                  -- the error value that stops the file
+
+local function stand_in(def, defs)
+  local function used()
+    local info = debug.getinfo(2, "Sl")
+    error({ [STOP] = true, line = info and info.currentline or -1, used = def, count = #defs }, 0)
+  end
+  return setmetatable({}, { __index = used, __newindex = used, __call = used,
+    __tostring = function() return "modal.machine (stand-in of modal check)" end })
+end
+
+--- Runs the file `file` with modal.machine capturing every definition it is given. Returns
+-- true, the list of definitions (in order; the table the file returned when it gave
+-- modal.machine none) and a note, or false and the reason nothing could be checked.
+-- The note is nil for a definition file; for a program (a file that goes on to use a machine
+-- it defined) it says where the file was stopped: `{ line = 12, count = 2 }`, `count` machines
+-- having been defined before that line. A file that raises after defining machines returns
+-- them with `note.error` set to the message.
+function cli.load_all(file)
   local chunk, why = loadfile(file, "t")
   if not chunk then return false, message_of(why) end
 
@@ -95,20 +118,47 @@ function cli.load(file)
     loaded.modal = modal
   end
   local saved = rawget(modal, "machine")
-  local called, captured = false, nil
+  local defs = {}
   rawset(modal, "machine", function(def)
-    called, captured = true, def
-    return def
+    defs[#defs + 1] = def
+    return stand_in(def, defs)
   end)
-  local ok, result = xpcall(chunk, message_of, file)
+  local ok, result = xpcall(chunk, function(e)
+    if type(e) == "table" and rawget(e, STOP) then return e end
+    return message_of(e)
+  end, file)
   rawset(modal, "machine", saved)
   loaded.modal = previous_loaded
 
-  if not ok then return false, result end
-  if type(result) == "table" then return true, result end
-  if called then return true, captured end      -- not a table: check says what it is
+  if #defs > 0 then
+    if ok then return true, defs end
+    if type(result) == "table" then return true, defs, { line = result.line, count = result.count } end
+    return true, defs, { error = result, count = #defs }
+  end
+  if not ok then
+    if type(result) == "table" then return false, "stopped where no machine was defined" end
+    return false, result
+  end
+  if type(result) == "table" then return true, { result } end
   return false, format("the file returned %s, not a machine definition (a table)",
     result == nil and "nothing" or ("a " .. type(result)))
+end
+
+--- The one definition of `file`, for the commands that take one (`graph`, `test`): true and
+-- the definition, or false and why not (it does not load, raises, or defines several).
+function cli.load(file)
+  local ok, defs, note = cli.load_all(file)
+  if not ok then return false, defs end
+  if note and note.error then return false, note.error end
+  if #defs > 1 then
+    local names = {}
+    for i, d in ipairs(defs) do
+      names[i] = type(d) == "table" and type(rawget(d, "name")) == "string" and d.name or "?"
+    end
+    return false, format("the file defines %d machines (%s); give a file with one",
+      #defs, concat(names, ", "))
+  end
+  return true, defs[1]
 end
 
 -- Writes a usage error; returns exit status 2.
@@ -137,16 +187,32 @@ local function run_check(args, out, err)
 
   local status = 0
   for _, file in ipairs(files) do
-    local ok, def = cli.load(file)
+    local ok, defs, note = cli.load_all(file)
     if not ok then
-      out:write(format("%s: cannot load: %s\n", file, def))
+      out:write(format("%s: cannot load: %s\n", file, defs))
       status = 1
     else
-      local errors, warnings = check.problems(def)
-      out:write(check.format(errors, file))
-      out:write(check.format(warnings, file, "warning"))
-      if #errors > 0 then status = 1 end
-      if #errors == 0 and #warnings == 0 then out:write(file .. ": ok\n") end
+      if note and note.error then
+        out:write(format("%s: cannot load: %s\n", file, note.error))
+        status = 1
+      elseif note then
+        out:write(format("%s: note: a program, not a definition file: it uses a machine at "
+          .. "line %d, where modal check stopped it; checked the %d machine%s defined before "
+          .. "(a definition file ends `return modal.machine { ... }`)\n", file, note.line,
+          note.count, note.count == 1 and "" or "s"))
+      end
+      for _, def in ipairs(defs) do
+        local label = file
+        if #defs > 1 then
+          local name = type(def) == "table" and rawget(def, "name")
+          label = format("%s (machine %s)", file, type(name) == "string" and name or "?")
+        end
+        local errors, warnings = check.problems(def)
+        out:write(check.format(errors, label))
+        out:write(check.format(warnings, label, "warning"))
+        if #errors > 0 then status = 1 end
+        if #errors == 0 and #warnings == 0 then out:write(label .. ": ok\n") end
+      end
     end
   end
   return status

@@ -315,16 +315,45 @@ local function make_body_handler(body, watched)
       return d
     end
   end
-  return function(m, ...)
-    local sess = records[m].session
-    local d = body(m, sess.conn, ...)
-    if type(d) == "userdata" then
+  -- A body with a fixed parameter list gets a wrapper without varargs (the same arguments
+  -- reach it: a body without `...` drops the extra ones either way).
+  local info = debug.getinfo(body, "u")
+  local nargs = (not info.isvararg and info.nparams >= 2) and info.nparams - 2 or nil
+  local function listed(sess, d)
+    if d ~= nil then
       local k = sess.ncalls + 1
       sess.calls[k] = d
       sess.ncalls = k
       if k >= sess.prune_at then prune(sess) end
     end
     return d
+  end
+  if nargs == 0 then
+    return function(m)
+      local sess = records[m].session
+      return listed(sess, body(m, sess.conn))
+    end
+  elseif nargs == 1 then
+    return function(m, a)
+      local sess = records[m].session
+      local d = body(m, sess.conn, a)
+      if d ~= nil then
+        local k = sess.ncalls + 1
+        sess.calls[k] = d
+        sess.ncalls = k
+        if k >= sess.prune_at then prune(sess) end
+      end
+      return d
+    end
+  elseif nargs == 2 then
+    return function(m, a, b)
+      local sess = records[m].session
+      return listed(sess, body(m, sess.conn, a, b))
+    end
+  end
+  return function(m, ...)
+    local sess = records[m].session
+    return listed(sess, body(m, sess.conn, ...))
   end
 end
 
