@@ -90,7 +90,7 @@ $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
 
 lint: check-deps
-	luacheck -q $(wildcard lua) specs examples bench
+	luacheck -q $(wildcard lua) specs examples bench fuzz
 
 # A C module that uses only src/modal.h, for specs/capi_spec.lua.
 $(BUILD)/capi_test.so: specs/fixtures/capi/capi_test.c src/modal.h $(BUILD)/modal.so

@@ -48,7 +48,7 @@ local function kind_of(self, mv)
 end
 
 --- A new pending Deferred with an optional canceller spec.
-function Model:deferred(canceller)
+function Model.deferred(_, canceller)
   return { fired = false, paused_on = nil, running = false, result = V(nil), failed = false,
            handled = false, links = {}, head = 1, canceller = canceller, cancelled = false,
            timers = {}, tfail = nil }
@@ -67,7 +67,7 @@ end
 -- {============ the chain
 
 -- The chain has run out (not paused): its timeouts stop, its links and timeout failure go.
-function Model:finish(d)
+function Model.finish(_, d)
   for rec in pairs(d.timers) do rec.dead = true end
   d.timers, d.tfail = {}, nil
   d.links, d.head = {}, 1

@@ -10,6 +10,7 @@
 ** ends as the host's does (every handle closed, the loop turned once, lua_close).
 */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (snprintf(root, sizeof root, "%s/..", exe) >= (int)sizeof root)
     die("setup", "the path of the binary is too long");
   atexit(fuzz_modcache_free);
+  signal(SIGPIPE, SIG_IGN);              /* as the host does: a peer gone is an error return */
   return 0;
 }
 
