@@ -48,10 +48,47 @@ H.__index = H
 
 function H:fail(fmt, ...)
   error(format("definition fuzz: step %d (%s): ", self.step, self.what) .. format(fmt, ...) ..
-        "\n" .. concat(self.trace, "\n"), 0)
+        "\nthe definition: " .. self:dump(self.def) .. "\nthe steps:\n" .. concat(self.trace, "\n"), 0)
 end
 
 -- {============ the function pool
+
+local function show(v)
+  if type(v) == "string" then return format("%q", v) end
+  if modal.is_failure(v) then return "failure(" .. tostring(v.kind) .. ")" end
+  if type(v) == "table" then return "{}" end
+  return tostring(v)
+end
+
+-- Names a pool function for the report (what it does, from its kind k).
+function H:named(what, k, role, fn)
+  self.fn_names[fn] = format("%s#%d: %s", role, self.nfn, what[k + 1])
+  self.nfn = self.nfn + 1
+  return fn
+end
+
+-- The definition as Lua-like text, functions named by what they do, for the report.
+function H:dump(v, indent, seen)
+  indent, seen = indent or "  ", seen or {}
+  if type(v) == "function" then return "<" .. (self.fn_names[v] or "function") .. ">" end
+  if type(v) ~= "table" then return show(v) end
+  if seen[v] then return "<the same table again>" end
+  seen[v] = true
+  local keys = {}
+  for k in next, v do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) ~= type(b) then return type(a) < type(b) end
+    return a < b
+  end)
+  local lines = {}
+  for _, k in ipairs(keys) do
+    local key = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. show(k) .. "]"
+    lines[#lines + 1] = indent .. "  " .. key .. " = " .. self:dump(rawget(v, k), indent .. "  ", seen) .. ","
+  end
+  local mt = getmetatable(v) and " --[[with a metatable]]" or ""
+  if #lines == 0 then return "{}" .. mt end
+  return "{" .. mt .. "\n" .. concat(lines, "\n") .. "\n" .. indent .. "}"
+end
 
 -- Counts a pool function's run; false once the budget is spent.
 function H:spend()
@@ -76,7 +113,11 @@ function H:handler_fn()
   local k = r:int(11)
   local input, method, v = r:pick(INPUT_NAMES), r:pick(METHOD_NAMES), self:any_value()
   local delay = r:pick(TIMEOUTS)
-  return function(m, ...)
+  return self:named({ "return " .. show(v), "postpone", "fire " .. input .. " and return the args",
+    "return succeed(" .. show(v) .. ")", "return fail('app')", "raise", "return sleep(" .. delay .. ")",
+    "return m:" .. method .. "(" .. show(v) .. ")", "return a pending Deferred",
+    "fire " .. input .. " and postpone", "return a cancelled sleep(" .. delay .. ")" }, k, "handler",
+    function(m, ...)
     if not h:spend() then return end
     if k == 0 then return v end
     if k == 1 then return m:postpone() end
@@ -95,7 +136,7 @@ function H:handler_fn()
     local d = modal.sleep(delay)
     d:cancel()
     return d
-  end
+  end)
 end
 
 -- A hook or action: fires, counts in m.data, calls a method, raises.
@@ -103,7 +144,9 @@ function H:hook_fn()
   local r, h = self.r, self
   local k = r:int(6)
   local input, method = r:pick(INPUT_NAMES), r:pick(METHOD_NAMES)
-  return function(m, ...)
+  return self:named({ "nothing", "fire " .. input .. " with the args", "count in m.data.n",
+    "call m:" .. method .. "()", "raise a table", "fire " .. input .. " twice" }, k, "hook",
+    function(m, ...)
     if not h:spend() then return end
     if k == 0 then return end
     if k == 1 then m:fire(input, ...) return end
@@ -120,14 +163,15 @@ function H:hook_fn()
     if k == 4 then error({ "a table raised" }) end
     m:fire(input)
     m:fire(input)
-  end
+  end)
 end
 
 -- A guard: true, false, by argument, by a counter; or raises.
 function H:guard_fn()
   local k = self.r:int(5)
   local h = self
-  return function(m, x)
+  return self:named({ "true", "false", "the first arg ~= nil", "m.data.n is even", "raise" }, k,
+    "guard", function(m, x)
     if not h:spend() then return false end
     if k == 0 then return true end
     if k == 1 then return false end
@@ -137,7 +181,7 @@ function H:guard_fn()
       return type(data) == "table" and (rawget(data, "n") or 0) % 2 == 0
     end
     error("guard raised", 0)
-  end
+  end)
 end
 
 -- A job: done at once, later, pending, failing, raising, cancelled.
@@ -145,7 +189,10 @@ function H:run_fn()
   local r, h = self.r, self
   local k = r:int(8)
   local delay, v = r:pick(TIMEOUTS), self:any_value()
-  return function(m)
+  return self:named({ "return " .. show(v), "return sleep(" .. delay .. ")",
+    "return a pending Deferred", "return fail('app')", "raise",
+    "return a Deferred called back after " .. delay .. " s", "fire go, return sleep(" .. delay .. ")",
+    "return a cancelled sleep(" .. delay .. ")" }, k, "run", function(m)
     if not h:spend() then return modal.deferred() end
     if k == 0 then return v end
     if k == 1 then return modal.sleep(delay) end
@@ -164,19 +211,20 @@ function H:run_fn()
     local d = modal.sleep(delay)
     d:cancel()
     return d
-  end
+  end)
 end
 
 -- A timeout function: seconds, nil, or a value that is not a delay.
 function H:timeout_fn()
   local r, h = self.r, self
   local v = r:pick { 0.5, 1, 2, false, "soon", -1, 0 / 0, 1 / 0, "error" }
-  return function()
+  return self:named({ v == "error" and "raise" or "return " .. show(v) }, 0, "timeout",
+    function()
     if not h:spend() then return nil end
     if v == "error" then error("timeout raised", 0) end
     if v == false then return nil end
     return v
-  end
+  end)
 end
 
 function H:any_fn()
@@ -395,6 +443,17 @@ function H:new_instance()
   return rec
 end
 
+-- The clock raises, as documented (doc/testing.md), when timers re-arm with delay 0 for ever
+-- (a state timeout of 0 whose `on.timeout` re-enters it): the definition's doing, which ends
+-- the driving. Anything else it raises is a finding.
+function H:clock_raised(method, err)
+  if type(err) == "string" and err:find("never lets time pass", 1, true) then
+    self.stuck = true
+    return
+  end
+  self:fail("clock:%s raised: %s", method, tostring(err))
+end
+
 function H:drive_step()
   local r = self.r
   local k = r:int(12)
@@ -428,11 +487,11 @@ function H:drive_step()
       local s = r:pick(STEPS)
       self.what = format("advance(%s)", s)
       local ok, err = pcall(self.clock.advance, self.clock, s)
-      if not ok then self:fail("clock:advance raised: %s", tostring(err)) end
+      if not ok then self:clock_raised("advance", err) end
     else
       self.what = "next()"
       local ok, err = pcall(self.clock.next, self.clock)
-      if not ok then self:fail("clock:next raised: %s", tostring(err)) end
+      if not ok then self:clock_raised("next", err) end
     end
   elseif k == 9 then
     if #self.calls == 0 then return end
@@ -469,7 +528,8 @@ end
 return function(input)
   local r = bytes.reader(input)
   local h = setmetatable({ r = r, spent = 0, step = 0, what = "definition", trace = {},
-                           instances = {}, calls = {} }, H)
+                           instances = {}, calls = {}, fn_names = setmetatable({}, { __mode = "k" }),
+                           nfn = 1 }, H)
   local internal = {}
   local previous_log = modal.on_log(function(level, message)
     if type(message) == "string" and message:find("internal error", 1, true) then
@@ -480,6 +540,7 @@ return function(input)
   local clock = testing.clock()
   h.clock = clock
   local def, states = h:definition()
+  h.def = def
   local machine = h:check_definition(def)
   if machine then
     h.machine, h.states = machine, states
@@ -491,8 +552,7 @@ return function(input)
       if s.final then h.finals[name] = true end
     end
     h.max_postponed = def.max_postponed or 10000
-    h.trace[1] = "  definition valid"
-    while not r:done() and h.step < MAX_STEPS do
+    while not r:done() and h.step < MAX_STEPS and not h.stuck do
       h.step = h.step + 1
       h:drive_step()
       h.trace[#h.trace + 1] = format("  %d: %s", h.step, h.what)

@@ -49,8 +49,13 @@ for h in "$@"; do
   if [ "$rc" -ne 0 ] || [ -n "$new" ]; then
     status=1
     echo "fuzz $h: FOUND A PROBLEM (exit $rc); the end of $log:" >&2
-    grep -A12 '==== modal fuzz\|ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)\|runtime error' \
-      "$log" | head -40 >&2
+    # A broken check: its message up to the abort; else the sanitizer's or libFuzzer's report.
+    if grep -q '^==== modal fuzz' "$log"; then
+      sed -n '/^==== modal fuzz/,/ERROR: libFuzzer/p' "$log" | head -60 >&2
+    else
+      grep -A30 'ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)\|runtime error' "$log" |
+        head -40 >&2
+    fi
     for f in $new; do
       echo "reproduce: make fuzz-repro HARNESS=$h INPUT=$out/crashes/$f" >&2
     done
