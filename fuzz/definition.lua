@@ -37,7 +37,7 @@ local STATE_NAMES = { "a", "b", "c", "d", "e" }
 local METHOD_NAMES = { "query", "close", "ping", "get" }
 local INPUT_NAMES = { "go", "stop", "timeout", "done", "error", "tick" }
 -- Names that collide with something (instance fields, built-in methods, keys, non-names).
-local ODD_NAMES = { "state", "data", "fire", "new", "on", "enter", "", "1x", "a b", "_", "reload",
+local ODD_NAMES = { "state", "data", "fire", "new", "on", "enter", "", "1x", "a b", "_", "reload", "a\0b",
                     "redy", "on_enter", "postpone", "when" }
 local NUMBERS = { 0, 1, -1, 0.5, 2, 3, 1 / 0, -1 / 0, 0 / 0, 2 ^ 53, math.maxinteger, 1e-9, 65536 }
 local TIMEOUTS = { 0.5, 1, 2, 3.25, 10 }

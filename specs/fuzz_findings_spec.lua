@@ -3,6 +3,15 @@
 -- the fuzzer.
 local modal = require "modal"
 local support = require "support"
+local uv = require "luv"
+
+-- A folder of this run's own, removed at the end of the file's tests.
+local function tmpdir()
+  local p = assert(io.popen("mktemp -d /tmp/modal_fuzz_findings.XXXXXX"))
+  local dir = assert(p:read("l"))
+  p:close()
+  return dir
+end
 
 describe("fuzz finding", function()
   after_each(support.run_undo)
@@ -27,5 +36,56 @@ describe("fuzz finding", function()
     assert.equal("a", c.state)
     clock:drop()
     assert.same({ "succeeded", "pong" }, { support.outcome(c:ping()) })
+  end)
+
+  -- admin harness: `reload fuzzed_admin<zero byte>...` over the admin socket reloaded machine
+  -- 'fuzzed_admin': modal.reload and modal.load looked the string up (and opened it) as a C
+  -- string, so a zero byte cut it to its prefix. A name or path with a zero byte names nothing.
+  describe("a zero byte in a name or path", function()
+    local dir, path, M
+    setup(function()
+      dir = tmpdir()
+      path = dir .. "/zero_app.lua"
+      local f = assert(io.open(path, "w"))
+      f:write('return { name = "zero_app", initial = "a", methods = {}, states = { a = {} } }\n')
+      f:close()
+      M = modal.load(path)
+    end)
+    teardown(function()
+      os.remove(path)
+      uv.fs_rmdir(dir)
+    end)
+
+    it("modal.reload of a loaded name followed by a zero byte reloads nothing", function()
+      local log = support.capture_log()
+      local got, err = modal.reload("zero_app\0junk")
+      assert.is_nil(got)
+      assert.matches("modal.reload: 'zero_app' is followed by a zero byte (13 bytes in all)",
+                     err, 1, true)
+      assert.equal(0, modal.stats().machines.zero_app.reloads)
+      assert.equal(0, #log)
+      assert.equal(M, modal.reload("zero_app"))         -- the name itself still reloads
+      assert.equal(1, modal.stats().machines.zero_app.reloads)
+    end)
+
+    it("modal.reload of a loaded path followed by a zero byte reloads nothing", function()
+      local got, err = modal.reload(path .. "\0")
+      assert.is_nil(got)
+      assert.matches("is followed by a zero byte", err, 1, true)
+    end)
+
+    it("modal.load of a path followed by a zero byte raises, and opens nothing", function()
+      local ok, err = pcall(modal.load, dir .. "/other.lua\0/zero_app.lua")
+      assert.is_false(ok)
+      assert.matches("modal.load: the path '" .. dir .. "/other.lua' is followed by a zero byte",
+                     err, 1, true)
+    end)
+
+    it("the admin command 'reload NAME<zero byte>' is refused and says why", function()
+      local host = require "modal.host"
+      local reply = host.command("reload zero_app\0\134")
+      assert.is_false(reply.ok)
+      assert.matches("is followed by a zero byte", reply.error, 1, true)
+    end)
   end)
 end)
