@@ -1,15 +1,20 @@
-# Makefile — build, test, asan, valgrind, bench, demo, deps, install and clean for modal.
+# Makefile — build, test, asan, valgrind, coverage, bench, demo, deps, install and clean for modal.
 #
 #   make            build/modal (the host) and build/modal.so (the module)
 #   make deps       install the Debian packages modal needs (idempotent; sudo when not root)
 #   make test       luacheck + the busted specs; ends with "N passed, N failed"
 #   make asan       the same specs against an ASan + UBSan build (build-asan/)
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
+#   make coverage   the specs against a gcov build (build-cov/, host included), then line and
+#                   branch coverage of src/ per file (gcovr); fails below COVERAGE_MIN % of lines
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
 #                   BENCH_STRICT=1 makes a missed target fail
 #   make demo       the main job: a service through outages, a reload and a refused password
+#   make example-redis  a breaker over a Redis facade while a real redis-server dies and returns
+#   make example-pool   worker processes hashing files, one of them crashing
 #   make fuzz       the libFuzzer harnesses (fuzz/, doc/fuzzing.md), FUZZ_SECONDS each
-#   make install    PREFIX=/usr/local: host, module, Lua files, man page
+#   make doc        the HTML API reference (LDoc, config.ld) in build/doc/
+#   make install    PREFIX=/usr/local: host, module, Lua files, man pages modal(1) and modal(7)
 
 PREFIX   ?= /usr/local
 BUILD    ?= build
@@ -22,7 +27,7 @@ PKGS     := lua5.4 libuv lua5.4-luv
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
                 luarocks lua-cjson pkg-config graphviz redis-server gcc make \
-                clang libclang-rt-14-dev
+                lua-ldoc lua-markdown groff-base mandoc gcovr clang libclang-rt-14-dev
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
@@ -47,8 +52,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan valgrind bench demo install uninstall clean lint \
-        fuzz fuzz-build fuzz-repro check-fuzz-deps
+.PHONY: all deps test check-deps asan valgrind coverage bench demo example-redis example-pool doc install \
+        uninstall clean lint fuzz fuzz-build fuzz-repro check-fuzz-deps
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -63,9 +68,9 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all Debian packages present"; fi
 
+# One dpkg call: non-zero when any package is missing, and then make deps installs them all.
 check-deps:
-	@pkg-config --exists $(PKGS) && command -v busted >/dev/null && command -v luacheck >/dev/null \
-	  || $(MAKE) --no-print-directory deps
+	@dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1 || $(MAKE) --no-print-directory deps
 
 $(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
@@ -73,7 +78,7 @@ $(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BU
 $(BUILD):
 	mkdir -p $(BUILD)
 
-# The module does not link liblua5.4 (lua5.4 has Lua built in; DESIGN.md section 10).
+# The module does not link liblua5.4: lua5.4 has Lua built in, and a second copy breaks it.
 $(BUILD)/modal.so: $(CORE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $(CORE_OBJ) -llua5.4-luv $(UV_LIBS) -lm
 
@@ -110,6 +115,25 @@ asan:
 valgrind: all $(BUILD)/capi_test.so
 	@$(SPEC_ENV) MODAL_VALGRIND=1 sh specs/run.sh
 
+# The host is built with coverage too and the specs that run it use this build's (MODAL_BUILD),
+# so src/host.c counts. Counters start from zero each run; a failing spec fails the target after
+# the report.
+COV_BUILD    := build-cov
+COVERAGE_MIN ?= 90
+GCOVR         = gcovr --root . --filter src/ $(1) --add-tracefile $(COV_BUILD)/coverage.json
+
+coverage: check-deps
+	@command -v gcovr >/dev/null || $(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory BUILD=$(COV_BUILD) OPT='-O0 -g' SAN=--coverage \
+	  all $(COV_BUILD)/capi_test.so
+	@find $(COV_BUILD) -name '*.gcda' -delete
+	@$(call spec_env,$(COV_BUILD)) sh specs/run.sh; specs=$$?; \
+	gcovr --root . --filter src/ --json $(COV_BUILD)/coverage.json $(COV_BUILD) && \
+	echo && $(call GCOVR,--branches --sort-percentage) && \
+	echo && $(call GCOVR,--sort-percentage --print-summary --fail-under-line $(COVERAGE_MIN)) \
+	  || { echo "make coverage: line coverage of src/ is below $(COVERAGE_MIN)%"; exit 1; }; \
+	exit $$specs
+
 bench: all
 	@$(SPEC_ENV) $(LUA) bench/run.lua
 
@@ -117,18 +141,42 @@ bench: all
 demo: all
 	@$(SPEC_ENV) ./$(BUILD)/modal run examples/demo/main.lua $(BUILD)/demo
 
+# examples/redis/README.md, examples/pool/README.md; each exits by itself.
+example-redis: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/redis/main.lua
+
+example-pool: all
+	@$(SPEC_ENV) ./$(BUILD)/modal run examples/pool/main.lua
+
+# The HTML API reference, from the doc comments of lua/modal/ and of the C functions bound to
+# Lua (config.ld lists the files). LDoc runs on Lua 5.1 (Debian's lua-ldoc); a warning fails.
+# ldoc's own #! picks the first Lua of its list; run it on lua5.1, where lua-markdown is.
+doc:
+	@command -v ldoc >/dev/null && lua5.1 -e 'require "markdown"' 2>/dev/null \
+	  || $(MAKE) --no-print-directory deps
+	@rm -rf $(BUILD)/doc && mkdir -p $(BUILD)/doc
+	@lua5.1 "$$(command -v ldoc)" -q -d $(BUILD)/doc . >$(BUILD)/doc.log 2>&1; rc=$$?; \
+	  grep -v -e '^reading configuration from config.ld$$' -e '^found master module' \
+	    -e 'closing section from master module' $(BUILD)/doc.log >$(BUILD)/doc.warnings; \
+	  cat $(BUILD)/doc.warnings; \
+	  if [ $$rc -ne 0 ] || [ -s $(BUILD)/doc.warnings ] || [ ! -s $(BUILD)/doc/index.html ]; then \
+	    echo "make doc: failed (see above)"; exit 1; fi
+	@echo "make doc: $(BUILD)/doc/index.html"
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION) \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal/testing $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(BUILD)/modal $(DESTDIR)$(PREFIX)/bin/modal
 	install -m 644 $(BUILD)/modal.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so
 	cd lua && find modal -name '*.lua' | while read -r f; do \
 	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; done
 	install -m 644 man/modal.1 $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
+	install -m 644 man/modal.7 $(DESTDIR)$(PREFIX)/share/man/man7/modal.7
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/modal $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so \
-	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1
+	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1 $(DESTDIR)$(PREFIX)/share/man/man7/modal.7
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
 # {======== fuzzing (doc/fuzzing.md): libFuzzer harnesses built with clang against the core
@@ -181,4 +229,4 @@ fuzz-repro: fuzz-build
 # }========
 
 clean:
-	rm -rf build build-asan build-fuzz modal.so src/*.o   # luarocks make builds in src/
+	rm -rf build build-asan build-cov build-fuzz modal.so src/*.o   # luarocks make builds in src/

@@ -24,8 +24,9 @@
 -- (the order reversed every other one), after one warm-up run of modal and the project floors
 -- at a tenth of the size. Times are CPU time (os.clock) and include the garbage collection the
 -- workload causes, as the judged floor's do; W7 and W7-churn time how long a call blocks the
--- loop, so they take wall time (uv.hrtime). W7-churn runs in a process of its own each time (a
--- fresh process where only its machine exists, so nothing else is counted). Every run checks
+-- loop, and W9 waits on worker processes, so they take wall time (uv.hrtime). W7-churn runs in
+-- a process of its own each time (a fresh process where only its machine exists, so nothing
+-- else is counted). Every run checks
 -- its result, so a workload that stops measuring what it claims fails loudly.
 --
 -- Output: one line per bar — modal's figure, the judged floor's figure and the ratio
@@ -498,6 +499,27 @@ local function w6_cpu(client)
   end
 end
 
+-- Policies II (W8, W9) ---------------------------------------------------------------------
+--
+-- W8: calls through a modal.breaker in closed on a ready modal.service (in memory, so what the
+-- breaker adds is its own: w8_breaker.lua), against the same service called bare; the bar is
+-- on the difference. W9: modal.pool with 4 workers against the same calls made by hand on luv
+-- spawn + pipes (w9_pool.lua), wall time per call.
+
+local w8, w9
+local function w8_run(fn)
+  return function(n)
+    w8 = w8 or require "w8_breaker"
+    return w8[fn](n)
+  end
+end
+local function w9_run(fn)
+  return function(n)
+    w9 = w9 or require "w9_pool"
+    return w9[fn](n)
+  end
+end
+
 -- The testing clock (T1, T2) ----------------------------------------------------------------
 
 -- T1's machine: `connecting` runs a job that fails at once, `backoff` waits the next delay of
@@ -572,7 +594,9 @@ end
 --   bound      optional: the bar on modal's figure itself (absolute, in the line's unit)
 --   judged     list of { w = workload, variant = name, field = "ns" | "bytes", target = the bar
 --              on modal / that figure, or nil: beside, no bar }, read from floor_plain.lua
---   floors     the project's floors: list of { name, run = function(n, rep) -> figure }, no bar
+--   floors     the project's floors: list of { name, run = function(n, rep) -> figure }, no bar;
+--              or a bar against that floor: target = X (modal / floor <= X; throughput = true
+--              prints it as throughput >= 1/X) or added = X (modal - floor <= X, in the unit)
 --   warmup     false: no warm-up run (a run that starts a process)
 --   info       true: no bar; printed under "for reference"
 --   note       optional: figures of other systems, for scale
@@ -645,6 +669,20 @@ local LINES = {
       { name = "modal.machine", run = w6_cpu(function(port, n) return w6.machine(port, n) end) },
     },
     note = "pipelined on one connection; the echo server in its own process",
+  },
+  {
+    id = "W8", name = "breaker, closed", unit = "ns/call", n = 200000, needs = "breaker",
+    modal = w8_run("guarded"),
+    floors = { { name = "bare service call", run = w8_run("bare"), added = 500 } },
+    note = "modal's figure: calls through the breaker; the bar: what it adds to each",
+  },
+  {
+    id = "W9", name = "pool, 4 workers", unit = "us/call", n = 20000, needs = "pool",
+    modal = w9_run("pool"),
+    floors = {
+      { name = "luv spawn+pipes", run = w9_run("raw"), target = 1 / 0.7, throughput = true },
+    },
+    note = "20,000 trivial calls, cat as the worker; wall time",
   },
   {
     id = "W7", name = "reload, 100k live", unit = "ms", n = 100000, needs = "reload",
@@ -728,7 +766,8 @@ local function bench(w)
     runs[#runs + 1] = { name = j.variant, run = plain_figure(j.w, j.variant, j.field), judged = j }
   end
   for _, f in ipairs(w.floors or {}) do
-    runs[#runs + 1] = { name = f.name, run = f.run, target = f.target, throughput = f.throughput }
+    runs[#runs + 1] = { name = f.name, run = f.run, target = f.target, throughput = f.throughput,
+                        added = f.added }
   end
 
   local samples, errors = {}, {}
@@ -768,6 +807,16 @@ local function bench(w)
     if #rs == 0 then return median(figures(si)) / median(figures(i)) end
     return median(rs)
   end
+  -- The same for what modal adds to the floor: the median of the differences within each run.
+  local function paired_difference(si, i)
+    local ds = {}
+    for rep = 1, REPS do
+      local a, b = samples[si][rep], samples[i][rep]
+      if a and b then ds[#ds + 1] = a - b end
+    end
+    if #ds == 0 then return median(figures(si)) - median(figures(i)) end
+    return median(ds)
+  end
 
   local unit, bunit = w.unit, w.unit:match("^(%S-)/") or w.unit
   local parts, own = {}, {}
@@ -790,7 +839,12 @@ local function bench(w)
         local ratio = paired_ratio(subject, i)
         part = part .. ", ratio " .. sig3(ratio)
         local target = r.judged and r.judged.target or r.target
-        if target and r.throughput then    -- a bar on throughput: at least 1/target of the floor's
+        if r.added then                    -- a bar on what modal adds to the floor, per operation
+          local d = paired_difference(subject, i)
+          part = part .. string.format(", modal adds %s %s", sig3(d), bunit) .. verdict(d, r.added,
+            r.added .. " " .. bunit, string.format("%s adds %s %s to %s (target <= %g)", w.id, sig3(d),
+              bunit, r.name, r.added))
+        elseif target and r.throughput then    -- a bar on throughput: at least 1/target of the floor's
           part = part .. string.format(", throughput %sx", sig3(1 / ratio)) .. verdict(ratio, target,
             string.format("%.2f: throughput >= %.2fx", target, 1 / target),
             string.format("%s throughput %sx vs %s (target >= %.2fx)", w.id, sig3(1 / ratio), r.name,
@@ -803,7 +857,11 @@ local function bench(w)
         part = part .. string.format(" (target <= %.2f: no modal figure)", r.judged.target)
       end
     end
-    if r.name == "modal" or r.judged or r.target then parts[#parts + 1] = part else own[#own + 1] = part end
+    if r.name == "modal" or r.judged or r.target or r.added then
+      parts[#parts + 1] = part
+    else
+      own[#own + 1] = part
+    end
   end
   if w.modal and not modal then table.insert(parts, 1, "modal -")
   elseif missing then table.insert(parts, 1, "modal." .. w.needs .. " not built") end
@@ -824,7 +882,7 @@ elseif CHILD then
   error("unknown --child=" .. CHILD)
 end
 
-print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7* and T* wall time",
+print(string.format("modal bench — %s, median of %d run%s%s; CPU time (os.clock), W7*, W9 and T* wall time",
   _VERSION, REPS, REPS == 1 and "" or "s",
   SCALE ~= 1 and string.format(", scale %g (the judged floor runs at its own counts)", SCALE) or ""))
 print("judged floor: bench/floor_plain.lua (its own process); ratio = modal / floor, lower is better")

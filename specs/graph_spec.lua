@@ -1,4 +1,4 @@
--- specs/graph_spec.lua — `modal graph` (DESIGN.md section 8): the state diagram of a machine
+-- specs/graph_spec.lua — `modal graph` (doc/host.md): the state diagram of a machine
 -- definition as Graphviz dot (rendered to PNG by `dot -Tpng` when Graphviz is installed) and
 -- as Mermaid. Fixtures are loaded through modal.cli, so the C driver plays no part.
 local SIX = "specs/fixtures/valid/six_states.lua"
@@ -88,7 +88,7 @@ describe("modal.graph", function()
       assert.is_true(#png > 1000)
     end)
 
-    it("renders DESIGN.md's connection machine and odd names with Graphviz", function()
+    it("renders doc/machines.md's connection machine and odd names with Graphviz", function()
       if not has_dot() then
         pending("graphviz 'dot' is not installed")
         return

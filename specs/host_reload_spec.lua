@@ -1,4 +1,4 @@
--- specs/host_reload_spec.lua — the live host (DESIGN.md sections 6 and 8): `modal run --watch`
+-- specs/host_reload_spec.lua — the live host (doc/reload.md, doc/host.md): `modal run --watch`
 -- reloads a loaded file once per save whatever way an editor saves it, SIGHUP reloads every
 -- definition, `--admin PATH` serves status/reload/trace on a 0600 unix socket that no client
 -- can disturb, and `modal ctl` talks to it. The host runs as a child process on fixtures from

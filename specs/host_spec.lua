@@ -1,4 +1,4 @@
--- specs/host_spec.lua — the host program (DESIGN.md section 8): --help, --version, `modal run`
+-- specs/host_spec.lua — the host program (doc/host.md): --help, --version, `modal run`
 -- (arguments, preloaded modules, the loop after the main chunk, errors, exit status) and the
 -- SIGTERM/SIGINT stop sequence. The host runs as a child process; fixtures live in
 -- specs/fixtures/host/.

@@ -35,6 +35,7 @@ describe("make install PREFIX=...", function()
       assert.is_truthy(io.open(prefix .. "/share/lua/5.4/" .. path), "not installed: " .. path)
     end
     assert.is_truthy(io.open(prefix .. "/lib/lua/5.4/modal.so"), "the module is not installed")
-    assert.is_truthy(io.open(prefix .. "/share/man/man1/modal.1"), "the man page is not installed")
+    assert.is_truthy(io.open(prefix .. "/share/man/man1/modal.1"), "modal(1) is not installed")
+    assert.is_truthy(io.open(prefix .. "/share/man/man7/modal.7"), "modal(7) is not installed")
   end)
 end)

@@ -36,9 +36,9 @@ local function finish(conn, f, by_us)
   conn.dead = true
   close_sock(conn)
   if not by_us and conn.m and conn.ready then conn.m:fire("lost", f, conn) end
-  local waiting = conn.waiting
+  local waiting, head, tail = conn.waiting, conn.head, conn.tail
   conn.waiting, conn.head, conn.tail = {}, 1, 0
-  for i = 1, #waiting do
+  for i = head, tail do                   -- answered ones left holes before head: not #waiting
     local d = waiting[i]
     if d then d:errback(f) end
   end

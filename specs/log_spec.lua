@@ -1,4 +1,4 @@
--- specs/log_spec.lua — logging (DESIGN.md section 5, "Logging"): the on_log sink, the default
+-- specs/log_spec.lua — logging (doc/machines.md, "Logging"): the on_log sink, the default
 -- stderr sink, and the default unhandled-failure reporter that logs through it.
 local modal = require "modal"
 local support = require "support"

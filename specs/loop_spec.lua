@@ -1,4 +1,4 @@
--- specs/loop_spec.lua — the event loop (DESIGN.md section 4): call_later handles, sleep, now,
+-- specs/loop_spec.lua — the event loop (doc/loop.md): call_later handles, sleep, now,
 -- run and stop, errors raised in callbacks, and the one loop modal shares with luv.
 --
 -- Callbacks never assert: an error in a modal callback would only be reported, and one in a

@@ -1,4 +1,4 @@
--- specs/machine_hooks_spec.lua — machine hooks (DESIGN.md section 5, driving rules 5-9): enter and
+-- specs/machine_hooks_spec.lua — machine hooks (doc/machines.md, driving rules 5-9): enter and
 -- exit, the order of a transition, state timeouts, run jobs, final states and contained hook errors.
 local modal = require "modal"
 local support = require "support"

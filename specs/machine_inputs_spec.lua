@@ -1,4 +1,4 @@
--- specs/machine_inputs_spec.lua — machine inputs (DESIGN.md section 5, driving rules 3-4):
+-- specs/machine_inputs_spec.lua — machine inputs (doc/machines.md, driving rules 3-4):
 -- transitions by name, guards and actions, internal and self transitions, ignore lists, untaken
 -- and dropped inputs, and run to completion.
 local modal = require "modal"

@@ -1,4 +1,4 @@
--- specs/machine_lifetime_spec.lua — machine instances (DESIGN.md section 5, driving rules 10-11):
+-- specs/machine_lifetime_spec.lua — machine instances (doc/machines.md, driving rules 10-11):
 -- when(), on_transition(), garbage collection, and the fields of instances and machines.
 local modal = require "modal"
 local support = require "support"

@@ -1,4 +1,4 @@
--- specs/machine_methods_spec.lua — machine methods (DESIGN.md section 5, driving rules 1-2):
+-- specs/machine_methods_spec.lua — machine methods (doc/machines.md, driving rules 1-2):
 -- handlers and what they return or raise, postpone, its bound, cancel-removal and retry.
 local modal = require "modal"
 local support = require "support"

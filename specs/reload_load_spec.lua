@@ -1,4 +1,4 @@
--- specs/reload_load_spec.lua — hot reload under load (DESIGN.md section 6; issue 4's test):
+-- specs/reload_load_spec.lua — hot reload under load (doc/reload.md):
 -- 10,000 instances with calls flowing (answered through call_later and modal.sleep(0)) and
 -- calls postponed, 50 reloads from a timer alternating two valid versions and, every fifth
 -- time, a bad file. Every call is answered exactly once, none hangs, and no bad reload

@@ -1,6 +1,6 @@
--- specs/reload_spec.lua — hot reload (DESIGN.md section 6): modal.load, modal.reload,
+-- specs/reload_spec.lua — hot reload (doc/reload.md): modal.load, modal.reload,
 -- modal.loaded and modal.stats. Unhappy paths first: loads that raise, reloads of what was never
--- loaded, a reload rejected for each reason section 6 names (and nothing changed afterwards),
+-- loaded, a reload rejected for each reason doc/reload.md names (and nothing changed afterwards),
 -- reloads from where they are not allowed; then what a successful reload does to the machine,
 -- to instances that stay in their state (timeouts, jobs) and to instances that migrate, and to
 -- postponed calls.

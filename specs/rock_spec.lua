@@ -1,4 +1,4 @@
--- specs/rock_spec.lua — the LuaRocks package (DESIGN.md sections 2 and 10): `luarocks make`
+-- specs/rock_spec.lua — the LuaRocks package (README.md, "Install"): `luarocks make`
 -- of rockspec/modal-scm-1.rockspec builds and installs offline into a fresh tree, against the
 -- system luv declared as provided, and the stock lua5.4 then runs modal from that tree.
 --

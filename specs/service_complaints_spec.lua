@@ -156,12 +156,13 @@ describe("modal.service complaints", function()
     for i = 1, N do
       local c = ss.new(M, { port = s.port })
       instances[i] = c
-      local entered
+      local entered, tried
       c:on_transition(function(_, from, to)
         if to == "backoff" then
           entered = modal.now()
           last_loss = math.max(last_loss, entered)
-        elseif from == "backoff" and to == "connecting" then
+        elseif from == "backoff" and to == "connecting" and not tried then
+          tried = true                   -- its first attempt after the loss; later ones are refused
           attempts[#attempts + 1] = modal.now()
           own[#own + 1] = modal.now() - entered
         end
@@ -172,20 +173,27 @@ describe("modal.service complaints", function()
     for i = 1, N do assert.equal("ready", instances[i].state) end
     local lost_at = modal.now()
     s:stop()
-    assert.is_true(wait(function() return #attempts == N end, 5))
+    -- Generous: under a sanitizer on a loaded machine 1000 closes take seconds to arrive.
+    local all_tried = wait(function() return #attempts == N end, 15)
+    local states = {}
+    for i = 1, N do states[instances[i].state] = (states[instances[i].state] or 0) + 1 end
+    assert.is_true(all_tried, string.format("%d of %d attempts; states %s", #attempts, N,
+      require("cjson").encode(states)))
     for _, d in ipairs(own) do          -- each one's wait: within the band
       assert.is_true(d >= 0.5 - 0.002 and d <= 1.5 + 0.05, string.format("a wait of %.3f s", d))
     end
     local lag = last_loss - lost_at      -- the time the herd took to notice the loss
-    -- The attempts as the server sees them, from the loss; under valgrind noticing the loss
-    -- takes the herd most of a second itself, so there each one's own wait is bucketed.
+    -- The attempts as the server sees them, from the loss. When noticing the loss took the herd
+    -- itself a while (valgrind, ASan on a loaded machine: 1000 sockets closing one by one), the
+    -- server's view mixes that lag into the band, so each instance's own wait is bucketed.
+    local own_view = SLOW or lag > 0.05
     local buckets = {}
     for k = 1, 10 do buckets[k] = 0 end
     for i, t in ipairs(attempts) do
       local d = t - lost_at
       assert.is_true(d >= 0.5 - 0.002 and d <= 1.5 + lag + 0.05,
         string.format("an attempt %.3f s after the loss", d))
-      if SLOW then d = own[i] end
+      if own_view then d = own[i] end
       local k = math.max(1, math.min(10, math.floor((d - 0.5) / 0.1) + 1))
       buckets[k] = buckets[k] + 1
     end

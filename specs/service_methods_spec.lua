@@ -21,7 +21,7 @@ describe("modal.service method bodies", function()
         two = function(_, _, a, b) return a .. "+" .. tostring(b) end,
         three = function(_, _, a, b, c) return a .. b .. c end,
         rest = function(_, _, ...) return select("#", ...) end,
-        opt = function(_, _, a, b) return b == nil and "b is nil" or b end,
+        opt = function(_, _, a, b) return b == nil and a .. ": b is nil" or b end,
         nothing = function() end,
         failing = function() return modal.fail("busy", "try later") end,
         raising = function() error("body exploded") end,
@@ -50,7 +50,7 @@ describe("modal.service method bodies", function()
       assert.same({ true, "a+2" }, { got.two.ok, got.two.value })
       assert.same({ true, "abc" }, { got.three.ok, got.three.value })
       assert.same({ true, 4 }, { got.rest.ok, got.rest.value })
-      assert.same({ true, "b is nil" }, { got.opt.ok, got.opt.value })
+      assert.same({ true, "a: b is nil" }, { got.opt.ok, got.opt.value })
       assert.same({ true }, { got.nothing.ok, got.nothing.value })
       assert.is_false(got.failing.ok)
       assert.equal("busy", got.failing.value.kind)

@@ -7,6 +7,11 @@
 ** outcome reaches the call's resumer, which resumes the coroutine with (marker, ok, value).
 ** The call's Deferred fires when the coroutine ends (doc/deferreds.md).
 */
+
+/***
+@module modal
+*/
+
 #include "core.h"
 
 static const char tasks_key = 't';      /* registry: weak-keyed {coroutine = its Deferred} */
@@ -114,6 +119,23 @@ static int async_call(lua_State *L) {
   return 1;
 }
 
+/***
+Wraps `fn` so that it runs as a coroutine that can wait on Deferreds with `modal.await`
+(Python's `async def`, Twisted's `inlineCallbacks`). Each call of the returned function
+runs `fn(...)` at once in a new coroutine, up to its first wait, and returns a Deferred of
+its result: the first value `fn` returns, or the failure it raises (a non-failure error as
+kind `"error"`). Cancelling that Deferred while it waits cancels the awaited Deferred; the
+call fires when the coroutine ends. Under `add_timeout`, `await` raises kind `"timeout"`.
+@function async
+@tparam function fn the body; any number of arguments pass in
+@treturn function `function(...) -> Deferred`
+@usage local fetch = modal.async(function(name)
+  modal.await(modal.sleep(0.1))
+  return "hello " .. name
+end)
+fetch("world"):add_callback(print)
+@within Coroutines
+*/
 /* modal.async(fn) -> function(...) -> Deferred */
 static int md_async(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -137,6 +159,16 @@ static int await_k(lua_State *L, int status, lua_KContext k) {
   return lua_error(L);                   /* the failure object itself */
 }
 
+/***
+Suspends the running `modal.async` coroutine until `d` fires. An awaited Deferred keeps its
+outcome (counted as handled), so any number of coroutines may await it.
+@function await
+@param d a Deferred (any other value is returned at once)
+@return the value `d` succeeded with
+@raise the failure `d` failed with, the object itself; or an error when called outside a
+`modal.async` function (`modal.await called outside a modal.async function`)
+@within Coroutines
+*/
 /* modal.await(d) -> the value, or raises the failure */
 static int md_await(lua_State *L) {
   int r;

@@ -4,6 +4,11 @@
 ** Deferred whose aux word holds the method and whose pending result slot holds the
 ** arguments — in the instance's queue of calls.
 */
+
+/***
+@module modal
+*/
+
 #include "machine.h"
 
 static const char postpone_key = 'p';   /* what m:postpone() returns */
@@ -60,6 +65,18 @@ void modal__outcome_deferred(lua_State *L, int r, int mt) {
   lua_replace(L, -2);
 }
 
+/***
+@type Instance
+*/
+/***
+Inside a method handler, `return m:postpone()` queues this call: it is retried, oldest
+first, after every change of state name (`gen_statem`'s postpone). Cancelling the caller's
+Deferred takes it out of the queue.
+@function Instance:postpone
+@return a marker for the handler to return
+@raise outside a method handler; in a final state it raises (and the call fails with kind
+`"error"`)
+*/
 /* m:postpone() — inside a handler: queue this call until the next change of state. */
 static int md_postpone(lua_State *L) {
   modal_instance *c = modal__check_instance(L, 1);
@@ -74,6 +91,11 @@ static int md_postpone(lua_State *L) {
   return 1;
 }
 
+/***
+The number of calls waiting in the queue.
+@function Instance:postponed
+@treturn integer
+*/
 static int md_postponed(lua_State *L) {
   lua_pushinteger(L, modal__check_instance(L, 1)->npostponed);
   return 1;

@@ -6,6 +6,11 @@
 ** that have already succeeded. Every input is linked before the output fires or any input is
 ** cancelled, so each one's later failure is counted as handled (doc/deferreds.md).
 */
+
+/***
+@module modal
+*/
+
 #include "core.h"
 
 enum { ALL, SETTLED, RACE };
@@ -183,14 +188,46 @@ static int combine_list(lua_State *L, int mode, const char *fname) {
   return 1;
 }
 
+/***
+One Deferred for a list of them: the results in order (Twisted's `gatherResults`, a
+promise's `all`). It fails at once with the first failure in time, the same object; the
+other inputs are not cancelled, and their later failures count as handled. An entry that
+is not a Deferred counts as a value that has succeeded. Cancelling the output cancels
+every input still pending.
+@function all
+@tparam {Deferred|any,...} list the inputs (read once)
+@treturn Deferred succeeds with `{ r1, r2, ... }` (`nil`s in place); `all({})` succeeds
+with `{}`
+@usage modal.all({ c:query("a"), c:query("b") }):add_callback(function(r) print(r[1], r[2]) end)
+@within Combining
+*/
 static int md_all(lua_State *L) {
   return combine_list(L, ALL, "all");
 }
 
+/***
+One Deferred for a list of them that never fails: every outcome, in order (a promise's
+`allSettled`). It handles every input's failure.
+@function settled
+@tparam {Deferred|any,...} list the inputs
+@treturn Deferred succeeds with `{ { ok = true, value = v }, { ok = false, failure = f },
+... }`; `settled({})` succeeds with `{}`
+@within Combining
+*/
 static int md_settled(lua_State *L) {
   return combine_list(L, SETTLED, "settled");
 }
 
+/***
+The first outcome of a list of Deferreds, bare (a value, or a failure); the others are
+cancelled and their cancel failures handled (a promise's `race`, with the losers stopped).
+@function race
+@tparam {Deferred|any,...} list the inputs, at least one
+@treturn Deferred fires as the first input to fire
+@raise on an empty list
+@usage modal.race({ c:query("x"), modal.sleep(1) })    -- whichever comes first
+@within Combining
+*/
 static int md_race(lua_State *L) {
   return combine_list(L, RACE, "race");
 }

@@ -9,6 +9,11 @@
 ** pass, from the compile's own table. Nothing after the compile reads the user's definition:
 ** the user values hold every name and function it had.
 */
+
+/***
+@module modal
+*/
+
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -508,6 +513,17 @@ static void push_checker(lua_State *L, const char *fname) {
   lua_remove(L, -2);
 }
 
+/***
+Validates a machine definition without raising (`doc/machines.md`, "Validation"): every
+problem at once, each with its path in the table and a nearest-name suggestion
+(`states.connecting.on.done.to: unknown state 'redy' (did you mean 'ready'?)`).
+@function check
+@tparam table def a machine definition
+@treturn boolean ok: no errors (warnings allowed)
+@treturn {string,...} errors, each `"path: message"`
+@treturn {string,...} warnings (a state unreachable from `initial`)
+@within Machines
+*/
 /* modal.check(def) -> ok, errors, warnings */
 static int md_check(lua_State *L) {
   lua_settop(L, 1);

@@ -210,9 +210,6 @@ MODAL__FUNC void modal__add_link(lua_State *L, int d, int cb, int eb, int both, 
 /* Cancels the Deferred at `d`: inward through pauses and awaits to the Deferred everything
 ** waits on, whose canceller runs; a cycle of waits ends (doc/deferreds.md). */
 MODAL__FUNC void modal__cancel(lua_State *L, int d);
-/* If the Deferred at `d` has a final outcome, pushes it, marks it handled (the Deferred keeps
-** it, but its failure is no longer reported) and returns 1 (2 for a failure); else 0. */
-MODAL__FUNC int modal__take_result(lua_State *L, int d);
 /* Marks the current outcome of the Deferred at `d` as handled (a link observed it). */
 MODAL__FUNC void modal__mark_handled(lua_State *L, int d);
 /* Fires the pending Deferred at `d` by following the Deferred at `r`: r's outcome becomes
@@ -226,9 +223,6 @@ MODAL__FUNC uint32_t *modal__deferred_aux(lua_State *L, int d);
 MODAL__FUNC int modal__is_cancelling(lua_State *L, int d);
 /* 1 when the value at `d` is a Deferred that has not fired. */
 MODAL__FUNC int modal__is_pending(lua_State *L, int d);
-/* 1 when the value at `d` is a Deferred whose outcome is final: fired, not waiting on
-** another, its chain not running (its links have all run). */
-MODAL__FUNC int modal__is_final(lua_State *L, int d);
 /* Pushes a new Deferred already fired with the value at `v` (a failure when `failed`). */
 MODAL__FUNC void modal__deferred_fired(lua_State *L, int v, int failed);
 /* The same, with the Deferreds' metatable at index `mt` (0: from the registry). */

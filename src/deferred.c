@@ -3,6 +3,11 @@
 ** fail, the methods (callback, errback, add_*, cancel, add_timeout, state), the report of a
 ** failure collected unhandled (doc/deferreds.md).
 */
+
+/***
+@module modal
+*/
+
 #include "deferred.h"
 
 static inline modal_deferred *check_self(lua_State *L) {
@@ -20,6 +25,19 @@ static void check_fn(lua_State *L, int idx) {
     lua_pop(L, 1);
 }
 
+/***
+Makes a pending Deferred, as Twisted's `Deferred(canceller)`.
+It fires once, with `d:callback(v)` or `d:errback(e)`; until then its links wait.
+@function deferred
+@tparam[opt] function canceller `canceller(d)` runs on `d:cancel()` while `d` is pending:
+it stops the work that would have fired `d` (and may fire `d` itself)
+@treturn Deferred a pending Deferred
+@raise when `canceller` is neither nil nor callable
+@usage local d = modal.deferred(function(d) socket:close() end)
+d:add_callback(print)
+d:callback("hello")            -- prints hello
+@within Deferreds
+*/
 /* modal.deferred([canceller]) -> a pending Deferred (upvalue 1: the metatable) */
 static int md_deferred(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
@@ -40,6 +58,20 @@ static int fire_method(lua_State *L, int failed) {
   return 0;
 }
 
+/***
+A Deferred: a result that is not there yet (`doc/deferreds.md`). Every method of a
+machine instance returns one; `modal.sleep`, `modal.all` and the rest make them too.
+`tostring(d)` is `"modal.deferred (state): address"`.
+@type Deferred
+*/
+/***
+Succeeds with `v`: the links run now, on the callback path (a failure object as `v` makes
+`d` fail instead).
+@function Deferred:callback
+@param v the result, any value
+@raise `modal: Deferred already called` when `d` has fired; one late fire after a
+`d:cancel()` that found `d` pending is ignored instead (the source may not know)
+*/
 /* d:callback(v) — the common case (pending, nothing in entry 0) runs the chain straight from
 ** the argument, without storing the result first. */
 static int md_deferred_callback(lua_State *L) {
@@ -57,10 +89,28 @@ static int md_deferred_callback(lua_State *L) {
   return 0;
 }
 
+/***
+Fails with `e`: the links run now, on the errback path.
+@function Deferred:errback
+@param e a failure (kept as it is), or any other error value, wrapped in a failure of
+kind `"error"` whose `value` is `e`
+@raise `modal: Deferred already called`, as `callback`
+*/
 static int md_deferred_errback(lua_State *L) {
   return fire_method(L, 1);
 }
 
+/***
+Appends a link that runs on the callback path: `cb(result, ...)`.
+What `cb` returns replaces the result (nothing: `nil`); returning a failure, or raising,
+switches to the errback path (a raised non-failure becomes kind `"error"` with a
+traceback); returning a Deferred pauses the chain until that one fires, and its outcome
+goes on. On a fired Deferred the link runs at once.
+@function Deferred:add_callback
+@tparam function cb the callback
+@param ... extra arguments, passed after the result (`nil`s keep their place)
+@treturn Deferred `d`, so calls chain
+*/
 /* d:add_callback(cb, ...) — the common case (no extra arguments, room inline) is direct. */
 static int md_deferred_add_callback(lua_State *L) {
   modal_deferred *d = check_self(L);
@@ -94,6 +144,15 @@ static int md_deferred_add_callback(lua_State *L) {
   return 1;
 }
 
+/***
+Appends a link that runs on the errback path: `eb(failure, ...)`.
+An errback that returns normally recovers: the chain goes on, on the callback path, with
+what it returned. One that raises (or returns a failure) stays on the errback path.
+@function Deferred:add_errback
+@tparam function eb the errback
+@param ... extra arguments, passed after the failure
+@treturn Deferred `d`
+*/
 static int md_deferred_add_errback(lua_State *L) {
   check_self(L);
   check_fn(L, 2);
@@ -102,6 +161,14 @@ static int md_deferred_add_errback(lua_State *L) {
   return 1;
 }
 
+/***
+Appends a link whose function runs on either path: `fn(result_or_failure, ...)`, as
+Twisted's `addBoth` (a `finally` that may change the result).
+@function Deferred:add_both
+@tparam function fn the function
+@param ... extra arguments, passed after the result
+@treturn Deferred `d`
+*/
 static int md_deferred_add_both(lua_State *L) {
   check_self(L);
   check_fn(L, 2);
@@ -110,6 +177,15 @@ static int md_deferred_add_both(lua_State *L) {
   return 1;
 }
 
+/***
+Appends one link with a function for each path: `cb(result, ...)` or `eb(failure, ...)`.
+An error raised by `cb` goes to the *next* link's errback, not to this `eb` (as in Twisted).
+@function Deferred:add_callbacks
+@tparam ?function cb the callback, or nil
+@tparam ?function eb the errback, or nil
+@param ... extra arguments, passed after the result to whichever function runs
+@treturn Deferred `d`
+*/
 static int md_deferred_add_callbacks(lua_State *L) {
   int cb, eb;
   check_self(L);
@@ -126,12 +202,30 @@ static int md_deferred_add_callbacks(lua_State *L) {
   return 1;
 }
 
+/***
+Cancels a pending Deferred: its canceller runs; if that did not fire `d`, `d` fails with
+kind `"cancelled"`. A Deferred paused on another one (a link returned it) passes the
+cancel inward, to the Deferred everything waits on. On a fired Deferred it does nothing.
+@function Deferred:cancel
+*/
 static int md_deferred_cancel(lua_State *L) {
   check_self(L);
   modal__cancel(L, 1);
   return 0;
 }
 
+/***
+Cancels `d` after `seconds` unless it fires first; its chain then sees kind `"timeout"`
+(`timeout: timed out after 2 seconds`), for every link, added before or after. A canceller
+that fires `d` itself decides the outcome. A Deferred that fires first stops the timer, so
+nothing keeps the loop alive. On a fired Deferred it does nothing; called twice, the first
+to expire wins. The timer is modal's (a testing clock moves it).
+@function Deferred:add_timeout
+@tparam number seconds a number >= 0, counted from the call
+@treturn Deferred `d`
+@raise when `seconds` is not a number, or is negative or NaN
+@usage c:query("select 1"):add_timeout(2):add_errback(function(f) print(f.kind) end)
+*/
 /* d:add_timeout(seconds) -> d */
 static int md_deferred_add_timeout(lua_State *L) {
   double s;
@@ -154,6 +248,12 @@ static const char *state_name(const modal_deferred *d) {
   return (d->flags & DF_FAILED) ? "failed" : "succeeded";
 }
 
+/***
+Where `d` stands.
+@function Deferred:state
+@treturn string `"pending"` (not fired yet, or paused on another Deferred), `"succeeded"`
+or `"failed"` (after the chain's current result)
+*/
 /* d:state() — upvalues: the three names, interned once. */
 static int md_deferred_state(lua_State *L) {
   modal_deferred *d = check_self(L);
@@ -179,6 +279,13 @@ static int md_deferred_gc(lua_State *L) {
   return 0;
 }
 
+/***
+A Deferred that has succeeded with `v` (Twisted's `succeed`).
+@function succeed
+@param v the result
+@treturn Deferred fired
+@within Deferreds
+*/
 /* modal.succeed(v) */
 static int md_succeed(lua_State *L) {
   lua_settop(L, 1);
@@ -186,6 +293,16 @@ static int md_succeed(lua_State *L) {
   return 1;
 }
 
+/***
+A Deferred that has failed (Twisted's `fail`): `modal.fail(e)` fails as `d:errback(e)`
+does; `modal.fail(kind, message)`, two strings, with a new failure of that kind.
+@function fail
+@param e_or_kind a failure or error value; or the kind, a string
+@tparam[opt] string message with a kind: the failure's message
+@treturn Deferred fired, failed (reported if nobody handles it)
+@usage return modal.fail("stopped", "connection closed")
+@within Deferreds
+*/
 /* modal.fail(e) or modal.fail(kind, message) */
 static int md_fail(lua_State *L) {
   if (lua_gettop(L) >= 2 && lua_type(L, 1) == LUA_TSTRING && lua_type(L, 2) == LUA_TSTRING) {

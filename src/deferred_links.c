@@ -185,22 +185,6 @@ void modal__deferred_new(lua_State *L, int canceller) {
   }
 }
 
-int modal__is_final(lua_State *L, int di) {
-  modal_deferred *d = modal__dget(L, di);
-  return d && IS_FINAL(d);
-}
-
-int modal__take_result(lua_State *L, int di) {
-  modal_deferred *d = (modal_deferred *)lua_touserdata(L, di);
-  int failed;
-  if (!IS_FINAL(d))
-    return 0;
-  failed = (d->flags & DF_FAILED) != 0;
-  lua_getiuservalue(L, di, 1);
-  d->flags |= DF_HANDLED;
-  return failed ? 2 : 1;
-}
-
 void modal__mark_handled(lua_State *L, int di) {
   modal_deferred *d = modal__dget(L, di);
   if (d)

@@ -3,6 +3,11 @@
 ** instance's first entry, a reload's switch of one instance, and the end of the loop with
 ** calls nobody can answer any more. Each runs the engine of drive.c as one entry.
 */
+
+/***
+@module modal
+*/
+
 #include <string.h>
 #include "machine.h"
 
@@ -50,6 +55,22 @@ static int closed_call(lua_State *L) {
   return 1;
 }
 
+/***
+@type Instance
+*/
+/***
+Calls one of the definition's `methods`: the current state's handler (else the default)
+runs as `handler(m, ...)` (driving rule 1, `doc/machines.md`). A returned Deferred is the
+caller's; a returned failure fails it; any other value succeeds it; a raised error fails it
+(kind `"error"`, traceback kept) and leaves the state unchanged; `return m:postpone()` (or
+the handler `"postpone"`) queues the call until the state name changes. A method fetched
+from an instance (`local q = c.query`) stays bound to its name across reloads.
+@function Instance:method
+@param ... the method's arguments
+@treturn Deferred in every state; a postponed call past `max_postponed` fails at once with
+kind `"overloaded"`
+@usage c:query("select 1"):add_callback(print)
+*/
 /* c:<method>(...) — every method of every machine. */
 static int method_call(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
@@ -167,6 +188,17 @@ static int not_taken(lua_State *L, modal_instance *c, const char *why) {
                     why);
 }
 
+/***
+Fires an input (driving rule 3): the state's `on[input]` picks the transition (the first
+entry whose guard passes). Inputs fired while the instance is busy (from a handler, hook,
+observer...) are queued and handled in order afterwards, never nested; from outside, the
+input and every input it queued are handled before `fire` returns.
+@function Instance:fire
+@tparam string input the input's name
+@param ... its arguments, passed to guards, actions and hooks
+@raise from outside, when the current state does not take `input` and no `ignore` lists it
+(from inside, that is logged at warn instead)
+*/
 /* c:fire(input, ...) — upvalues: M and its {input name = index} table (refilled in place by
 ** a reload). From outside, an input the state does not take raises; from inside the driver,
 ** the input waits in the queue. */

@@ -2,6 +2,11 @@
 ** failure.c — failure objects (kind, message, value, traceback), the message handler that
 ** turns any Lua error into one, and the reporter of unhandled failures.
 */
+
+/***
+@module modal
+*/
+
 #include <string.h>
 #include "core.h"
 
@@ -153,11 +158,33 @@ void modal__report_unhandled(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
+/***
+Sets the reporter of unhandled failures: a Deferred collected while its current result is
+a failure (no errback took it, or the last one raised again) is reported once, from the
+garbage collector or on the next loop turn (Twisted's "Unhandled error in Deferred").
+@function on_unhandled
+@tparam ?function fn `fn(failure)`; `nil` restores the default, a log line at level error
+through `modal.on_log` with the failure and its traceback
+@treturn function the previous reporter
+@within Failures
+*/
 /* modal.on_unhandled(fn | nil) -> previous reporter */
 static int md_on_unhandled(lua_State *L) {
   return modal__swap_handler(L, &unhandled_key, default_reporter);
 }
 
+/***
+Makes a failure: what a failed Deferred holds (Twisted's `Failure`). Kinds modal itself
+makes: `error` (a Lua error), `cancelled`, `timeout`, `overloaded`, `stopped`,
+`unavailable`, `walk`; your code picks its own.
+@function failure
+@tparam string kind what went wrong, for `f:is(kind)` and `classify`
+@tparam[opt] string message for people
+@param[opt] value anything to carry along (the original error value, a status table)
+@treturn Failure a new failure
+@usage return modal.fail(modal.failure("auth", "password refused"))
+@within Failures
+*/
 /* modal.failure(kind, message[, value]) */
 static int md_failure(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
@@ -167,11 +194,33 @@ static int md_failure(lua_State *L) {
   return 1;
 }
 
+/***
+Tells a failure from any other value (a look-alike table is not one).
+@function is_failure
+@param x any value
+@treturn boolean
+@within Failures
+*/
 static int md_is_failure(lua_State *L) {
   lua_pushboolean(L, modal__is_failure(L, 1));
   return 1;
 }
 
+/***
+A failure: a table with the fields below and a metatable; `tostring(f)` is
+`"kind: message"`.
+@type Failure
+@field kind a string: what went wrong (`"timeout"`, `"error"`, your own)
+@field message a string; for a non-string error value, `tostring(value)`
+@field value the original error value, or nil
+@field traceback where a Lua error was raised, or nil
+*/
+/***
+Compares the kind.
+@function Failure:is
+@tparam string kind
+@treturn boolean `f.kind == kind`
+*/
 /* f:is(kind) */
 static int md_failure_is(lua_State *L) {
   const char *kind = luaL_checkstring(L, 2);

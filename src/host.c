@@ -127,17 +127,20 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Calls through modal's protected path; on error, leaves "message\ntraceback" on top. */
+/* Calls through modal's protected path; on error, leaves "message\ntraceback" on top, or
+** "kind: message" for a failure raised as it is (it has no traceback). */
 static int docall(lua_State *L, int nargs, int nres) {
   int status = modal__call(L, nargs, nres);
   if (status != LUA_OK) {
-    lua_getfield(L, -1, "message");
-    lua_pushliteral(L, "\n");
-    if (lua_getfield(L, -3, "traceback") != LUA_TSTRING) {
-      lua_pop(L, 2);
-      lua_pushliteral(L, "");
+    if (lua_getfield(L, -1, "traceback") != LUA_TSTRING) {
+      lua_pop(L, 1);
+      luaL_tolstring(L, -1, NULL);
+    } else {
+      lua_getfield(L, -2, "message");
+      lua_pushliteral(L, "\n");
+      lua_rotate(L, -3, -1);               /* message, "\n", traceback */
+      lua_concat(L, 3);
     }
-    lua_concat(L, 3);
     lua_remove(L, -2);
   }
   return status;

@@ -3,6 +3,11 @@
 ** machine, id), names for logs, the extras it makes on first need, the pin that keeps it
 ** alive while a job runs or calls wait, and the instances' metatable.
 */
+
+/***
+@module modal
+*/
+
 #include <string.h>
 #include "machine.h"
 
@@ -54,12 +59,6 @@ void modal__push_state_name(lua_State *L, modal_instance *c, int ci, int st) {
 
 void modal__push_inputs(lua_State *L, int ci) {
   push_def_uv(L, ci, K_INPUTS);
-}
-
-void modal__push_input_name(lua_State *L, int ci, int in) {
-  push_def_uv(L, ci, K_INPUTS);
-  lua_rawgeti(L, -1, in + 1);
-  lua_remove(L, -2);
 }
 
 void modal__push_fields(lua_State *L, modal_instance *c, int ci, int input) {
@@ -273,6 +272,16 @@ void modal__open_instance(lua_State *L) {
 
 /* ============================================================== fields */
 
+/***
+An instance of a machine (`M:new`): one object whose methods return a Deferred in every
+state (`doc/machines.md`). Its fields are read-only; keep your own values in `c.data`.
+Inside handlers and hooks, `m` is the same object. `tostring(c)` is `"name#id (state)"`.
+@type Instance
+@field state the current state's name
+@field data the table given to `M:new` (or a new one)
+@field machine `M`
+@field id 1, 2, ... per machine
+*/
 /* __index(c, key) — upvalue 1: the methods table. Methods first, then the fields. */
 static int instance_index(lua_State *L) {
   modal_instance *c;

@@ -5,6 +5,11 @@
 ** Once the context has closed (lua_close began), every operation here does nothing and raises
 ** nothing: a finalizer may still hold a handle or a sleep's Deferred.
 */
+
+/***
+@module modal
+*/
+
 #include "core.h"
 
 static const char handle_key = 'h';     /* registry: call_later handles' metatable */
@@ -48,6 +53,21 @@ static double check_delay(lua_State *L, int idx, const char *fname) {
   return d;
 }
 
+/***
+Runs `fn(...)` once after `delay` seconds, on the loop (Twisted's `reactor.callLater`). A
+delay of 0 runs on the next loop iteration, never in the pass that armed it; timers due
+at the same time run in the order they were armed. An error `fn` raises is reported as an
+unhandled failure and never stops the loop. Under a testing clock the delay is virtual
+time.
+@function call_later
+@tparam number delay seconds, >= 0
+@tparam function fn the callback
+@param ... its arguments, `nil`s included
+@treturn Handle to cancel or reset it
+@raise when `delay` is not a number, or is negative or NaN; when `fn` is not a function
+@usage local h = modal.call_later(0.5, print, "half a second later")
+@within Timers and the loop
+*/
 /* modal.call_later(delay, fn, ...) -> handle */
 static int md_call_later(lua_State *L) {
   double delay = check_delay(L, 1, "call_later");
@@ -63,12 +83,27 @@ static modal_handle *check_handle(lua_State *L) {
   return (modal_handle *)luaL_checkudata(L, 1, "modal.timer");
 }
 
+/***
+A timer armed by `modal.call_later`. `tostring(h)` says whether it is active.
+@type Handle
+*/
+/***
+The callback will not run; a no-op once it has run or was cancelled.
+@function Handle:cancel
+*/
 /* handle:cancel(): a no-op once run or cancelled */
 static int md_handle_cancel(lua_State *L) {
   modal__timer_stop(L, &check_handle(L)->t);
   return 0;
 }
 
+/***
+Arms the timer again, `delay` seconds from now.
+@function Handle:reset
+@tparam number delay seconds, >= 0
+@treturn Handle `h`
+@raise once the callback has run (inside its own callback too) or was cancelled
+*/
 /* handle:reset(delay): counts from now; raises once run or cancelled */
 static int md_handle_reset(lua_State *L) {
   modal_handle *h = check_handle(L);
@@ -80,6 +115,11 @@ static int md_handle_reset(lua_State *L) {
   return 1;
 }
 
+/***
+Whether the callback is still to run.
+@function Handle:active
+@treturn boolean
+*/
 static int md_handle_active(lua_State *L) {
   lua_pushboolean(L, modal__timer_armed(L, &check_handle(L)->t));
   return 1;
@@ -108,6 +148,16 @@ static int sleep_cancel(lua_State *L) {
   return 0;
 }
 
+/***
+A Deferred that succeeds with nil after `delay` seconds (Twisted's `deferLater` with no
+function). Cancelling it stops its timer (it fails with kind `"cancelled"`).
+@function sleep
+@tparam number delay seconds, >= 0
+@treturn Deferred
+@raise as `call_later`
+@usage modal.await(modal.sleep(0.1))    -- inside modal.async
+@within Timers and the loop
+*/
 /* modal.sleep(delay) -> Deferred succeeding with nil */
 static int md_sleep(lua_State *L) {
   double delay = check_delay(L, 1, "sleep");

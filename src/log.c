@@ -3,6 +3,11 @@
 ** filtered by level), modal__log, through which every line modal writes goes, and modal.log,
 ** through which scripts and the host write theirs.
 */
+
+/***
+@module modal
+*/
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +132,16 @@ void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
   emit(L, level, fields);
 }
 
+/***
+Writes one line through the current sink, as modal's own lines go (the default sink drops
+lines below the threshold, `modal.log_level`).
+@function log
+@tparam string level `"error"`, `"warn"`, `"info"` or `"debug"`
+@tparam string message
+@tparam[opt] table fields `machine`, `id`, `state`, `input`, or your own
+@raise on an unknown level or a non-string message
+@within Logging
+*/
 /* modal.log(level, message[, fields]): one line through the current sink, as modal's own
 ** lines go (the default sink filters by level). */
 static int md_log(lua_State *L) {
@@ -157,6 +172,15 @@ int modal__swap_handler(lua_State *L, const void *key, lua_CFunction fallback) {
   return 1;
 }
 
+/***
+Sets the sink of every log line modal writes.
+@function on_log
+@tparam ?function fn `fn(level, message, fields)` (`fields` holds `machine`, `id`,
+`state`, `input` where they apply); `nil` restores the default, which writes one line to
+stderr: a UTC timestamp, the level, `machine#id`, the message and `key=value` fields
+@treturn function the previous sink
+@within Logging
+*/
 /* modal.on_log(fn | nil) -> previous sink */
 int modal__on_log(lua_State *L) {
   return modal__swap_handler(L, &sink_key, default_sink);

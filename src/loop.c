@@ -3,6 +3,11 @@
 ** modal.on_stop handlers the host runs when asked to stop, and the end of a run (the run-end
 ** hooks; modal._on_run_end lets Lua code register one) (doc/loop.md).
 */
+
+/***
+@module modal
+*/
+
 #include <luv/luv.h>
 #include "core.h"
 
@@ -59,6 +64,17 @@ void modal__run_end(lua_State *L, int exiting) {
   modal__pcall(L, 1, 0);
 }
 
+/***
+Runs the loop shared with luv until no work is left (no active timer, job, handle or
+request) or `modal.stop()`. When it returns with postponed calls or `when()` waiters
+nobody can answer, it logs a warning per machine and state and leaves them waiting (a later
+run may answer them); the host instead fails them with kind `"stopped"` when it ends.
+@function run
+@treturn boolean true when work is left (after `modal.stop()`)
+@raise when the loop is already running (a nested run, or inside luv's `uv.run()`), or
+when only a testing clock's timers are left (virtual time never passes by waiting)
+@within Timers and the loop
+*/
 /* modal.run(): runs the loop until no work is left or modal.stop(); then the run-end hooks
 ** run (exiting = false: a later run() may go on). Returns true when work is left. */
 static int md_run(lua_State *L) {
@@ -68,12 +84,25 @@ static int md_run(lua_State *L) {
   return 1;
 }
 
+/***
+Makes `modal.run()` return after the current callback; pending handles stay and a later
+`run()` goes on. Outside `run()` it does nothing.
+@function stop
+@within Timers and the loop
+*/
 /* modal.stop(): run() returns after the current callback; outside run() it does nothing. */
 static int md_stop(lua_State *L) {
   modal__loop_stop(L);
   return 0;
 }
 
+/***
+The loop's monotonic time (libuv's, updated once per iteration), or the testing clock's
+while one is installed.
+@function now
+@treturn number seconds
+@within Timers and the loop
+*/
 /* modal.now() -> the loop's time in seconds (libuv's, updated every iteration), or the
 ** testing clock's while one is installed. */
 static int md_now(lua_State *L) {
@@ -95,6 +124,14 @@ static void push_list(lua_State *L, const void *key) {
   }
 }
 
+/***
+Registers a handler for the host's first SIGINT or SIGTERM (`man modal`): the handlers
+run once each, in the order registered, then the loop drains. Close what keeps the loop
+busy here (`c:close()` on a service). Under plain `lua5.4` nothing calls them.
+@function on_stop
+@tparam function fn `fn()`, run protected
+@within Timers and the loop
+*/
 /* modal.on_stop(fn): fn runs once when the host is asked to stop (SIGINT/SIGTERM). */
 static int md_on_stop(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);

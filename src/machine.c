@@ -4,6 +4,11 @@
 ** refilled in place by a reload), and the registry of every machine — walked when the loop
 ** ends with calls nobody can answer any more.
 */
+
+/***
+@module modal
+*/
+
 #include <string.h>
 #include "machine.h"
 
@@ -16,6 +21,25 @@ static modal_machine *check_machine(lua_State *L, int idx) {
   return M;
 }
 
+/***
+A machine: a compiled, validated definition, and the maker of its instances. `M` is
+updated in place by a reload (`doc/reload.md`). `tostring(M)` is
+`"modal.machine 'name' version 3"`.
+@type Machine
+@field name the definition's `name`
+@field version the definition's `version` (nil when it has none)
+@field states the state names, a list in the definition's order
+@field definition the normalized definition that was validated and compiled
+*/
+/***
+Makes an instance and enters `initial`: its `enter(m, nil, nil)` runs, its timeout is
+armed, its `run` starts.
+@function Machine:new
+@tparam[opt] table data the instance's `c.data` (a new empty table when nil)
+@treturn Instance
+@raise when `data` is neither a table nor nil, or when called from `migrate`
+@usage local c = Connection:new { host = "127.0.0.1", port = 6379 }
+*/
 /* M:new([data]) -> instance */
 static int md_machine_new(lua_State *L) {
   modal_machine *M = modal__to_machine(L, 1);
@@ -332,6 +356,20 @@ void modal__machines_strand(lua_State *L, int exiting) {
   lua_settop(L, top);
 }
 
+/***
+Validates a machine definition and compiles it (`gen_statem`'s states and postponed calls,
+XState's invoked jobs, epsilon.modal's methods per state; `doc/machines.md`). The table is
+read once, raw (no metamethod runs); what was checked is what is compiled. Warnings are
+logged.
+@function machine
+@tparam table def `{ name =, version =, initial =, methods = {...}, inputs =, defaults =,
+ignore =, max_postponed =, migrate =, states = { [name] = { enter =, exit =, on =, run =,
+timeout =, final =, ignore =, [method] = handler } } }`
+@treturn Machine
+@raise `modal.machine: invalid definition 'name':` and every problem, one per line, each
+with its path (as `modal.check` returns them)
+@within Machines
+*/
 /* modal.machine(def) -> M */
 static int md_machine(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);

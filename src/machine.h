@@ -176,9 +176,8 @@ MODAL__FUNC modal_instance *modal__check_instance(lua_State *L, int idx);
 MODAL__FUNC void modal__push_machine(lua_State *L, int ci);
 /* Pushes fns[k] of the definition the instance at ci now serves. */
 MODAL__FUNC void modal__push_fn(lua_State *L, int ci, int k);
-/* Pushes the name of state `st` (nil when out of range) / of input `in`. */
+/* Pushes the name of state `st` (nil when out of range). */
 MODAL__FUNC void modal__push_state_name(lua_State *L, modal_instance *c, int ci, int st);
-MODAL__FUNC void modal__push_input_name(lua_State *L, int ci, int in);
 /* Pushes the {input name = index} table of the definition the instance at ci serves. */
 MODAL__FUNC void modal__push_inputs(lua_State *L, int ci);
 /* Pushes the log fields {machine, id, state[, input]} (input: a name at `input`, or 0). */

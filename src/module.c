@@ -3,6 +3,29 @@
 ** the core into the `modal` table, and loads the Lua half's policies on first use. The host
 ** preloads the same function.
 */
+
+/***
+Deferreds, timers and state machines on the libuv loop shared with luv.
+
+`local modal = require "modal"` under the stock `lua5.4`, or preloaded in the host
+`modal run`: the same C core either way, one event loop with luv (`modal.run()` and
+`require("luv").run()` drive the same `uv_loop_t`).
+
+The API comes from Twisted (Deferred, `task.Clock`, ClientService), Erlang's `gen_statem`
+(postponed calls, state timeouts, `code_change` as `migrate`), XState (invoked jobs with
+done/error), gRPC (connection backoff, wait-for-ready or fail-fast) and epsilon.modal
+(methods per mode). Every time is in seconds (a number, fractions allowed). Misuse (a
+wrong argument type, a call from the wrong place) raises a Lua error; an outcome that can
+go wrong at run time (a call, a job, a timer) comes back as a failed Deferred instead.
+
+The prose reference is `doc/` in the source tree (`doc/README.md` is its index).
+
+`modal.backoff`, `modal.service` and `modal.testing` are the Lua modules of the same
+names (`modal.backoff` ...), loaded on first use.
+@module modal
+@field _VERSION the version of modal, a string ("0.1.0")
+*/
+
 #include <signal.h>
 #include <string.h>
 #include <luv/luv.h>
@@ -36,7 +59,7 @@ static void check_luv(lua_State *L, int luv) {
 
 /* The Lua half's policies and testing kit, loaded on first use: modal.backoff, modal.service
 ** and modal.testing are require("modal.<name>") (lua/modal/), kept in the table once read. */
-static const char *const lazy_names[] = {"backoff", "service", "testing", NULL};
+static const char *const lazy_names[] = {"backoff", "service", "breaker", "pool", "testing", NULL};
 
 static int lazy_index(lua_State *L) {
   const char *key = lua_tostring(L, 2);

@@ -4,6 +4,11 @@
 ** Both are lists with explicit counts; entries added while a list is walked wait for the
 ** next walk, entries that leave meanwhile are skipped.
 */
+
+/***
+@module modal
+*/
+
 #include "machine.h"
 
 /* Pushes the state index of the name at `name` in the instance's definition, or raises. */
@@ -33,6 +38,19 @@ static void push_final_failure(lua_State *L, modal_instance *c, int ci, const ch
   lua_pop(L, 1);
 }
 
+/***
+@type Instance
+*/
+/***
+A Deferred that succeeds with `c` when the instance is (or next is) in `state`. It fails
+with kind `"stopped"` at once when the instance is in another final state, or when it
+reaches one.
+@function Instance:when
+@tparam string state a state name of the definition
+@treturn Deferred
+@raise on an unknown state name
+@usage c:when("ready"):add_callback(function(c) print(c.state) end)
+*/
 /* c:when(state) -> Deferred(c) */
 static int md_when(lua_State *L) {
   modal_instance *c = modal__check_instance(L, 1);
@@ -94,6 +112,13 @@ static int observer_cancel(lua_State *L) {
   return 0;
 }
 
+/***
+Observes every external transition (self transitions included) after it happened: `fn(c,
+from, to, input)`. Observers added while observers run wait for the next transition.
+@function Instance:on_transition
+@tparam function fn the observer
+@return a handle whose `cancel()` stops it
+*/
 /* c:on_transition(fn(c, from, to, input)) -> handle with :cancel() */
 static int md_on_transition(lua_State *L) {
   modal_extras *x;

@@ -2,6 +2,11 @@
 ** reload.c — hot reload (doc/reload.md): modal.load, modal.loaded and modal.reload — plan
 ** every live instance (migrate only reads), then switch them all, or change nothing.
 */
+
+/***
+@module modal
+*/
+
 #include <stdlib.h>
 #include <string.h>
 #include "machine.h"
@@ -92,6 +97,16 @@ static int has_zero_byte(lua_State *L, int idx, size_t *len) {
   return strlen(s) != *len;
 }
 
+/***
+Runs a definition file and registers the machine by name and path, for hot reload
+(`doc/reload.md`). Loading a path again returns the same `M` without running the file.
+@function load
+@tparam string path a Lua file returning a definition table or a machine
+@treturn Machine
+@raise with the path and every problem when the file does not load or validate, or when
+another path already registered that name
+@within Hot reload
+*/
 /* modal.load(path) -> M */
 static int md_load(lua_State *L) {
   const char *path;
@@ -414,6 +429,21 @@ static int reload_body(lua_State *L) {
   return reload_result(L, mi, name, path, NULL);
 }
 
+/***
+Replaces a loaded definition in place, for every live instance, without losing or
+double-answering a call (Erlang's `code_change`). It re-runs the file, validates it and plans
+every instance: one whose state still exists stays (its timer and job carry on); any other
+needs the new definition's `migrate(m, old_state, old_version)` to name a state. If
+anything fails nothing changes. Postponed calls are retried once after the switch.
+@function reload
+@tparam string path_or_name a loaded file's path or its machine's name
+@treturn[1] Machine `M`, updated in place
+@treturn[2] nil
+@treturn[2] string the error (also logged), when anything failed; nothing changed
+@raise while a machine runs user code, or another reload plans: reload from outside
+(`modal.call_later(0, modal.reload, name)`)
+@within Hot reload
+*/
 /* modal.reload(path_or_name) -> M | nil, err */
 static int md_reload(lua_State *L) {
   const char *key = luaL_checkstring(L, 1);
@@ -482,6 +512,12 @@ found:
   return 1;                               /* M */
 }
 
+/***
+The definitions loaded with `modal.load`.
+@function loaded
+@treturn table `{ [name] = path }`
+@within Hot reload
+*/
 /* modal.loaded() -> {[name] = path} */
 static int md_loaded(lua_State *L) {
   push_loaded(L);

@@ -3,8 +3,22 @@
 ** versions, instances per state, postponed depth, transitions, reloads), modal.trace and
 ** modal.log_level.
 */
+
+/***
+@module modal
+*/
+
 #include "machine.h"
 
+/***
+What `modal ctl SOCKET status` shows: every machine of this Lua state. Machines with the
+same name share one entry (the loaded one, else the one with more instances).
+@function stats
+@treturn table `{ machines = { [name] = { name =, version =, path =, instances =,
+states = { [state] = count }, postponed =, transitions =, reloads =, last_reload = { ok =,
+at =, error = } } } }`
+@within Logging
+*/
 /* modal.stats() -> {machines = {[name] = {name, version, path, instances, states, postponed,
 ** transitions, reloads, last_reload}}} */
 static int md_stats(lua_State *L) {
@@ -97,6 +111,15 @@ static int md_stats(lua_State *L) {
   return 1;
 }
 
+/***
+Turns the transition trace on or off: each transition logs at info with its input and the
+time spent in the old state (`conn#3 idle -> connecting on 'connect' after 12 ms in idle`).
+`modal run --trace` turns it on.
+@function trace
+@tparam[opt] boolean on without it, only reads
+@treturn boolean the previous setting
+@within Logging
+*/
 /* modal.trace(on) -> previous */
 static int md_trace(lua_State *L) {
   modal_ctx *ctx = modal__ctx(L);
@@ -107,6 +130,14 @@ static int md_trace(lua_State *L) {
   return 1;
 }
 
+/***
+Sets the default sink's threshold (`modal run --log-level`).
+@function log_level
+@tparam[opt] string level `"error"`, `"warn"`, `"info"` or `"debug"`; without it, only reads
+@treturn string the previous level
+@raise on an unknown level
+@within Logging
+*/
 /* modal.log_level([level]) -> previous level */
 static int md_log_level(lua_State *L) {
   modal_ctx *ctx = modal__ctx(L);

@@ -1,4 +1,4 @@
--- lua/modal/backoff.lua — exponential backoff with jitter (doc/policies.md, "Backoff"), with
+--- lua/modal/backoff.lua — exponential backoff with jitter (doc/policies.md, "Backoff"), with
 -- gRPC's connection-backoff defaults: 1 s, times 1.6 each step, ±20 %, capped at 120 s.
 --
 --   local b = modal.backoff { initial = 1, multiplier = 1.6, jitter = 0.2, max = 120 }
@@ -59,7 +59,7 @@ local function problems(opts)
   return out
 end
 
---- Checks backoff options without raising. Returns a list of "option: message" strings
+-- Checks backoff options without raising. Returns a list of "option: message" strings
 -- (empty when `opts` is valid); `where` prefixes each ("backoff." for modal.service).
 function backoff._problems(opts, where)
   if type(opts) ~= "table" then
@@ -73,7 +73,7 @@ function backoff._problems(opts, where)
   return out
 end
 
---- A new backoff.
+--- A new backoff: gRPC's connection-backoff algorithm, with its defaults.
 -- @tparam[opt] table opts `initial` (seconds, default 1), `multiplier` (>= 1, default 1.6),
 --   `jitter` (0..1, default 0.2: each delay is drawn uniformly within ±20 % of its base),
 --   `max` (seconds, default 120: the cap of the base delay; a jittered delay may exceed it),
@@ -124,7 +124,7 @@ function Backoff:reset()
   self.count = 0
 end
 
---- A copy with other options that stands at the same step (a reloaded policy keeps its place).
+-- A copy with other options that stands at the same step (a reloaded policy keeps its place).
 function Backoff:_rebased(opts)
   local b = backoff.new(opts)
   b.count = self.count

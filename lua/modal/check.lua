@@ -1,4 +1,4 @@
--- lua/modal/check.lua — the one reader of a machine definition (doc/machines.md, "Validation"):
+--- lua/modal/check.lua — the one reader of a machine definition (doc/machines.md, "Validation"):
 -- reads it once, raw, reports every error and warning at once, each as "path: message", and
 -- turns a valid one into the plain normalized form that the C compile reads. Never raises.
 --

@@ -1,4 +1,4 @@
--- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE [--format F]`,
+--- lua/modal/cli.lua — the host's `modal check FILE...`, `modal graph FILE`,
 -- `modal test FILE...` and `modal ctl SOCKET COMMAND` (doc/host.md, doc/testing.md), in plain
 -- Lua.
 --

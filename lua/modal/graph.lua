@@ -1,4 +1,4 @@
--- lua/modal/graph.lua — the state diagram of a machine definition (DESIGN.md section 8), as
+--- lua/modal/graph.lua — the state diagram of a machine definition (doc/host.md), as
 -- Graphviz dot or Mermaid text.
 --
 --   local graph = require "modal.graph"

@@ -1,4 +1,4 @@
--- lua/modal/host.lua — the live host's reload triggers (DESIGN.md sections 6 and 8): SIGHUP
+--- lua/modal/host.lua — the live host's reload triggers (doc/reload.md, doc/host.md): SIGHUP
 -- reloads every loaded definition, `--watch` reloads a loaded file when it changes on disk,
 -- and `--admin PATH` serves `status`, `reload [NAME]` and `trace on|off` on a unix socket.
 --
@@ -12,7 +12,7 @@
 -- stop() (also run by modal.on_stop) closes them all and removes the admin socket.
 --
 -- Watching: the folder of each file loaded through modal.load is watched (a file watch goes
--- silent after an editor's rename-over save, DESIGN.md section 10). Events naming a loaded file
+-- silent after an editor's rename-over save, doc/reload.md). Events naming a loaded file
 -- start a ~100 ms debounce per file; when it fires, the file is stat'ed and reloaded only when
 -- its inode, size or mtime (to the nanosecond) changed. A file missing at that moment is
 -- looked for again for about a second (editors delete and re-create). Editor temp and backup

@@ -1,4 +1,4 @@
--- lua/modal/service.lua — modal.service: a reconnecting client facade, generated as a machine
+--- lua/modal/service.lua — modal.service: a reconnecting client facade, generated as a machine
 -- definition and driven by the core (doc/policies.md, "Service").
 --
 --   local Echo = modal.service {
@@ -891,6 +891,8 @@ local function build(P)
 end
 
 --- Makes a service: a machine definition generated from `opts`, compiled by modal.machine.
+-- After Twisted's ClientService and gRPC's channel connectivity (backoff, wait-for-ready or
+-- fail-fast); doc/policies.md has the states and every option.
 -- @tparam table opts
 --   `name` (identifier), `connect` (`function(m) -> Deferred(conn)`; it receives the instance
 --   to wire `m:fire("lost", failure[, conn])`), `methods` (`{ name = function(m, conn, ...) }`),
@@ -925,6 +927,9 @@ end
 
 --- Where an instance of a service stands: `{ state =, attempts =, last =, retry_in = }`, what
 -- the failures the service makes carry as `f.value`.
+-- @param c an instance of a service
+-- @treturn table `state` (a name), `attempts` (failed in a row), `last` (the last failure, or
+--   nil), `retry_in` (seconds to the next attempt, or nil)
 function service.status(c)
   local r = records[c]
   if r == nil then return { state = c.state, attempts = 0 } end

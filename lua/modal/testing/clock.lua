@@ -1,4 +1,4 @@
--- lua/modal/testing/clock.lua — the virtual clock of the testing kit (doc/testing.md): while
+--- lua/modal/testing/clock.lua — the virtual clock of the testing kit (doc/testing.md): while
 -- it is installed, every timer modal owns (call_later, sleep, add_timeout, state timeouts, and
 -- so every policy's timers) runs on virtual time that moves only when the test says so.
 --
@@ -93,6 +93,8 @@ end
 
 --- Installs the clock: modal's timers run on virtual time, starting at `start` seconds
 -- (default 0). One clock at a time: a second one raises until the first is closed.
+-- After Twisted's `task.Clock`, but for every timer modal owns (call_later, sleep,
+-- add_timeout, state timeouts, and so every policy's timers); luv's handles keep real time.
 function M.clock(start)
   call(C.install, start)
   return setmetatable({ closed = false, mark = C.mark() }, Clock)

@@ -1,4 +1,4 @@
--- lua/modal/testing/init.lua — the testing kit, `require "modal.testing"` (doc/testing.md):
+--- lua/modal/testing/init.lua — the testing kit, `require "modal.testing"` (doc/testing.md):
 -- each part loads on first use, by field name: clock, paths, walk, server.
 --
 --   local testing = require "modal.testing"

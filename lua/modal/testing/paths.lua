@@ -1,4 +1,4 @@
--- lua/modal/testing/paths.lua — test paths from a machine definition (doc/testing.md): the
+--- lua/modal/testing/paths.lua — test paths from a machine definition (doc/testing.md): the
 -- shortest paths from `initial` that together take every transition of the definition, and a
 -- walk that drives a fresh instance along one path under the virtual clock.
 --
@@ -387,7 +387,8 @@ end
 -- for a job's `done`/`error`). Returns the list of paths and the coverage: `{ total =,
 -- taken =, edges = { { id =, taken = bool, path = index }, ... }, errors = { message, ... } }`
 -- (errors: the distinct lines logged at level error while searching, such as a hook that
--- raised; the search itself logs nothing).
+-- raised; the search itself logs nothing). After XState's graph testing (`@xstate/graph`),
+-- with timers and jobs as steps.
 function M.paths(Mach, opts)
   opts = opts or {}
   local entry = read(Mach, "paths")

@@ -1,4 +1,4 @@
--- lua/modal/testing/server.lua — the fault server (doc/policies.md, "The fault server"): a
+--- lua/modal/testing/server.lua — the fault server (doc/policies.md, "The fault server"): a
 -- line protocol TCP server on 127.0.0.1 that a test scripts to fail the ways real servers fail.
 --
 --   local server = require("modal.testing").server
