@@ -42,17 +42,16 @@ return {
 }
 ]]
 
--- The folder of this process's socket and definition file (made once per process).
+-- The folder of this input's socket and definition file, removed at its end (one per
+-- process: inputs run one after another).
 local function workdir()
   local base = os.getenv("TMPDIR") or "/tmp"
   local dir = format("%s/modal-fuzz-admin-%d", base, uv.os_getpid())
   if not uv.fs_stat(dir) then assert(uv.fs_mkdir(dir, tonumber("700", 8))) end
   local path = dir .. "/def.lua"
-  if not uv.fs_stat(path) then
-    local f = assert(io.open(path, "w"))
-    f:write(DEFINITION)
-    f:close()
-  end
+  local f = assert(io.open(path, "w"))
+  f:write(DEFINITION)
+  f:close()
   return dir, path
 end
 
@@ -187,4 +186,6 @@ return function(input)
   uv.run("nowait")
   modal.on_log(previous_log)
   if uv.fs_stat(sock) then fail("the admin socket file is left after host.stop()") end
+  os.remove(path)
+  assert(uv.fs_rmdir(dir))
 end
