@@ -360,7 +360,33 @@ function H:definition()
   if r:int(12) == 0 then def.states = self:random(0) end
   if r:int(16) == 0 then def[r:pick(ODD_NAMES)] = self:random(0) end
   if r:int(32) == 0 then def = self:random(0) end
+  self:bound(def)
   return def, states, methods
+end
+
+-- Whatever function ended up as a state's `run` or `timeout` (its own pool's, or another's
+-- put there by a random value) behaves, once the budget is spent, as one that can start no
+-- loop: a job that stays pending, a timeout function that answers nil. Otherwise a job done at
+-- once whose `done` re-enters its state loops for ever (modal warns and keeps going, as
+-- doc/machines.md says), and the input never ends.
+function H:bound(def)
+  if type(def) ~= "table" or type(rawget(def, "states")) ~= "table" then return end
+  local h = self
+  for _, st in next, rawget(def, "states") do
+    if type(st) == "table" then
+      for key, spent in pairs { run = modal.deferred, timeout = function() return nil end } do
+        local fn = rawget(st, key)
+        if type(fn) == "function" then
+          local bounded = function(...)
+            if h.spent >= POOL_BUDGET then return spent() end
+            return fn(...)
+          end
+          self.fn_names[bounded] = self.fn_names[fn]
+          rawset(st, key, bounded)
+        end
+      end
+    end
+  end
 end
 
 -- }============ definitions

@@ -38,6 +38,35 @@ describe("fuzz finding", function()
     assert.same({ "succeeded", "pong" }, { support.outcome(c:ping()) })
   end)
 
+  -- definition harness: a `run` that returns a plain value is done at once, and `on.done`
+  -- back to the same state starts it again: a loop without waiting, inside M:new(). modal
+  -- says so once, at warn, naming the cycle, and keeps going (doc/machines.md): the
+  -- definition's job is to stop, as this one does after 150,000 rounds.
+  it("a job done at once that re-enters its own state is warned about once, with its cycle", function()
+    local lines = support.capture_log()
+    local rounds = 0
+    local M = modal.machine {
+      name = "done_at_once", initial = "a", methods = {}, ignore = { "error" },
+      states = { a = {
+        run = function()
+          rounds = rounds + 1
+          if rounds < 150000 then return false end
+          return modal.deferred()                       -- pending: the loop ends here
+        end,
+        timeout = 1, on = { done = "a", timeout = "a" },
+      } },
+    }
+    local c = M:new()
+    assert.equal(150000, rounds)
+    assert.equal("a", c.state)
+    local warned = {}
+    for _, line in ipairs(lines) do
+      if line.level == "warn" then warned[#warned + 1] = line.message end
+    end
+    assert.same({ "100000 transitions in one run to completion: the definition loops without "
+                  .. "waiting (cycle: a -> a)" }, warned)
+  end)
+
   -- admin harness: `reload fuzzed_admin<zero byte>...` over the admin socket reloaded machine
   -- 'fuzzed_admin': modal.reload and modal.load looked the string up (and opened it) as a C
   -- string, so a zero byte cut it to its prefix. A name or path with a zero byte names nothing.
