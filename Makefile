@@ -1,8 +1,9 @@
-# Makefile — build, test, asan, valgrind, coverage, bench, demo, deps, install and clean for modal.
+# Makefile — build, test, lint, asan, valgrind, coverage, bench, demo, doc, deps, install, clean.
 #
 #   make            build/modal (the host) and build/modal.so (the module)
 #   make deps       install the Debian packages modal needs (idempotent; sudo when not root)
 #   make test       luacheck + the busted specs; ends with "N passed, N failed"
+#   make lint       luacheck, clang-tidy (.clang-tidy) and cppcheck; fails on any finding
 #   make asan       the same specs against an ASan + UBSan build (build-asan/)
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
 #   make coverage   the specs against a gcov build (build-cov/, host included), then line and
@@ -27,7 +28,8 @@ PKGS     := lua5.4 libuv lua5.4-luv
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
                 luarocks lua-cjson pkg-config graphviz redis-server gcc make \
-                lua-ldoc lua-markdown groff-base mandoc gcovr clang libclang-rt-14-dev
+                lua-ldoc lua-markdown groff-base mandoc gcovr clang-tidy cppcheck \
+                clang libclang-rt-14-dev
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
@@ -52,8 +54,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan valgrind coverage bench demo example-redis example-pool doc install \
-        uninstall clean lint fuzz fuzz-build fuzz-repro check-fuzz-deps
+.PHONY: all deps test check-deps asan valgrind coverage bench demo example-redis example-pool doc \
+        install uninstall clean lint lint-lua lint-c fuzz fuzz-build fuzz-repro check-fuzz-deps
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -94,22 +96,41 @@ FORCE:
 $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -Wl,-E -o $@ $(HOST_OBJ) $(CORE_OBJ) -llua5.4 -llua5.4-luv $(UV_LIBS) -lm -ldl
 
-lint: check-deps
+# make test runs only lint-lua (seconds); make lint adds the C analysers (about a minute).
+lint: lint-lua lint-c
+
+lint-lua: check-deps
 	luacheck -q $(wildcard lua) specs examples bench fuzz
+
+# clang-tidy gets the build's own flags after `--` (no compile_commands.json), one file per
+# process, as many at once as there are CPUs; each file's report is printed whole, without
+# clang's "N warnings generated." (system headers). cppcheck checks the same files in one run.
+LINT_C   := $(CORE_SRC) $(HOST_SRC) specs/fixtures/capi/capi_test.c
+NPROC    := $(shell nproc 2>/dev/null || echo 2)
+TIDY_ONE := out=$$(clang-tidy --quiet "$$@" 2>&1); st=$$?; \
+            printf "%s\n" "$$out" | grep -v -e " generated\.$$" -e "^$$"; exit $$st
+
+lint-c: check-deps
+	@command -v clang-tidy >/dev/null && command -v cppcheck >/dev/null \
+	  || $(MAKE) --no-print-directory deps
+	@printf '%s\n' $(LINT_C) | xargs -P$(NPROC) -I{} \
+	  sh -c '$(TIDY_ONE)' clang-tidy {} -- $(CPPFLAGS) $(CFLAGS) -Isrc
+	@cppcheck -q --std=c99 --enable=warning,style,performance,portability --error-exitcode=1 \
+	  --inline-suppr --suppress=missingIncludeSystem -I src $(CPPFLAGS) $(LINT_C)
 
 # A C module that uses only src/modal.h, for specs/capi_spec.lua.
 $(BUILD)/capi_test.so: specs/fixtures/capi/capi_test.c src/modal.h $(BUILD)/modal.so
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Isrc -shared -o $@ $< -L$(BUILD) -l:modal.so \
 	  -Wl,-rpath,$(abspath $(BUILD)) $(SAN)
 
-test: all lint $(BUILD)/capi_test.so
+test: all lint-lua $(BUILD)/capi_test.so
 	@$(SPEC_ENV) sh specs/run.sh
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g' \
 	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer' \
 	  all build-asan/capi_test.so
-	@$(MAKE) --no-print-directory BUILD=build-asan lint
+	@$(MAKE) --no-print-directory BUILD=build-asan lint-lua
 	@$(call spec_env,build-asan) MODAL_SANITIZE=1 sh specs/run.sh
 
 valgrind: all $(BUILD)/capi_test.so

@@ -160,7 +160,7 @@ describe("modal.testing.clock", function()
       assert.has_error(function() clock:advance(-1) end,
         "clock:advance: seconds must be >= 0 (virtual time never goes back), got -1")
       assert.has_error(function() clock:advance(0 / 0) end,
-        "clock:advance: seconds must be a finite number, got nan")
+        "clock:advance: seconds must be a finite number, got NaN")
       assert.has_error(function() clock:advance(math.huge) end,
         "clock:advance: seconds must be a finite number, got inf")
       assert.has_error(function() clock:advance("1") end,

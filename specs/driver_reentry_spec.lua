@@ -315,7 +315,7 @@ return { name = "grower_spec%d", version = 2, initial = "a", methods = { "poke" 
   end)
 
   describe("timeout functions", function()
-    for _, case in ipairs { { "NaN", 0 / 0, "nan" }, { "inf", math.huge, "inf" }, { "-1", -1, "-1" },
+    for _, case in ipairs { { "NaN", 0 / 0, "NaN" }, { "inf", math.huge, "inf" }, { "-1", -1, "-1" },
                             { "a string", "5", "a string" } } do
       it("returning " .. case[1] .. " is a hook error: input error, never a timer", function()
         local lines = capture_log()

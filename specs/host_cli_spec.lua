@@ -3,7 +3,8 @@
 -- --help, before any script runs; `--` ends the options; a main chunk that raises a value that
 -- is not a string (a failure object, a table with __tostring) is still reported readably, with
 -- status 1; callbacks that keep making calls while the host fails the stranded ones cannot
--- keep it from exiting. The host runs as a child process; scripts are written to a temp folder.
+-- keep it from exiting; output that cannot be written (stdout on /dev/full) fails with status 1.
+-- The host runs as a child process; scripts are written to a temp folder.
 local BUILD = os.getenv("MODAL_BUILD") or "build"
 local HOST = BUILD .. "/modal"
 
@@ -42,8 +43,37 @@ local function host(args, cwd)
   return status, stdout, stderr
 end
 
+-- Runs the host with `args` and its stdout on /dev/full (every write fails with ENOSPC);
+-- returns exit status and stderr.
+local function host_to_full(args)
+  local err = os.tmpname()
+  local exe = HOST:sub(1, 1) == "/" and HOST or os.getenv("PWD") .. "/" .. HOST
+  local _, _, status = os.execute(string.format("timeout 20 %s %s >/dev/full 2>%s </dev/null",
+    exe, args, err))
+  local stderr = read_file(err)
+  os.remove(err)
+  return status, stderr
+end
+
 describe("the host's command line", function()
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  describe("output that cannot be written is an error (exit 1), not a silent success", function()
+    local cases = {
+      { "--help", "modal --help" },
+      { "--version", "modal --version" },
+      { "run --help", "modal run --help" },
+      { "graph specs/fixtures/valid/six_states.lua", "modal graph" },
+      { "check specs/fixtures/valid/six_states.lua", "modal check" },
+    }
+    for _, case in ipairs(cases) do
+      it("`modal " .. case[1] .. " > /dev/full` exits 1 and says why", function()
+        local status, stderr = host_to_full(case[1])
+        assert.equal(1, status, stderr)
+        assert.equal(case[2] .. ": cannot write the output: No space left on device\n", stderr)
+      end)
+    end
+  end)
 
   describe("modal run refuses a bad option before running anything", function()
     local never = script("never.lua", 'print("the script ran")\n')

@@ -112,7 +112,7 @@ describe("messages", function()
       { function() modal.deferred():add_timeout("1") end,
         "bad argument #1 to 'add_timeout' (seconds expected, got string)" },
       { function() modal.deferred():add_timeout(-1) end,
-        "bad argument #1 to 'add_timeout' (seconds must be >= 0, got -1)" },
+        "bad argument #1 to 'add_timeout' (seconds must be a number >= 0, got -1)" },
       { function() c.state = "b" end, "cannot set field 'state' of an instance (#1)" },
       { function() c() end, "attempt to call an instance (msg_args#1 (a))" },
     }

@@ -334,7 +334,7 @@ describe("modal.check reads a definition once, raw", function()
         assert.are.same({ "states.opened.timeout: expected a non-negative number of seconds, got "
           .. shown }, errors_of(function(d) d.states.opened.timeout = v end))
       end
-      assert.are.same({ "states.opened.timeout: expected a non-negative number of seconds, got nan" },
+      assert.are.same({ "states.opened.timeout: expected a non-negative number of seconds, got NaN" },
         errors_of(function(d) d.states.opened.timeout = 0 / 0 end))
     end)
 
@@ -347,7 +347,7 @@ describe("modal.check reads a definition once, raw", function()
     end)
 
     it("NaN and infinite versions", function()
-      assert.are.same({ "version: expected a finite number, got nan" },
+      assert.are.same({ "version: expected a finite number, got NaN" },
         errors_of(function(d) d.version = 0 / 0 end))
       assert.are.same({ "version: expected a finite number, got -inf" },
         errors_of(function(d) d.version = -math.huge end))

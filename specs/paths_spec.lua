@@ -249,8 +249,8 @@ describe("modal.testing", function()
       local ok, f = pcall(testing.walk, M, { { input = "connect" }, { advance = 19 } })
       assert.is_false(ok)
       assert.equal(2, f.value.step)
-      assert.matches("the instance is in 'connecting', the definition says 'backoff'", f.message,
-        1, true)
+      assert.matches("the definition expects 'backoff' after advance 19, but the timeout of "
+        .. "'connecting' had not come yet (due in 20 s of the 20 armed)", f.message, 1, true)
     end)
 
     it("fails at a step the state cannot take", function()
@@ -259,7 +259,7 @@ describe("modal.testing", function()
         { { { job = "done" } }, "state 'idle' has no job running" },
         { { { input = "connect" }, { job = "maybe" } }, 'job is "done" or "error", got maybe' },
         { { { advance = -1 } }, "advance takes a finite number of seconds >= 0, got -1" },
-        { { { wait = 1 } }, "a step has `input`, `advance` or `job`" },
+        { { { wait = 1 } }, "unknown key 'wait' in a step (a step has: advance, args, edge," },
       }
       for _, case in ipairs(cases) do
         local ok, f = pcall(testing.walk, def, case[1])

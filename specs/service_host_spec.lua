@@ -61,7 +61,7 @@ describe("a service file in the host's tools", function()
 
   it("runs README's service tour as written", function()
     local readme = read_file("README.md")
-    local code = readme:match("### A service that comes and goes\n\n```lua\n(.-)\n```")
+    local code = readme:match("### A service that comes and goes\n.-```lua\n(.-)\n```")
     assert.is_string(code, "README.md has no service tour")
     local path = os.tmpname() .. ".lua"
     local f = assert(io.open(path, "w"))

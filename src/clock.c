@@ -37,7 +37,7 @@ static uint64_t check_step(lua_State *L, int idx, const char *fname, uint64_t fr
   s = lua_tonumber(L, idx);
   if (s != s || isinf(s))
     luaL_error(L, "%s: seconds must be a finite number, got %s", fname,
-               s != s ? "nan" : s > 0 ? "inf" : "-inf");
+               modal__number_text(L, idx));
   if (s < 0)
     luaL_error(L, "%s: seconds must be >= 0 (virtual time never goes back), got %s", fname,
                lua_tostring(L, idx));
@@ -121,13 +121,19 @@ static int step_protected(lua_State *L) {
   return 1;
 }
 
+/* Raises when called from a timer the clock is running (advance, next: even with nothing
+** armed, so the mistake shows the first time). */
+static void refuse_stepping(lua_State *L, modal_ctx *ctx, const char *fname) {
+  if (ctx->vstepping)
+    luaL_error(L, "%s: called from a timer the clock is running (the clock is already "
+                  "advancing)", fname);
+}
+
 /* Moves the clock to `target` ns; returns how many timers ran. */
 static lua_Integer step_to(lua_State *L, modal_ctx *ctx, uint64_t target, const char *fname) {
   int status, top = lua_gettop(L);
   lua_Integer ran;
-  if (ctx->vstepping)
-    luaL_error(L, "%s: called from a timer the clock is running (the clock is already "
-                  "advancing)", fname);
+  refuse_stepping(L, ctx, fname);
   ctx->vstepping = 1;
   lua_pushcfunction(L, step_protected);
   lua_pushinteger(L, (lua_Integer)target);
@@ -157,6 +163,7 @@ static int clk_next(lua_State *L) {
   modal_ctx *ctx = installed(L, "clock:next");
   uint64_t first;
   lua_Integer ran;
+  refuse_stepping(L, ctx, "clock:next");
   if (!modal__timers_pending(L, &first)) {
     lua_pushnil(L);
     return 1;

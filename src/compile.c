@@ -194,11 +194,12 @@ static void read_transition(compiler *c, int idx, int si, int oi, int ti) {
 static void read_on(compiler *c, int st, int si) {
   lua_State *L = c->L;
   modal_compiled *k = c->k;
-  int oi, ti, n, nt, on, e, cell;
+  int oi, ti, n, on;
   lua_pushfstring(L, "states[%d].", si);
   n = list_field(L, st, "on", lua_tostring(L, -1), INT_MAX);
   on = lua_gettop(L);
   for (oi = 1; oi <= n; oi++) {
+    int e, nt, cell;
     if (lua_rawgeti(L, on, oi) != LUA_TTABLE)
       malformed(L, "states[%d].on[%d]: expected a table, got %s", si, oi, luaL_typename(L, -1));
     e = lua_gettop(L);
@@ -375,17 +376,17 @@ static modal_compiled *allocate(lua_State *L, const modal_compiled *counts) {
                 sizeof(modal_transition) * (nt ? nt : 1) + sizeof(int) * (cells_m ? cells_m : 1) +
                 sizeof(int) * cells_i + 2 * cells_i;
   char *block = (char *)lua_newuserdatauv(L, size, K_NUV);
-  modal_compiled *k = (modal_compiled *)block;
+  modal_compiled *k = (modal_compiled *)(void *)block;
   memset(block, 0, size);
   *k = *counts;
   block += sizeof *k;
-  k->states = (modal_state *)block;
+  k->states = (modal_state *)(void *)block;
   block += sizeof(modal_state) * ns;
-  k->trans = (modal_transition *)block;
+  k->trans = (modal_transition *)(void *)block;
   block += sizeof(modal_transition) * (nt ? nt : 1);
-  k->handlers = (int *)block;
+  k->handlers = (int *)(void *)block;
   block += sizeof(int) * (cells_m ? cells_m : 1);
-  k->on_first = (int *)block;
+  k->on_first = (int *)(void *)block;
   block += sizeof(int) * cells_i;
   k->on_count = (uint8_t *)block;
   block += cells_i;

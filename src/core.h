@@ -170,6 +170,12 @@ MODAL__FUNC int modal__call(lua_State *L, int nargs, int nres);
 ** unhandled and returns non-zero with nothing pushed. On success, leaves `nres` results. */
 MODAL__FUNC int modal__pcall(lua_State *L, int nargs, int nres);
 
+/* ---------------------------------------------------------------- messages */
+
+/* Pushes and returns the number at idx as an error message shows it: NaN, inf, -inf (never
+** the C library's "-nan"), else as Lua writes it. */
+MODAL__FUNC const char *modal__number_text(lua_State *L, int idx);
+
 /* ---------------------------------------------------------------- logging */
 
 MODAL__FUNC void modal__log(lua_State *L, int level, int fields, const char *fmt, ...);

@@ -235,8 +235,8 @@ static int md_deferred_add_timeout(lua_State *L) {
                       lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   s = lua_tonumber(L, 2);
   if (!(s >= 0))
-    return luaL_error(L, "bad argument #1 to 'add_timeout' (seconds must be >= 0, got %s)",
-                      s != s ? "nan" : lua_tostring(L, 2));
+    return luaL_error(L, "bad argument #1 to 'add_timeout' (seconds must be a number >= 0, "
+                      "got %s)", modal__number_text(L, 2));
   lua_settop(L, 1);
   modal__dadd_timeout(L, 1, s);
   return 1;

@@ -168,7 +168,8 @@ static int took(lua_State *L, modal_deferred *d) {
 /* Runs d's links (d at index 1, its current result at index 2) until the list is empty, d
 ** pauses, or the next entry is a continuation (modal__drun hands over). Runs under one pcall:
 ** an error raised by a link unwinds to modal__drun, which makes it d's result and calls this
-** again. The result stays at index 2; a link's function is slid below it and called. */
+** again. The result stays at index 2; a link's function is slid below it and called.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): one loop, no C recursion */
 static int run_links(lua_State *L) {
   modal_deferred *d = (modal_deferred *)lua_touserdata(L, 1);
   while (d->head < d->tail) {
@@ -256,7 +257,8 @@ static void too_deep(lua_State *L, int base, int top) {
 
 /* An explicit stack of Deferreds on the Lua stack, [base + 1, top], instead of C recursion:
 ** a hand-over pushes the outer Deferred (or replaces the inner one when it has nothing left to
-** run) and runs it first; the inner one goes on when it is back on top. `d` caches the top. */
+** run) and runs it first; the inner one goes on when it is back on top. `d` caches the top.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): the recursion it replaces */
 void modal__drun(lua_State *L, int di, int vi) {
   modal_deferred *d = (modal_deferred *)lua_touserdata(L, di);
   int base, top;
@@ -283,6 +285,7 @@ void modal__drun(lua_State *L, int di, int vi) {
         lua_getiuservalue(L, top, 1);
       }
       if (lua_pcall(L, 2, 0, top + 1) != LUA_OK) {
+        /* cppcheck-suppress knownConditionTrueFalse ; run_links moves d->head under lua_pcall */
         if (d->head == h0)               /* no progress: run_links was never entered */
           skip_link(L, top, d);
         modal__to_failure(L, -1);        /* a link raised: that is d's result now */

@@ -241,10 +241,10 @@ void modal__drive_drain(lua_State *L, modal_instance *c, int ci) {
     luaL_checkstack(L, nargs + 16, "too many input arguments");
     args = lua_gettop(L) + 1;
     for (i = 0; i < (uint32_t)nargs; i++)
-      lua_rawgeti(L, t, (lua_Integer)(h + 3 + i));
+      lua_rawgeti(L, t, (lua_Integer)h + 3 + i);
     for (i = 0; i < 3 + (uint32_t)nargs; i++) {
       lua_pushnil(L);
-      lua_rawseti(L, t, (lua_Integer)(h + i));
+      lua_rawseti(L, t, (lua_Integer)h + i);
     }
     x->inputs.head = h + 3 + (uint32_t)nargs;
     x->inputs.live--;
@@ -314,12 +314,7 @@ static void timeout_fired(lua_State *L, modal_timer *t) {
 /* Pushes a readable form of the value at idx for an error message (no metamethods). */
 static const char *describe(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    double v = lua_tonumber(L, idx);
-    if (v != v)
-      return lua_pushliteral(L, "nan");
-    if (isinf(v))
-      return lua_pushstring(L, v > 0 ? "inf" : "-inf");
-    return lua_pushfstring(L, "%s", lua_tostring(L, idx));
+    return modal__number_text(L, idx);
   }
   return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
 }

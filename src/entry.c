@@ -71,12 +71,13 @@ from an instance (`local q = c.query`) stays bound to its name across reloads.
 kind `"overloaded"`
 @usage c:query("select 1"):add_callback(print)
 */
-/* c:<method>(...) — every method of every machine. */
+/* c:<method>(...) — every method of every machine.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): the hot path, one frame */
 static int method_call(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
   modal_machine *M = (modal_machine *)lua_touserdata(L, lua_upvalueindex(UP_M));
   modal_compiled *k;
-  int nargs = lua_gettop(L) - 1, method, h, outer, status, i, base, depth, r;
+  int nargs = lua_gettop(L) - 1, method, h, outer, status, i, base, r;
   if (!c || c->M != M) {
     lua_getiuservalue(L, lua_upvalueindex(UP_M), M_DEF);
     lua_getiuservalue(L, -1, K_FNS);
@@ -114,7 +115,7 @@ static int method_call(lua_State *L) {
     r = R_POSTPONE;
     lua_pushnil(L);                      /* base: no result */
   } else {
-    depth = c->depth;
+    int depth = c->depth;
     lua_pushcfunction(L, modal__msgh);   /* base */
     lua_rawgeti(L, lua_upvalueindex(UP_FNS), h);
     for (i = 1; i <= nargs + 1; i++)

@@ -103,13 +103,22 @@ static const char run_usage_text[] =
   "signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
 
 static void usage(FILE *to) {
-  fputs(usage_text, to);
+  (void)fputs(usage_text, to);
+}
+
+/* After printing to stdout: 0, or 1 with the reason on stderr when the output could not be
+** written (`modal --help > /dev/full`); `what` names the command. */
+static int flush_stdout(const char *what) {
+  if (fflush(stdout) == 0 && !ferror(stdout))
+    return 0;
+  (void)fprintf(stderr, "modal %s: cannot write the output: %s\n", what, strerror(errno));
+  return 1;
 }
 
 static int fail_usage(const char *fmt, const char *what) {
-  fprintf(stderr, "modal: ");
-  fprintf(stderr, fmt, what);
-  fprintf(stderr, "\nTry 'modal --help'.\n");
+  (void)fprintf(stderr, "modal: ");
+  (void)fprintf(stderr, fmt, what);
+  (void)fprintf(stderr, "\nTry 'modal --help'.\n");
   return 2;
 }
 
@@ -151,9 +160,8 @@ static int docall(lua_State *L, int nargs, int nres) {
 /* After a luv callback's error: says so (unless luv asked not to), and ends the loop run when
 ** the host is to end. */
 static int fatal_protected(lua_State *L) {
-  const char *text, *tb = NULL;
   if (lua_toboolean(L, 2)) {
-    text = luaL_tolstring(L, 1, NULL);
+    const char *text = luaL_tolstring(L, 1, NULL), *tb = NULL;
     if (lua_getfield(L, 1, "traceback") == LUA_TSTRING)
       tb = lua_tostring(L, -1);
     modal__log(L, MODAL_LOG_ERROR, 0, "uncaught error in a luv callback: %s%s%s%s", text,
@@ -206,8 +214,8 @@ static int on_signal(lua_State *L) {
   if (!h)
     return 0;
   if (h->stopping) {
-    fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
-    fflush(stderr);
+    (void)fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
+    (void)fflush(stderr);
     _exit(128 + signum);
   }
   h->stopping = 1;
@@ -297,10 +305,11 @@ static void open_signals(lua_State *L) {
 
 /* Closes the watchers (whoever closed them already, e.g. uv.walk's exit idiom, is fine). */
 static int close_signals(lua_State *L) {
-  int i, closing;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &signals_key) == LUA_TTABLE) {
+    int i;
     for (i = 1; i <= 2; i++) {
       if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) {
+        int closing;
         lua_getfield(L, -1, "is_closing");
         lua_pushvalue(L, -2);
         lua_call(L, 1, 1);
@@ -320,10 +329,11 @@ static int close_signals(lua_State *L) {
 
 /* package.path: the Lua half next to the binary (build tree), then the install prefix. */
 static void set_paths(lua_State *L) {
-  char exe[PATH_MAX], *slash;
+  char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   lua_getglobal(L, "package");
   if (n > 0) {
+    char *slash;
     exe[n] = '\0';
     if ((slash = strrchr(exe, '/')) != NULL)
       *slash = '\0';
@@ -414,7 +424,7 @@ static int pstop(lua_State *L) {
 static void exit_step(lua_State *L, lua_CFunction step) {
   lua_pushcfunction(L, step);
   if (docall(L, 0, 0) != LUA_OK) {
-    fprintf(stderr, "modal: while exiting: %s\n", lua_tostring(L, -1));
+    (void)fprintf(stderr, "modal: while exiting: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
 }
@@ -486,7 +496,7 @@ static int cmd_tool(int argc, char **argv) {
   host h;
   lua_State *L = luaL_newstate();
   if (!L) {
-    fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
+    (void)fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
     return 1;
   }
   memset(&h, 0, sizeof h);
@@ -496,16 +506,21 @@ static int cmd_tool(int argc, char **argv) {
   lua_pushcfunction(L, ptool);
   lua_pushlightuserdata(L, &h);
   if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
-    fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
+    (void)fprintf(stderr, "modal %s: %s\n", argv[1], lua_tostring(L, -1));
     h.status = 1;
   }
-  fflush(stdout);
+  if (h.status == 0)
+    h.status = flush_stdout(argv[1]);    /* `modal graph FILE > /dev/full` fails */
+  else
+    (void)fflush(stdout);
   if (luv_loop(L))
     uv_run(luv_loop(L), UV_RUN_NOWAIT);
   lua_close(L);
   return h.status;
 }
 
+/* `modal run [OPTIONS] SCRIPT [ARGS...]`.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): a flat option parser */
 static int cmd_run(int argc, char **argv) {
   host h;
   lua_State *L;
@@ -514,9 +529,10 @@ static int cmd_run(int argc, char **argv) {
   h.log_level = -1;
   for (i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      fputs(run_usage_text, stdout);
-      return 0;
-    } else if (strcmp(argv[i], "--log-level") == 0) {
+      (void)fputs(run_usage_text, stdout);   /* an error stays in stdout for flush_stdout */
+      return flush_stdout("run --help");
+    }
+    if (strcmp(argv[i], "--log-level") == 0) {
       if (i + 1 >= argc)
         return fail_usage("%s needs a level (error, warn, info, debug)", argv[i]);
       if ((h.log_level = modal__level_parse(argv[++i])) < 0)
@@ -545,15 +561,15 @@ static int cmd_run(int argc, char **argv) {
   h.script = i;
   L = luaL_newstate();
   if (!L) {
-    fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
+    (void)fprintf(stderr, "modal: cannot create a Lua state (out of memory)\n");
     return 1;
   }
   lua_pushcfunction(L, pmain);
   lua_pushlightuserdata(L, &h);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "modal: %s\n", msg ? msg : "(error object is not a string)");
-    fflush(stderr);
+    (void)fprintf(stderr, "modal: %s\n", msg ? msg : "(error object is not a string)");
+    (void)fflush(stderr);
     lua_pop(L, 1);
     h.status = 1;
   }
@@ -565,7 +581,7 @@ static int cmd_run(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  signal(SIGPIPE, SIG_IGN);
+  (void)signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return 2;
@@ -573,11 +589,11 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);
-    return 0;
+    return flush_stdout(argv[1]);
   }
   if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-    printf("modal %s (%s, libuv %s)\n", modal_version(), LUA_RELEASE, uv_version_string());
-    return 0;
+    (void)printf("modal %s (%s, libuv %s)\n", modal_version(), LUA_RELEASE, uv_version_string());
+    return flush_stdout(argv[1]);
   }
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);

@@ -10,6 +10,7 @@
 @module modal
 */
 
+#include <math.h>
 #include "core.h"
 
 static const char handle_key = 'h';     /* registry: call_later handles' metatable */
@@ -42,14 +43,25 @@ modal_handle *modal__handle_new(lua_State *L, int nargs) {
   return h;
 }
 
+const char *modal__number_text(lua_State *L, int idx) {
+  double v = lua_tonumber(L, idx);
+  if (v != v)
+    return lua_pushliteral(L, "NaN");
+  if (isinf(v))
+    return lua_pushstring(L, v > 0 ? "inf" : "-inf");
+  lua_pushvalue(L, idx);
+  return luaL_tolstring(L, -1, NULL);
+}
+
 static double check_delay(lua_State *L, int idx, const char *fname) {
   double d;
   if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "bad argument #%d to '%s' (delay must be a number of seconds, got %s)", idx,
-               fname, luaL_typename(L, idx));
+    luaL_error(L, "bad argument #%d to '%s' (delay must be a number of seconds >= 0, got %s)",
+               idx, fname, lua_isnone(L, idx) ? "no value" : luaL_typename(L, idx));
   d = lua_tonumber(L, idx);
   if (!(d >= 0))                         /* negative or NaN */
-    luaL_error(L, "bad argument #%d to '%s' (delay must be >= 0, got %f)", idx, fname, d);
+    luaL_error(L, "bad argument #%d to '%s' (delay must be a number of seconds >= 0, got %s)",
+               idx, fname, modal__number_text(L, idx));
   return d;
 }
 

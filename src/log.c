@@ -62,8 +62,8 @@ static int default_sink(lua_State *L) {
   lua_settop(L, 3);
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
-  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(stamp + 19, sizeof stamp - 19, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+  (void)strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  (void)snprintf(stamp + 19, sizeof stamp - 19, ".%03dZ", (int)(ts.tv_nsec / 1000000));
   lua_pushfstring(L, "%s %s ", stamp, level);
   if (lua_getfield(L, 3, "machine") != LUA_TNIL) {
     const char *machine = luaL_tolstring(L, -1, NULL);
@@ -82,8 +82,8 @@ static int default_sink(lua_State *L) {
   push_field(L, "input");
   lua_pushliteral(L, "\n");
   lua_concat(L, 6);
-  fputs(lua_tostring(L, -1), stderr);
-  fflush(stderr);
+  (void)fputs(lua_tostring(L, -1), stderr);   /* stderr has no one to tell */
+  (void)fflush(stderr);
   return 0;
 }
 
@@ -104,7 +104,7 @@ static void emit(lua_State *L, int level, int fields) {
   else
     lua_newtable(L);
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) { /* no metamethod of the error value runs here */
-    fprintf(stderr, "modal: log sink failed (%s); the line was: %s %s\n",
+    (void)fprintf(stderr, "modal: log sink failed (%s); the line was: %s %s\n",
             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1),
             modal__level_name(level), lua_tostring(L, msg));
   }
@@ -112,23 +112,20 @@ static void emit(lua_State *L, int level, int fields) {
 }
 
 void modal__log(lua_State *L, int level, int fields, const char *fmt, ...) {
-  char small[512], *text = small;
+  char small[512], *big = NULL;
   va_list ap;
   int n;
   fields = fields ? lua_absindex(L, fields) : 0;
   va_start(ap, fmt);
   n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);
-  if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL) {
+  if (n >= (int)sizeof small && (big = malloc((size_t)n + 1)) != NULL) {
     va_start(ap, fmt);
-    vsnprintf(text, (size_t)n + 1, fmt, ap);
+    (void)vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
   }
-  if (!text)
-    text = small;
-  lua_pushstring(L, text);
-  if (text != small)
-    free(text);
+  lua_pushstring(L, big ? big : small);  /* without memory: the line cut at sizeof small */
+  free(big);
   emit(L, level, fields);
 }
 

@@ -95,7 +95,7 @@ int luaopen_modal(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_anchor);
   else
     lua_pop(L, 1);
-  signal(SIGPIPE, SIG_IGN);              /* a write to a reset peer must not kill the process */
+  (void)signal(SIGPIPE, SIG_IGN);        /* a write to a reset peer must not kill the process */
   if (!modal__ctx(L))
     modal__ctx_open(L, luv_loop(L));
   modal__timers_open(L, luv);            /* luv's handles, made before the sentinel is armed */

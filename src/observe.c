@@ -322,19 +322,26 @@ void modal__remap_waiters(lua_State *L, modal_instance *c, int ci, int smap) {
   lua_settop(L, top);
 }
 
-/* A waiter whose state was removed fails; the rest as after an entry (unless arg: only the
-** gone ones). */
+/* A waiter whose state was removed by a reload fails; the others stay. */
+static int fail_gone(lua_State *L, modal_instance *c, int ci, modal_extras *x, int d, int st,
+                     void *arg) {
+  fail_arg a;
+  (void)arg;
+  if ((uint32_t)st != AUX_GONE)
+    return 0;
+  a.kind = "stopped";
+  a.message = "the state waited for was removed by a reload";
+  a.smap = 0;
+  a.count = 0;
+  return fail_waiter(L, c, ci, x, d, st, &a);
+}
+
+/* A waiter whose state was removed fails; the rest as after an entry. */
 static int settle_or_gone(lua_State *L, modal_instance *c, int ci, modal_extras *x, int d,
                           int st, void *arg) {
-  if ((uint32_t)st == AUX_GONE) {
-    fail_arg a;
-    a.kind = "stopped";
-    a.message = "the state waited for was removed by a reload";
-    a.smap = 0;
-    a.count = 0;
-    return fail_waiter(L, c, ci, x, d, st, &a);
-  }
-  return arg ? 0 : settle_waiter(L, c, ci, x, d, st, NULL);
+  if ((uint32_t)st == AUX_GONE)
+    return fail_gone(L, c, ci, x, d, st, arg);
+  return settle_waiter(L, c, ci, x, d, st, arg);
 }
 
 void modal__settle_waiters(lua_State *L, modal_instance *c, int ci, int gone_only) {
@@ -343,7 +350,7 @@ void modal__settle_waiters(lua_State *L, modal_instance *c, int ci, int gone_onl
   ci = lua_absindex(L, ci);
   x = modal__extras(L, ci, 0);
   if (x && x->waiters.live > 0)
-    each_waiter(L, c, ci, top + 1, settle_or_gone, gone_only ? (void *)&gone_only : NULL);
+    each_waiter(L, c, ci, top + 1, gone_only ? fail_gone : settle_or_gone, NULL);
   lua_settop(L, top);
 }
 

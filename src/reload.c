@@ -264,7 +264,8 @@ static void index_map(lua_State *L, int map, int from, int to) {
   lua_pop(L, 1);
 }
 
-/* The work of modal.reload, protected: (path, M, name) -> M | nil, err. */
+/* The work of modal.reload, protected: (path, M, name) -> M | nil, err.
+** NOLINTNEXTLINE(readability-function-cognitive-complexity): plan all, then switch all */
 static int reload_body(lua_State *L) {
   const char *path = lua_tostring(L, 1);
   modal_machine *M = modal__to_machine(L, 2);
@@ -474,7 +475,6 @@ static int md_reload(lua_State *L) {
     if (lua_getfield(L, 3, canonical(L, -1)) != LUA_TNIL) {   /* another name of the file */
       lua_copy(L, 4, 1);                  /* 1: the canonical path */
       lua_replace(L, 4);                  /* 4: M */
-      key = lua_tostring(L, 1);
       goto found;
     }
     lua_pop(L, 2);

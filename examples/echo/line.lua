@@ -1,14 +1,22 @@
 -- examples/echo/line.lua — a line-protocol TCP client over luv: the connection a
 -- modal.service facade drives (examples/echo/echo.lua).
 --
---   line.open(m, host, port [, secret]) -> Deferred(conn)   m: the service instance, to report a loss
+--   line.open(m, host, port [, secret | opts]) -> Deferred(conn)   m: the service instance
 --   conn:request(text) -> Deferred(reply line)             replies come in request order
 --   conn:close()                                            fails the requests still in flight
 --
+-- opts: { secret = "..." (sent as AUTH, answered +OK), greeting = true (the server's first
+-- line is a greeting, not a reply: open waits for it, and conn.greeting holds it) }.
 -- A refused connect fails with kind "unavailable" ("connect: ECONNREFUSED"), a refused secret
 -- with kind "auth". A connection that dies reports it with m:fire("lost", failure, conn), then
 -- fails its requests in flight (the service never re-sends them). Cancelling the Deferred that
 -- open returned closes the socket.
+--
+-- Replies are paired with requests by their order alone (doc/policies.md, the fault server):
+-- a server that drops a line without answering it (the fault server's `silent` mode) shifts
+-- every later reply onto the wrong request, and a greeting it sends unannounced (without
+-- `greeting = true`) is taken as the first reply. Close such a connection rather than reuse
+-- it (a call's add_timeout, then conn:close()).
 local modal = require "modal"
 local uv = require "luv"
 
@@ -53,7 +61,24 @@ function Conn:close()
   finish(self, modal.failure("unavailable", "connection closed"), true)
 end
 
+-- The greeting is in (or none was expected): send the secret, or the connection is ready.
+local function greeted(conn)
+  local d = conn.handshake
+  if conn.secret then
+    conn.sock:write("AUTH " .. conn.secret .. "\n")
+  else
+    conn.handshake = nil
+    conn.ready = true
+    d:callback(conn)
+  end
+end
+
 local function on_line(conn, text)
+  if conn.expect_greeting then            -- the server's first line, before any reply
+    conn.expect_greeting = false
+    conn.greeting = text
+    return greeted(conn)
+  end
   if conn.handshake then                 -- the answer to AUTH
     local h = conn.handshake
     conn.handshake = nil
@@ -73,13 +98,22 @@ local function on_line(conn, text)
   d:callback(text)
 end
 
-function line.open(m, host, port, secret)
+function line.open(m, host, port, opts)
+  if type(opts) ~= "table" then opts = { secret = opts } end
   local sock = uv.new_tcp()
-  local conn = setmetatable({ sock = sock, m = m, waiting = {}, head = 1, tail = 0, buffer = "" }, Conn)
+  local conn = setmetatable({ sock = sock, m = m, waiting = {}, head = 1, tail = 0, buffer = "",
+                              secret = opts.secret }, Conn)
   local d = modal.deferred(function() conn.handshake = nil; conn:close() end)
   conn.handshake = d
   sock:connect(host, port, function(err)
     if conn.dead then return end
+    if err == "ECANCELED" or tostring(err):match("^ECANCELED") then
+      -- Not closed by us (that makes conn dead): the loop is closing with the Lua state
+      -- (a script run by plain lua5.4 without modal.run()), and the socket may already have
+      -- been collected. Touch nothing.
+      conn.dead, conn.handshake = true, nil
+      return
+    end
     if err then
       conn.handshake = nil
       finish(conn, nil, true)
@@ -99,12 +133,10 @@ function line.open(m, host, port, secret)
       end
       conn.buffer = buffer:sub(at)
     end)
-    if secret then
-      sock:write("AUTH " .. secret .. "\n")
+    if opts.greeting then
+      conn.expect_greeting = true          -- greeted() once it is in
     else
-      conn.handshake = nil
-      conn.ready = true
-      d:callback(conn)
+      greeted(conn)
     end
   end)
   return d

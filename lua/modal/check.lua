@@ -108,7 +108,7 @@ local function show(v)
   if t == "string" then return quote(v)
   elseif t == "number" then
     if mtype(v) == "integer" then return format("%d", v)
-    elseif v ~= v then return "nan"      -- not the C library's spelling ("-nan" on glibc)
+    elseif v ~= v then return "NaN"      -- not the C library's spelling ("-nan" on glibc)
     elseif v == huge or v == -huge then return v > 0 and "inf" or "-inf"
     end
     return format("%.14g", v)

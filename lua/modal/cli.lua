@@ -420,13 +420,13 @@ local function test_file(file, opts, steps, out)
   end
   local modal = require "modal"
   local testing = require "modal.testing.paths"
-  local found, paths = pcall(testing.paths, def, opts)
+  local found, paths, coverage = pcall(testing.paths, def, opts)
   if not found then
     out:write(format("%s: cannot search for paths: %s\n", file, message_of(paths)))
     return 1
   end
   local transitions = testing.transitions(def)
-  local status, taken, noted, logged = 0, {}, {}, {}
+  local status, taken, noted, logged, failed = 0, {}, {}, {}, {}
   local previous = modal.on_log(function(level, message)
     if level == "error" then logged[#logged + 1] = message end
   end)
@@ -441,6 +441,11 @@ local function test_file(file, opts, steps, out)
       for _, id in ipairs(ids) do taken[id] = true end
     else
       status = 1
+      failed[n] = true
+      local v = modal.is_failure(states) and states.value
+      if type(v) == "table" and type(v.edges) == "table" then   -- taken before the mismatch
+        for _, id in ipairs(v.edges) do taken[id] = true end
+      end
       out:write(format("%s: path %d: FAILED: %s\n", file, n, message_of(states)))
     end
     if steps then
@@ -458,25 +463,39 @@ local function test_file(file, opts, steps, out)
     logged = {}
   end
   modal.on_log(previous)
-  local count, missed = 0, {}
-  for _, e in ipairs(transitions) do
+  -- A transition the search found on a path whose walk then failed is not "not taken": it
+  -- is reported with that path, and a guard that raised with what it raised.
+  local count, missed, unwalked = 0, {}, 0
+  for k, e in ipairs(transitions) do
     if taken[e.id] then
       count = count + 1
     else
-      missed[#missed + 1] = e
+      local seen = coverage.edges[k]
+      local on = seen and seen.path and failed[seen.path] and seen.path
+      if on then unwalked = unwalked + 1 end
+      missed[#missed + 1] = { e = e, on = on, guard_error = seen and seen.guard_error }
     end
   end
-  out:write(format("%s: %d/%d transitions taken\n", file, count, #transitions))
-  for _, e in ipairs(missed) do
-    out:write(format("%s: not taken: %s%s\n", file, e.id, e.guarded
-      and " (guarded: no argument tried passed its guard; give some in --options args)" or ""))
+  out:write(format("%s: %d/%d transitions taken%s\n", file, count, #transitions, unwalked > 0
+    and format(" (%d more found by the search on a path whose walk failed)", unwalked) or ""))
+  for _, m in ipairs(missed) do
+    if m.on then
+      out:write(format("%s: not walked: %s (found on path %d, whose walk failed)\n", file,
+        m.e.id, m.on))
+    elseif m.guard_error then
+      out:write(format("%s: not taken: %s (guarded: its guard raised: %s)\n", file, m.e.id,
+        m.guard_error))
+    else
+      out:write(format("%s: not taken: %s%s\n", file, m.e.id, m.e.guarded
+        and " (guarded: no argument tried passed its guard; give some in --options args)" or ""))
+    end
   end
   return status
 end
 
 -- modal test [--options LUAFILE] [--max-depth N] [--steps] FILE...
 local function run_test(args, out, err)
-  local files, opts, steps, options = {}, {}, false, true
+  local files, opts, steps, options, loaded = {}, {}, false, true, {}
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -492,6 +511,7 @@ local function run_test(args, out, err)
         local t, why = load_options(v)
         if not t then return usage_error(err, "test", format("--options %s: %s", v, why)) end
         for k, x in pairs(t) do opts[k] = x end
+        loaded[#loaded + 1] = { file = v, options = t }
       else
         local n = math.tointeger(tonumber(v))
         if not n or n < 1 then
@@ -514,6 +534,13 @@ local function run_test(args, out, err)
   if not has_modal then
     err:write("modal test: needs the modal C module (run it as `modal test`, or build it)\n")
     return 1
+  end
+  local option_problems = require("modal.testing.paths")._option_problems
+  for _, o in ipairs(loaded) do           -- a misspelt option is refused, not ignored
+    local problems = option_problems(o.options)
+    if #problems > 0 then
+      return usage_error(err, "test", format("--options %s: %s", o.file, concat(problems, "; ")))
+    end
   end
   local status = 0
   for _, file in ipairs(files) do

@@ -447,7 +447,7 @@ local function stable_tick(m, sess)
   local r = records[m]
   local P = policy_of(m)
   if not sess.current or not r or not P then return end
-  r.attempts = 0
+  r.attempts, r.last = 0, nil        -- the failures before this connection explain nothing now
   backoff_of(r, P):reset()
 end
 
@@ -794,7 +794,7 @@ local function build(P)
     if P.stable_after > 0 then
       sess.stable_timer = call_later(P.stable_after, stable_tick, m, sess)
     else
-      r.attempts = 0
+      r.attempts, r.last = 0, nil      -- as stable_tick: a connection clears the failures
       backoff_of(r, P):reset()
     end
     if P.idle_timeout then sess.idle_timer = call_later(P.idle_timeout, idle_tick, m, sess) end
@@ -861,6 +861,9 @@ local function build(P)
   closing.enter = function(m) abandon(m, record(m)) end
   closing.run = function(m) return closing_job(m, P) end
   closing.on = { done = "closed", error = "closed" }
+  -- A second close() may fire its input before the first one's is handled (both called
+  -- while the instance is busy): once closing, or closed or failed, it is already done.
+  closing.ignore, closed.ignore, failed.ignore = { "close" }, { "close" }, { "close" }
 
   -- closed
   closed.final = true
@@ -931,6 +934,22 @@ end
 -- @treturn table `state` (a name), `attempts` (failed in a row), `last` (the last failure, or
 --   nil), `retry_in` (seconds to the next attempt, or nil)
 function service.status(c)
+  local function field(x, k)
+    if type(x) ~= "userdata" then return nil end
+    local ok, v = pcall(function() return x[k] end)
+    return ok and v or nil
+  end
+  local def = field(field(c, "machine"), "definition")
+  if type(def) ~= "table" or policies[def] == nil then
+    local got = type(c)
+    if type(def) == "table" then
+      got = format("an instance of machine '%s', not of a service", tostring(def.name))
+    elseif type(field(c, "definition")) == "table" then
+      got = format("%s, not an instance of it", tostring(c))
+    end
+    error(format("bad argument #1 to 'status' (a modal.service instance expected, got %s)",
+      got), 2)
+  end
   local r = records[c]
   if r == nil then return { state = c.state, attempts = 0 } end
   local _, value = standing(c, r)

@@ -34,6 +34,74 @@ local M = {}
 local DEFAULT_MAX_DEPTH = 10
 local DEFAULT_MAX_NODES = 2000
 
+-- The seed math.random gets for each instance a search or a walk drives (doc/testing.md):
+-- a definition that draws from math.random (modal.backoff's jitter) draws the same numbers
+-- on the walk as on the search. When they end, math.random is reseeded with a number drawn
+-- from it before they began: a caller's own seed still decides what it draws next.
+local SEED = 20240229
+
+-- The options of paths and of walk (one table serves both: walk uses `data` only).
+M.OPTIONS = { "args", "data", "max_depth", "max_nodes" }
+
+local function whole(v)
+  return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v)
+    and v < math.huge)
+end
+
+-- What is wrong with options for paths or walk (modal test checks --options with it): a
+-- list of messages, empty when they are valid ("unknown option 'max_dept' (did you mean
+-- 'max_depth'?)", "max_depth takes a whole number >= 1, got 0").
+function M._option_problems(opts)
+  if type(opts) ~= "table" then
+    return { "expected a table of options, got " .. type(opts) }
+  end
+  local out, known, unknown = {}, {}, {}
+  for _, k in ipairs(M.OPTIONS) do known[k] = true end
+  for k in next, opts do
+    if not known[k] then unknown[#unknown + 1] = tostring(k) end
+  end
+  sort(unknown)
+  for _, k in ipairs(unknown) do
+    local near = check.nearest(k, M.OPTIONS)
+    out[#out + 1] = format("unknown option '%s'%s", k, near
+      and format(" (did you mean '%s'?)", near)
+      or " (options: " .. concat(M.OPTIONS, ", ") .. ")")
+  end
+  for _, k in ipairs({ "max_depth", "max_nodes" }) do
+    local v = opts[k]
+    if v ~= nil and not (whole(v) and v >= 1) then
+      out[#out + 1] = format("%s takes a whole number >= 1, got %s", k,
+        type(v) == "number" and tostring(v) or type(v))
+    end
+  end
+  local data = opts.data
+  if data ~= nil and type(data) ~= "table" and type(data) ~= "function" then
+    out[#out + 1] = "data takes a table or a function returning one, got " .. type(data)
+  end
+  local args = opts.args
+  if args ~= nil and type(args) ~= "table" then
+    out[#out + 1] = "args takes a table { [input] = { args1, args2, ... } }, got " .. type(args)
+  elseif args ~= nil then
+    for input, alts in next, args do
+      if type(alts) ~= "table" then
+        out[#out + 1] = format("args.%s takes a list of argument lists, got %s",
+          tostring(input), type(alts))
+      end
+    end
+  end
+  return out
+end
+
+-- Raises "fname: problem" (each problem on its own line) when `opts` are not valid.
+local function checked_options(opts, fname)
+  if opts == nil then return {} end
+  local problems = M._option_problems(opts)
+  if #problems > 0 then
+    error(format("%s: %s", fname, concat(problems, "\n  ")), 3)
+  end
+  return opts
+end
+
 -- ============================================================== reading a definition
 
 -- Per definition table: { def, norm, edges, by_id, copy (the instrumented machine), info }.
@@ -123,8 +191,19 @@ local function instrument(entry)
         local list = {}
         for k, t in ipairs(e.transitions) do
           local id = edge_id(def, st.name, e.input, k)
-          local action = t.action
-          list[k] = { to = t.to, guard = t.guard, action = function(m, ...)
+          local action, guard = t.action, t.guard
+          if guard then                   -- a guard that raises: noted for the coverage
+            local raw_guard = guard
+            guard = function(m, ...)
+              local ok, r = pcall(raw_guard, m, ...)
+              if not ok then
+                if entry.guard_errors[id] == nil then entry.guard_errors[id] = tostring(r) end
+                error(r, 0)
+              end
+              return r
+            end
+          end
+          list[k] = { to = t.to, guard = guard, action = function(m, ...)
             local taken = info_of(entry, m).edges
             taken[#taken + 1] = id
             if action then return action(m, ...) end
@@ -152,7 +231,8 @@ local function read(x, fname)
   if not norm then
     error(format("%s: not a valid definition:\n  %s", fname, concat(errors, "\n  ")), 3)
   end
-  entry = { def = def, norm = norm, info = setmetatable({}, { __mode = "k" }) }
+  entry = { def = def, norm = norm, info = setmetatable({}, { __mode = "k" }),
+            guard_errors = {} }
   entry.edges, entry.by_id = edges_of(def, norm)
   entry.states = {}
   for _, st in ipairs(norm.states) do
@@ -241,17 +321,52 @@ end
 
 -- ============================================================== driving one instance
 
+local STEP_KEYS = { "advance", "args", "edge", "input", "job", "to" }
+local STEP_ACTIONS = { "input", "advance", "job" }
+
+-- What is wrong with step k of a path, or nil: a step is a table with exactly one of
+-- `input`, `advance`, `job`, and no key but those and `args`, `to`, `edge`.
+local function step_problem(step)
+  if type(step) ~= "table" then
+    return "a step is a table { input = | advance = | job = }, got " .. type(step)
+  end
+  local unknown, actions = {}, {}
+  for key in next, step do
+    local known = false
+    for _, k in ipairs(STEP_KEYS) do
+      if key == k then known = true end
+    end
+    if not known then unknown[#unknown + 1] = tostring(key) end
+  end
+  sort(unknown)
+  if #unknown > 0 then
+    local near = check.nearest(unknown[1], STEP_KEYS)
+    return format("unknown key '%s' in a step%s (a step has: %s)", unknown[1],
+      near and format(" (did you mean '%s'?)", near) or "", concat(STEP_KEYS, ", "))
+  end
+  for _, k in ipairs(STEP_ACTIONS) do
+    if step[k] ~= nil then actions[#actions + 1] = "`" .. k .. "`" end
+  end
+  if #actions ~= 1 then
+    return format("a step has exactly one of `input`, `advance`, `job`, this one has %s",
+      #actions == 0 and "none" or concat(actions, " and "))
+  end
+  return nil
+end
+
 -- The walk's clock: the installed one (the caller's), else one the walk installs and closes.
 -- `restart` starts each replay at the same time.
 local function session_start()
   local own = not C.installed()
   if own then C.install(0) end
-  return { own = own, mark = C.mark() }
+  -- drawn from the caller's generator: it goes on from there once we are done
+  return { own = own, mark = C.mark(), reseed = math.random(0) }
 end
 
 local function session_end(s)
   C.drop(s.mark)
   if s.own then C.close() end
+  math.randomseed(s.reseed)                -- the caller's draws go on, not the fixed seed's
 end
 
 -- A new instance of the instrumented copy, on a clock at 0 (or the caller's), nothing of a
@@ -259,6 +374,7 @@ end
 local function new_instance(entry, s, opts)
   C.drop(s.mark)
   if s.own then C.restart(0) end
+  math.randomseed(SEED)                  -- each replay draws what the search drew
   local c = entry.copy:new(fresh_data(opts))
   return c, info_of(entry, c)
 end
@@ -385,16 +501,18 @@ end
 -- instance's data: a table, deep-copied for each instance, or a function returning it),
 -- `args` (`{ [input] = { args1, args2, ... } }`: the argument lists to try for an input, or
 -- for a job's `done`/`error`). Returns the list of paths and the coverage: `{ total =,
--- taken =, edges = { { id =, taken = bool, path = index }, ... }, errors = { message, ... } }`
+-- taken =, edges = { { id =, taken = bool, path = index, guard_error = message }, ... },
+-- errors = { message, ... } }` (guard_error: what the transition's guard raised, if it did)
 -- (errors: the distinct lines logged at level error while searching, such as a hook that
 -- raised; the search itself logs nothing). After XState's graph testing (`@xstate/graph`),
 -- with timers and jobs as steps.
 function M.paths(Mach, opts)
-  opts = opts or {}
+  opts = checked_options(opts, "paths")
   local entry = read(Mach, "paths")
   local max_depth = opts.max_depth or DEFAULT_MAX_DEPTH
   local max_nodes = opts.max_nodes or DEFAULT_MAX_NODES
   local covered, ncovered, total = {}, 0, #entry.edges
+  entry.guard_errors = {}
   local found, errors, seen_error = {}, {}, {}
   local previous = modal.on_log(function(level, message)   -- replays would repeat each line
     if level == "error" and not seen_error[message] and #errors < 20 then
@@ -479,7 +597,8 @@ function M.paths(Mach, opts)
   local coverage = { total = total, taken = ncovered, edges = {}, errors = errors }
   for k, e in ipairs(entry.edges) do
     local at = covered[e.id]
-    coverage.edges[k] = { id = e.id, taken = at ~= nil, path = at and at > 0 and kept(at) or nil }
+    coverage.edges[k] = { id = e.id, taken = at ~= nil, path = at and at > 0 and kept(at) or nil,
+                          guard_error = entry.guard_errors[e.id] }
   end
   return keep, coverage
 end
@@ -490,11 +609,11 @@ end
 -- the virtual clock (the installed one, else one installed for the walk), each `run` replaced
 -- by a Deferred that the path's job steps settle. Returns the states visited (the initial
 -- state first, then one per step) and the transitions taken (their ids, in order). Raises a
--- failure of kind "walk" (value: { step =, expected =, state =, states = }) at the first step
+-- failure of kind "walk" (value: { step =, expected =, state =, states =, edges = }) at the first step
 -- that cannot be applied, or after which the instance is not where the path (`to`) or the
 -- definition says. Options: `data` (as for paths).
 function M.walk(Mach, path, opts)
-  opts = opts or {}
+  opts = checked_options(opts, "walk")
   local entry = read(Mach, "walk")
   if type(path) ~= "table" then
     error("walk: expected a path (a list of steps), got " .. type(path), 2)
@@ -502,11 +621,21 @@ function M.walk(Mach, path, opts)
   local s = session_start()
   local states, taken, failure = {}, nil, nil
   local ok, err = pcall(function()
+    for k, step in ipairs(path) do        -- a malformed step fails before anything runs
+      local problem = step_problem(step)
+      if problem then
+        failure = modal.failure("walk", format("step %d of %d: %s", k, #path, problem),
+          { step = k, states = states })
+        return
+      end
+    end
     local c, i = new_instance(entry, s, opts)
     C.advance(0)
     states[1] = c.state
     for k, step in ipairs(path) do
       local from = c.state
+      local left                           -- the time left before from's timeout, if armed
+      if i.delay then left = i.armed_at + i.delay - modal.now() end
       local applied, why = apply(entry, c, i, step)
       local expected
       if applied then
@@ -517,14 +646,27 @@ function M.walk(Mach, path, opts)
           expected = graph_targets(entry, from, step)
         end
         if not expected[c.state] then
-          why = format("the instance is in '%s', the %s says %s", c.state,
-            type(step.to) == "string" and "path" or "definition", names(expected))
+          local says = type(step.to) == "string" and "path" or "definition"
+          why = format("the instance is in '%s', the %s says %s", c.state, says, names(expected))
+          if step.advance ~= nil and c.state == from then
+            if left == nil then
+              why = format("the %s expects %s after advance %s, but state '%s' has no timeout "
+                .. "armed: the instance stayed in '%s'", says, names(expected),
+                tostring(step.advance), from, from)
+            elseif step.advance < left then
+              why = format("the %s expects %s after advance %s, but the timeout of '%s' had "
+                .. "not come yet (due in %.15g s of the %.15g armed): the instance stayed in '%s'", says,
+                names(expected), tostring(step.advance), from, left, i.delay, from)
+            end
+          end
         end
       end
       if why then
+        local before = {}                  -- the transitions the steps before this one took
+        for n = 1, #i.edges do before[n] = i.edges[n] end
         failure = modal.failure("walk", format("step %d of %d (%s, from '%s'): %s", k, #path,
           M.describe(step), from, why), { step = k, expected = expected and names(expected),
-          state = c.state, states = states })
+          state = c.state, states = states, edges = before })
         return
       end
       states[#states + 1] = c.state
