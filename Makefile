@@ -6,6 +6,9 @@
 #   make lint       luacheck, clang-tidy (.clang-tidy) and cppcheck; fails on any finding
 #   make asan       the same specs against an ASan + UBSan build (build-asan/)
 #   make valgrind   the specs under valgrind memcheck, failing on a leak from modal
+#   make fuzz-driver  the driver's re-entry fuzzer (specs/fuzz/driver_fuzz.lua) on the ASan
+#                   build: FUZZ_SEED (1), FUZZ_ITERATIONS (2000); FUZZ_START, FUZZ_VERBOSE,
+#                   FUZZ_KEEP_GOING and FUZZ_GC=manual pass through (see the file)
 #   make coverage   the specs against a gcov build (build-cov/, host included), then line and
 #                   branch coverage of src/ per file (gcovr); fails below COVERAGE_MIN % of lines
 #   make bench      the benchmark workloads (bench/README.md), each beside its judged floor;
@@ -54,8 +57,9 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
             LUA_CPATH='./$(1)/?.so;;' MODAL_BUILD='$(1)'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
-.PHONY: all deps test check-deps asan valgrind coverage bench demo example-redis example-pool doc \
-        install uninstall clean lint lint-lua lint-c fuzz fuzz-build fuzz-repro check-fuzz-deps
+.PHONY: all deps test check-deps asan asan-build valgrind coverage bench demo example-redis \
+        example-pool doc install uninstall clean lint lint-lua lint-c fuzz-driver fuzz fuzz-build \
+        fuzz-repro check-fuzz-deps
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -126,12 +130,23 @@ $(BUILD)/capi_test.so: specs/fixtures/capi/capi_test.c src/modal.h $(BUILD)/moda
 test: all lint-lua $(BUILD)/capi_test.so
 	@$(SPEC_ENV) sh specs/run.sh
 
-asan:
+asan: asan-build
+	@$(MAKE) --no-print-directory BUILD=build-asan lint-lua
+	@$(call spec_env,build-asan) MODAL_SANITIZE=1 sh specs/run.sh
+
+asan-build:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g' \
 	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer' \
 	  all build-asan/capi_test.so
-	@$(MAKE) --no-print-directory BUILD=build-asan lint-lua
-	@$(call spec_env,build-asan) MODAL_SANITIZE=1 sh specs/run.sh
+
+FUZZ_SEED ?= 1
+FUZZ_ITERATIONS ?= 2000
+
+# Seeded; prints iterations, operations and every finding; non-zero on a violated invariant
+# or a sanitizer report.
+fuzz-driver: asan-build
+	@$(call spec_env,build-asan) FUZZ_SEED='$(FUZZ_SEED)' FUZZ_ITERATIONS='$(FUZZ_ITERATIONS)' \
+	  sh specs/fuzz/run.sh specs/fuzz/driver_fuzz.lua
 
 valgrind: all $(BUILD)/capi_test.so
 	@$(SPEC_ENV) MODAL_VALGRIND=1 sh specs/run.sh

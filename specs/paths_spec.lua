@@ -327,6 +327,25 @@ describe("modal.testing", function()
       assert.is_nil(out:find("note:", 1, true), out)
     end)
 
+    it("takes every transition of the examples' services with their options file", function()
+      local files = { "examples/demo/policy.lua", "examples/echo/echo.lua",
+        "examples/redis/redis.lua" }
+      local status, out = run_cli({ "--options", "examples/service_test_options.lua",
+        table.unpack(files) })
+      assert.equal(0, status, out)
+      for _, f in ipairs(files) do
+        local n, m = out:match(f:gsub("%p", "%%%0") .. ": (%d+)/(%d+) transitions taken\n")
+        assert.is_truthy(n, out)
+        assert.equal(m, n, out)
+      end
+      assert.is_nil(out:find("not taken", 1, true), out)
+      -- Without the options, classify's fatal branch is named as the one left
+      status, out = run_cli({ "examples/echo/echo.lua" })
+      assert.equal(0, status, out)
+      assert.matches("not taken: states.connecting.on.error[1] (guarded: no argument tried", out,
+        1, true)
+    end)
+
     it("reads --options and reports full coverage of the valid fixtures", function()
       local args = { "--options", PATHS .. "options.lua" }
       for name in io.popen("ls " .. VALID):lines() do args[#args + 1] = VALID .. name end

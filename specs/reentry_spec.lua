@@ -5,9 +5,10 @@
 -- Each says what it expects and what used to happen instead (under ASan some of them ended in
 -- a sanitizer report).
 --
--- Three of them depend on where the collector runs a finalizer: they make the collector run a
--- step at nearly every allocation and try until a finalizer lands in the window they need
--- (it takes a few hundred tries), and check that it did.
+-- Those under "a finalizer run while modal's own C code allocates" depend on where the
+-- collector runs a finalizer: they make the collector run a step at nearly every allocation
+-- and try until a finalizer lands in the window they need (it takes a few hundred tries), and
+-- check that one ran.
 local modal = require "modal"
 local support = require "support"
 local run_undo = support.run_undo
@@ -127,6 +128,43 @@ describe("re-entry into the driver", function()
     end)
   end)
 
+  describe("two postponed calls each answered with the other's Deferred", function()
+    -- A handler's returned Deferred is the call's answer: a retried call whose handler returns
+    -- another call's pending Deferred waits on it. When q's retried handler returns s's
+    -- Deferred and s's returns q's, each waits on the other, and d:cancel() on either used to
+    -- walk the cycle for ever. The scenario runs in a child process, under a timeout.
+    it("d:cancel() returns; the cancelled call fails 'cancelled', the other is answered", function()
+      local script = [[
+        local modal = require "modal"
+        modal.on_unhandled(function() end)
+        local a, b
+        local M = modal.machine { name = "re_cycle", initial = "wait", methods = { "q", "s" },
+          states = { wait = { q = "postpone", s = "postpone", on = { go = "ready" } },
+                     ready = { q = function() return b end, s = function() return a end } } }
+        local c = M:new()
+        a = c:q()              -- postponed
+        b = c:s()              -- postponed
+        c:fire("go")           -- q is retried and waits on b; s is retried and waits on a
+        print("before " .. a:state() .. " " .. b:state())
+        b:cancel()             -- used to never return
+        local states, f = a:state() .. " " .. b:state(), nil
+        b:add_errback(function(x) f = x end)
+        print("after " .. states .. " " .. (f and f.kind or "-"))
+      ]]
+      local path = dir .. "/cycle.lua"
+      local f = assert(io.open(path, "w"))
+      f:write(("package.cpath = %q .. ';' .. package.cpath\n"):format(
+        "./" .. (os.getenv("MODAL_BUILD") or "build") .. "/?.so"), script)
+      f:close()
+      support.defer(function() os.remove(path) end)
+      local p = assert(io.popen("timeout 10 lua5.4 " .. path .. " 2>&1"))
+      local out = p:read("a")
+      p:close()
+      assert.matches("before pending pending", out, 1, true)
+      assert.matches("after succeeded failed cancelled", out, 1, true)   -- killed after 10 s
+    end)
+  end)
+
   describe("a reload whose switch runs user code", function()
     -- reload_body (src/reload.c) sets M's new definition, then switches the instances one by
     -- one; user code it runs meanwhile (the enter hook of a migrated instance, its run and
@@ -197,6 +235,39 @@ describe("re-entry into the driver", function()
       support.reloaded(modal.reload(path))
       assert.equal("z", first.state)
       assert.equal("c", second.state)     -- is "b": the switch put it back where it was planned
+    end)
+  end)
+
+  describe("inputs a reload's switch queued", function()
+    -- A migrated instance enters its new state from the switch; what its enter hook fires at
+    -- itself waits in its queue (rule 4). The switch used to let the instance go with that
+    -- queue still full, and drain it only after every other instance's switch had run user
+    -- code: an input fired at it meanwhile was handled at once, before the ones queued first.
+    it("are handled in the order they were fired, before any fired later", function()
+      quiet_log()
+      local version, first, order = 1, nil, {}
+      local function record(_, name) order[#order + 1] = name end
+      local path = def_file(function()
+        if version == 1 then
+          return { name = "re_switch_queue", initial = "a", methods = {},
+            states = { a = {} } }
+        end
+        return { name = "re_switch_queue", initial = "b", methods = {},
+          migrate = function() return "b" end,
+          states = { b = {
+            enter = function(m, _, input)
+              if input ~= "reload" then return end
+              if m == first then m:fire("x", "x") else first:fire("y", "y") end
+            end,
+            on = { x = { action = record }, y = { action = record } },
+          } } }
+      end)
+      local M = modal.load(path)
+      first = M:new()                     -- switched first (ids in order): queues x
+      M:new()                             -- its enter fires y at the first one
+      version = 2
+      support.reloaded(modal.reload(path))
+      assert.same({ "x", "y" }, order)    -- was { "y", "x" }
     end)
   end)
 
@@ -338,6 +409,43 @@ describe("re-entry into the driver", function()
       assert.equal(0, stuck)              -- each hit leaves the call pending in `closed`
     end)
 
+    it("never queues more calls than max_postponed when a finalizer calls meanwhile", function()
+      -- The bound was checked before the call's record was made; a finalizer run by those
+      -- allocations could call the busy instance (a call from inside runs at once) and
+      -- postpone one more, which took the last place: the first was queued past the bound.
+      eager_collector()
+      local armed
+      local M = modal.machine { name = "re_gc_bound", initial = "open", methods = { "q" },
+        max_postponed = 1,
+        states = { open = { q = function(m, outer)
+                              if outer then armed = m end
+                              return m:postpone()
+                            end } } }
+      local hits, over = 0, 0
+      for _ = 1, 20000 do
+        local c = M:new()
+        local inner
+        bombs(20, function()
+          local m = armed
+          if m and m:postponed() == 0 then
+            armed = nil
+            hits = hits + 1
+            inner = m:q(false)            -- while the outer call is being queued
+          end
+        end)
+        local outer = c:q(true)
+        armed = nil
+        if c:postponed() > 1 then over = over + 1 end
+        for _, d in ipairs { outer, inner or outer } do
+          if d:state() == "pending" then d:cancel() end
+          d:add_errback(function() end)
+        end
+        if hits >= 20 then break end
+      end
+      assert.is_true(hits > 0, "no finalizer ran in the window: nothing was tried")
+      assert.equal(0, over)               -- each hit left two calls queued under a bound of 1
+    end)
+
     it("handles the inputs a handler fired before the one a finalizer fires later", function()
       eager_collector()
       local armed, order = nil, nil
@@ -366,6 +474,43 @@ describe("re-entry into the driver", function()
       end
       assert.is_true(hits > 0)
       assert.equal(0, swapped)            -- "two" was handled first each time the window hit
+    end)
+
+    it("keeps a when() waiter a finalizer adds while c:when() makes the instance's extras",
+      function()
+      -- An instance gets its extras (queues, waiters, timer) on first need; a finalizer run
+      -- by those allocations that needs them too made a second record, which the first then
+      -- replaced: the finalizer's waiter was lost, pending for good.
+      eager_collector()
+      local armed, inner
+      local M = modal.machine { name = "re_gc_extras", initial = "a", methods = {},
+        states = { a = { on = { stop = "closed", go = "b" } }, b = {}, closed = { final = true } } }
+      local hits, lost = 0, 0
+      for _ = 1, 20000 do
+        local c = M:new()
+        inner = nil
+        bombs(20, function()
+          local m = armed
+          if m then
+            armed = nil
+            hits = hits + 1
+            inner = m:when("b")           -- while the outer c:when() runs
+          end
+        end)
+        armed = c
+        local outer = c:when("b")
+        armed = nil
+        c:fire("stop")                    -- a final state: every waiter fails 'stopped'
+        assert.equal("failed", outer:state())
+        outer:add_errback(function() end)
+        if inner then
+          if inner:state() == "pending" then lost = lost + 1 end
+          inner:add_errback(function() end)
+        end
+        if hits >= 200 then break end
+      end
+      assert.is_true(hits > 0, "no finalizer ran in the window: nothing was tried")
+      assert.equal(0, lost)               -- the waiter of each hit in the window stays pending
     end)
 
     it("never records a call with another method when a finalizer reloads", function()
@@ -403,6 +548,64 @@ describe("re-entry into the driver", function()
       end
       assert.is_true(hits > 0)
       assert.equal(0, wrong)              -- call q answered "r"
+    end)
+
+    it("switches an instance a finalizer makes while a reload runs, or refuses to make it",
+      function()
+      -- A reload lists the live instances, plans them, makes what the switch needs, then
+      -- switches the listed ones. An instance a finalizer made after the listing (the plan's
+      -- and the switch's allocations run finalizers) was never switched: its state index
+      -- pointed into the old definition, and read as another state or none. Now M:new raises
+      -- from the listing to the switch; before (while the file loads) it makes a listed one.
+      eager_collector()
+      collectgarbage("incremental", 1, 100, 1)   -- one step at a time: 10 finalizers at most
+      quiet_log()
+      local version, armed, made = 1, false, {}
+      local path = def_file(function()
+        local states = { x = { q = function() return "x" end } }
+        if version % 2 == 1 then          -- x is the last of five, then the first of two
+          for _, name in ipairs { "a", "b", "c", "d" } do
+            states[name] = { q = function() return name end }
+          end
+        else
+          states.y = { q = function() return "y" end }
+        end
+        return { name = "re_gc_new", version = version, initial = "x", methods = { "q" },
+          states = states }
+      end)
+      local M = modal.load(path)
+      local tries, wrong, refusals = 0, 0, {}
+      for _ = 1, 300 do
+        local started = false
+        bombs(200, function()
+          if armed then
+            tries = tries + 1
+            local ok, c = pcall(M.new, M)
+            if ok then made[#made + 1] = c else refusals[#refusals + 1] = tostring(c) end
+          else
+            started = true
+          end
+        end)
+        -- Step the collector until it runs the first of them: the rest run ten per step, at
+        -- the reload's allocations (whatever the size of the heap the suite left).
+        while not started do collectgarbage("step", 0) end
+        version = version + 1
+        armed = true
+        support.reloaded(modal.reload(path))
+        armed = false
+        for _, c in ipairs(made) do
+          local answer
+          c:q():add_both(function(v) answer = v end)
+          if c.state ~= "x" or answer ~= "x" then wrong = wrong + 1 end
+        end
+        made = {}
+        if tries >= 200 then break end
+      end
+      assert.is_true(tries > 0, "no finalizer ran while a reload ran: nothing was tried")
+      assert.equal(0, wrong)              -- its state read as another one, or none
+      for _, message in ipairs(refusals) do
+        assert.matches("M:new() called from migrate or while a reload plans", message, 1, true)
+      end
     end)
 
     it("never shows an instance without its methods while a reload refills them", function()

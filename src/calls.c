@@ -111,25 +111,33 @@ static void push_failed(lua_State *L, const char *kind) {
   lua_remove(L, -2);
 }
 
-void modal__postpone(lua_State *L, modal_instance *c, int ci, int method, int args, int nargs) {
+/* The call cannot be queued: the instance is in a final state, or its queue is full. Pushes
+** a failed Deferred and returns 1; else 0. */
+static int refused(lua_State *L, modal_instance *c, int ci) {
   modal_compiled *k = c->M->def;
-  modal_extras *x;
-  uint32_t *aux;
-  int d;
-  ci = lua_absindex(L, ci);
-  args = nargs ? lua_absindex(L, args) : 0;
   if (k->states[c->state].final) {
     modal__push_state_name(L, c, ci, c->state);
     lua_pushfstring(L, "cannot postpone a call in final state '%s'", lua_tostring(L, -1));
     lua_remove(L, -2);
     push_failed(L, "error");
-    return;
+    return 1;
   }
   if (c->npostponed >= k->max_postponed) {
     lua_pushfstring(L, "too many postponed calls (max_postponed = %d)", k->max_postponed);
     push_failed(L, "overloaded");
-    return;
+    return 1;
   }
+  return 0;
+}
+
+void modal__postpone(lua_State *L, modal_instance *c, int ci, int method, int args, int nargs) {
+  modal_extras *x;
+  uint32_t *aux;
+  int d, base = lua_gettop(L);
+  ci = lua_absindex(L, ci);
+  args = nargs ? lua_absindex(L, args) : 0;
+  if (refused(L, c, ci))
+    return;
   x = modal__extras(L, ci, 1);           /* made first: a memory error leaves nothing behind */
   modal__push_list(L, -1, X_CALLS);
   modal__deferred_new(L, ci);            /* the canceller is the instance: its __call */
@@ -147,6 +155,13 @@ void modal__postpone(lua_State *L, modal_instance *c, int ci, int method, int ar
     lua_pushinteger(L, nargs);
     lua_setfield(L, -2, "n");
     lua_setiuservalue(L, d, 1);
+  }
+  /* Those allocations may have run a finalizer that called the instance (busy, so its state
+  ** stays) and postponed calls of its own: the queue may be full now. */
+  if (c->npostponed >= c->M->def->max_postponed) {
+    lua_settop(L, base);
+    refused(L, c, ci);
+    return;
   }
   lua_pushvalue(L, d);
   modal__list_push(L, &x->calls, d - 1);

@@ -45,7 +45,8 @@ typedef struct modal_ctx {
   modal_kept_fired_hook kept_fired;   /* set by the instances' layer */
   /* What the machine driver is doing (doc/machines.md, rule 12): */
   int driving;           /* entries into the driver in progress: user code may run */
-  int planning;          /* a reload is planning (migrate runs): M:new, fire and calls raise */
+  int planning;          /* a reload lists, plans (migrate runs) and switches: M:new, fire and
+                          ** calls raise */
   int reloading;         /* a reload runs (its file, its plan, its switch): another raises */
   int tracing;           /* modal.trace(true): every transition logged at info */
   /* The testing clock (doc/testing.md); the timer layer sets these: */

@@ -87,8 +87,9 @@ static int method_call(lua_State *L) {
                       c ? "an instance of another machine" : luaL_typename(L, 1));
   }
   if (M->ctx->planning)
-    return luaL_error(L, "modal: method '%s' called from migrate (migrate only reads the "
-                      "instance)", lua_tostring(L, lua_upvalueindex(UP_NAME)));
+    return luaL_error(L, "modal: method '%s' called from migrate or while a reload plans "
+                      "(migrate only reads the instance)",
+                      lua_tostring(L, lua_upvalueindex(UP_NAME)));
   if (M->ctx->closed)
     return closed_call(L);
   if ((lua_Integer)M->gen != lua_tointeger(L, lua_upvalueindex(UP_GEN)) && !rebind(L, M)) {
@@ -218,8 +219,8 @@ static int md_fire(lua_State *L) {
                       lua_isnone(L, 2) ? "no value" : luaL_typename(L, 2));
   M = c->M;
   if (M->ctx->planning)
-    return luaL_error(L, "modal: c:fire() called from migrate (migrate only reads the "
-                      "instance)");
+    return luaL_error(L, "modal: c:fire() called from migrate or while a reload plans "
+                      "(migrate only reads the instance)");
   if (M->ctx->closed)
     return 0;                            /* from a finalizer once the state began closing */
   if (c->flags & I_BUSY) {
@@ -306,7 +307,7 @@ void modal__switch_state(lua_State *L, int ci, modal_compiled *k, int to, int mi
 }
 
 /* (c, to, migrated, had, entry, from name) */
-static int after_switch_body(lua_State *L) {
+static void after_switch_work(lua_State *L) {
   modal_instance *c = modal__to_instance(L, 1);
   modal_extras *x;
   int to = (int)lua_tointeger(L, 2), migrated = lua_toboolean(L, 3);
@@ -326,7 +327,7 @@ static int after_switch_body(lua_State *L) {
   if ((lua_Integer)c->entry != lua_tointeger(L, 5) || c->state != to || migrated) {
     modal__settle_waiters(L, c, 1, 1);   /* the waiters whose state is gone */
     if (!migrated || (lua_Integer)c->entry != lua_tointeger(L, 5) || c->state != to)
-      return 0;                          /* user code moved it meanwhile: nothing more to do */
+      return;                            /* user code moved it meanwhile: nothing more to do */
   } else {
     modal__settle_waiters(L, c, 1, 0);   /* gone states; a state made final fails the rest */
   }
@@ -334,7 +335,7 @@ static int after_switch_body(lua_State *L) {
     c->M->transitions++;
     lua_pushliteral(L, "reload");
     modal__drive_enter(L, c, 1, 6, 7, 0, 0);
-    return 0;
+    return;
   }
   x = modal__extras(L, 1, 0);
   lua_pop(L, 1);
@@ -342,6 +343,17 @@ static int after_switch_body(lua_State *L) {
     modal__drive_arm_timeout(L, c, 1);   /* it gained a timeout: armed from the switch */
   if (s->run && !(had & 2) && !(x && x->job))
     modal__drive_start_job(L, c, 1);     /* it gained a run */
+}
+
+/* The switch's entry ends as every entry does: the calls are retried (the state's name
+** changed) and what its user code queued is handled, in order, before the instance is free
+** again — an input fired at it later, by the next instance's switch, comes after them. */
+static int after_switch_body(lua_State *L) {
+  modal_instance *c = modal__to_instance(L, 1);
+  after_switch_work(L);
+  lua_settop(L, 6);
+  modal__drive_retry(L, c, 1);
+  modal__drive_drain(L, c, 1);
   return 0;
 }
 
@@ -356,21 +368,6 @@ void modal__after_switch(lua_State *L, int ci, int to, int migrated, int had, ui
   lua_pushinteger(L, (lua_Integer)entry);
   lua_pushvalue(L, from_name);
   if (modal__drive_protected(L, c, ci, after_switch_body, 5, 0) != LUA_OK)
-    modal__drive_internal_error(L, c, ci);
-}
-
-static int after_reload_body(lua_State *L) {
-  modal_instance *c = modal__to_instance(L, 1);
-  modal__drive_retry(L, c, 1);
-  modal__drive_drain(L, c, 1);
-  return 0;
-}
-
-void modal__drive_after_reload(lua_State *L, int ci) {
-  modal_instance *c = modal__to_instance(L, ci);
-  ci = lua_absindex(L, ci);
-  if ((c->npostponed > 0 || (c->flags & I_QUEUED)) &&
-      modal__drive_protected(L, c, ci, after_reload_body, 0, 0) != LUA_OK)
     modal__drive_internal_error(L, c, ci);
 }
 

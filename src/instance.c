@@ -107,6 +107,13 @@ modal_extras *modal__extras(lua_State *L, int ci, int make) {
     lua_newtable(L);
     lua_setiuservalue(L, -2, i);
   }
+  /* Those allocations may have run a finalizer that made the instance's extras meanwhile
+  ** (and listed a waiter, a call or an input there): that record is the one. */
+  if (lua_getiuservalue(L, ci, I_EXTRAS) == LUA_TUSERDATA) {
+    lua_remove(L, -2);
+    return (modal_extras *)lua_touserdata(L, -1);
+  }
+  lua_pop(L, 1);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, ci, I_EXTRAS);
   ((modal_instance *)lua_touserdata(L, ci))->flags |= I_HASX;

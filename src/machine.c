@@ -50,7 +50,8 @@ static int md_machine_new(lua_State *L) {
     return luaL_error(L, "modal: M:new(data): data must be a table or nil, got %s",
                       luaL_typename(L, 2));
   if (M->ctx->planning)
-    return luaL_error(L, "modal: M:new() called from migrate (migrate only reads the instance)");
+    return luaL_error(L, "modal: M:new() called from migrate or while a reload plans (migrate "
+                      "only reads the instance)");
   lua_settop(L, 2);
   modal__instance_alloc(L, 1, lua_isnil(L, 2) ? 0 : 2);
   modal__drive_start(L, -1);

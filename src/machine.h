@@ -294,11 +294,10 @@ MODAL__FUNC void modal__switch_state(lua_State *L, int ci, modal_compiled *k, in
 ** gone, cancels a detached job, then — unless user code moved the instance since the first
 ** pass (its entry is no longer `entry`) — enters a migrated instance's state with input
 ** "reload" (from the state named at from_name), or arms what a staying state gained (a
-** timeout, a run; `had`: 1 the old state had a timeout, 2 a run). */
+** timeout, a run; `had`: 1 the old state had a timeout, 2 a run); then retries its calls
+** (every instance was switched by then) and handles its queued inputs before it lets go. */
 MODAL__FUNC void modal__after_switch(lua_State *L, int ci, int to, int migrated, int had,
                                      uint32_t entry, int from_name);
-/* Reload: retries the instance's calls once after every instance was switched. */
-MODAL__FUNC void modal__drive_after_reload(lua_State *L, int ci);
 /* Pushes a bound method for the name at `name` (index `method`) of the machine at mi, for
 ** generation `gen` whose fns table is at `fns`. */
 MODAL__FUNC void modal__push_method(lua_State *L, int mi, int name, int method, uint32_t gen,

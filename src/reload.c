@@ -293,6 +293,10 @@ static int reload_body(lua_State *L) {
     return reload_result(L, mi, name, path, lua_tostring(L, -1));
   }
   lua_settop(L, 7);
+  /* From the listing to the switch, M:new, fire and method calls raise — from migrate, and
+  ** from a finalizer that the allocations here run: an instance made or moved then would be
+  ** missing from the plan, or switched by a stale one. */
+  ctx->planning++;
   /* plan: every live instance's state in the new definition; nothing changes yet */
   lua_newtable(L);                        /* 8: the live instances (anchored while we work) */
   list = 8;
@@ -322,7 +326,6 @@ static int reload_body(lua_State *L) {
     lua_pushinteger(L, smapc[st] + 1);
     lua_rawseti(L, smap, st + 1);
   }
-  ctx->planning++;                        /* migrate only reads: M:new, fire, calls raise */
   for (i = 0; i < n && !err; i++) {
     modal_instance *c;
     int to, status;
@@ -367,8 +370,8 @@ static int reload_body(lua_State *L) {
     slots[i].to = to;
     slots[i].migrated = 1;
   }
-  ctx->planning--;
   if (err) {
+    ctx->planning--;
     lua_replace(L, smap + 1);             /* the message: kept while the instances drain */
     lua_settop(L, smap + 1);
     modal__drive_deferred_drains(L);      /* what migrate's user code set going, as usual */
@@ -408,7 +411,9 @@ static int reload_body(lua_State *L) {
     modal__switch_state(L, -1, newk, slots[i].to, slots[i].migrated);
     lua_pop(L, 1);
   }
-  /* Second pass: every instance is in its new state; user code may run. */
+  ctx->planning--;
+  /* Second pass: every instance is in its new state; user code may run. Each instance's
+  ** entry retries its calls and drains its queue before the next one's starts. */
   modal__drive_deferred_drains(L);
   for (i = 0; i < n; i++) {
     lua_settop(L, 15);
@@ -416,14 +421,6 @@ static int reload_body(lua_State *L) {
     push_state(L, oldc, slots[i].old);    /* 17 */
     modal__after_switch(L, 16, slots[i].to, slots[i].migrated, slots[i].had, slots[i].entry,
                         17);
-  }
-  for (i = 0; i < n; i++) {
-    modal_instance *c;
-    lua_settop(L, 15);
-    lua_rawgeti(L, list, slots[i].at);
-    c = modal__to_instance(L, -1);
-    if (c->npostponed > 0 || (c->flags & I_QUEUED))
-      modal__drive_after_reload(L, -1);
   }
   lua_settop(L, 15);
   ctx->driving--;

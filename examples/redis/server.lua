@@ -7,10 +7,18 @@
 --   s:kill()     -> Deferred once it is reaped (SIGKILL: a crash)
 --   s:restart()  -> Deferred(s) once it accepts again, on the same port
 --   s:stop()     -> Deferred once it is reaped (SIGTERM) and its folder removed
+--
+-- A SIGINT/SIGTERM to the host (modal.on_stop) stops every server still running: SIGTERM at
+-- once, so it ends even if a second signal makes the host exit without waiting; the loop
+-- drains once each is reaped and its folder removed. A host killed with SIGKILL cannot stop
+-- it: see README.md.
 local modal = require "modal"
 local uv = require "luv"
 
 local server = {}
+
+local running = {}            -- server -> true: started and not reaped yet
+local stop_registered = false
 
 local Server = {}
 Server.__index = Server
@@ -59,6 +67,7 @@ function Server:_spawn()
   local handle, pid = uv.spawn("redis-server", { args = args, stdio = {} },   -- its log: /dev/null
     function(code, signal)
       self.exited, self.code, self.signal = true, code, signal
+      running[self] = nil
       self.handle:close()
       self.gone:callback(self)
     end)
@@ -66,6 +75,14 @@ function Server:_spawn()
     return modal.fail("error", "cannot start redis-server: " .. tostring(pid))
   end
   self.handle, self.pid = handle, pid
+  running[self] = true
+  if not stop_registered then
+    stop_registered = true
+    modal.on_stop(function()
+      stop_registered = false
+      for s in next, running do s:stop() end
+    end)
+  end
   return until_accepting(self, 5)
 end
 

@@ -23,7 +23,8 @@ local modal = require "modal"
 local backoff_lib = require "modal.backoff"
 local check = require "modal.check"
 
-local type, next, ipairs, pcall, tostring = type, next, ipairs, pcall, tostring
+local type, next, ipairs, pcall, xpcall, tostring = type, next, ipairs, pcall, xpcall, tostring
+local traceback = debug.traceback
 local getmetatable, setmetatable, select = getmetatable, setmetatable, select
 local format, concat, sort = string.format, table.concat, table.sort
 local huge, floor = math.huge, math.floor
@@ -49,6 +50,7 @@ breaker.INPUTS = { "trip", "recovered", "force_open", "force_closed", "release" 
 
 local records = setmetatable({}, { __mode = "k" })   -- instance -> record
 local policies = setmetatable({}, { __mode = "k" })  -- definition table -> options
+local default_names = {}                              -- default name -> breakers given it
 
 local DMT = getmetatable(modal.deferred())
 local FMT = getmetatable(failure("error", "probe"))
@@ -401,9 +403,35 @@ end
 -- A target's answer as a Deferred (an instance always answers with one; any object may be a
 -- target, so a plain value or a failure is taken as an answer too).
 local function as_deferred(d)
-  if type(d) == "userdata" and getmetatable(d) == DMT then return d end
+  local mt = getmetatable(d)
+  -- a failed Deferred nobody has handled yet has a metatable of its own, named alike
+  if mt == DMT or type(d) == "userdata" and type(mt) == "table" and mt.__name == "modal.deferred" then
+    return d
+  end
   if is_failure(d) then return fail(d) end
   return succeed(d)
+end
+
+-- A raise from the target's method is that call's failed outcome: kind error, the raised
+-- value's text as message, the value and where it was raised kept (a raised failure as is).
+local function raised(e)
+  if is_failure(e) then return e end
+  local f = failure("error", tostring(e), e)
+  f.traceback = traceback(nil, 2)
+  return f
+end
+
+local function answer_of(ok, d)
+  if ok then return as_deferred(d) end
+  return fail(d)
+end
+
+-- Calls the target's method protected: always a Deferred, never a raise. An instance's method
+-- never raises (the core fails its Deferred instead), so the closed state calls an instance
+-- bare (W8) and only a plain object through here; a trial always comes through here, so its
+-- slot is given back whatever the target does.
+local function protected(fn, target, ...)
+  return answer_of(xpcall(fn, raised, target, ...))
 end
 
 local function no_target(m, name)
@@ -425,8 +453,8 @@ local function closed_handler(name, P)
         if fn == nil then return no_target(m, name) end
       end
       local t0 = now()
-      local d = fn(r.target, ...)
-      if r.plain then d = as_deferred(d) end
+      local d
+      if r.plain then d = protected(fn, r.target, ...) else d = fn(r.target, ...) end
       add_both(d, closed_outcome_timed, r.period, t0)
       return d
     end
@@ -440,8 +468,8 @@ local function closed_handler(name, P)
       fn = r.fns[name]
       if fn == nil then return no_target(m, name) end
     end
-    local d = fn(r.target, ...)
-    if r.plain then d = as_deferred(d) end
+    local d
+    if r.plain then d = protected(fn, r.target, ...) else d = fn(r.target, ...) end
     add_both(d, closed_outcome, r.period)
     return d
   end
@@ -464,8 +492,7 @@ local function half_open_handler(name, P)
     end
     w.used = w.used + 1
     local t0 = now()
-    local d = fn(r.target, ...)
-    if r.plain then d = as_deferred(d) end
+    local d = protected(fn, r.target, ...)
     if d:state() == "pending" then add_timeout(d, P.trial_timeout) end
     add_both(d, trial_outcome, w, t0)
     return d
@@ -742,6 +769,13 @@ function breaker.new(opts)
   local P, errs = normalize(opts, true)
   if not P then
     error("modal.breaker: " .. concat(errs, "\n  "), 2)
+  end
+  if opts.name == nil then
+    -- each breaker is instance #1 of its own machine: a default name is taken once per
+    -- process ("redis_breaker", then "redis_breaker_2", ...), so failures and logs tell them apart
+    local n = (default_names[P.name] or 0) + 1
+    default_names[P.name] = n
+    if n > 1 then P.name = P.name .. "_" .. n end
   end
   local def = build(P)
   policies[def] = P

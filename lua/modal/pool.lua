@@ -108,6 +108,7 @@ end
 -- Records ---------------------------------------------------------------------------------
 
 local canceller_of    -- (r) -> the canceller of r's calls (Calls, below)
+local folder_problem -- (path) -> what is wrong with it as a cwd, or nil (Options, below)
 
 local function policy_of(m)
   local M = m.machine
@@ -169,28 +170,39 @@ local function let_go(w)
   if w.handle and not w.handle:is_closing() then w.handle:unref() end
 end
 
+-- The signal that ended w, or nil (luv reports 0 for a normal exit).
+local function killed_by(w)
+  local signal = w.signal
+  if signal and signal ~= 0 then return signal end
+  return nil
+end
+
 -- The failure a dead worker's held call fails with (kind worker).
 local function worker_failure(m, r, w, text)
   local tail = stderr_tail(w)
   local msg = format("%s worker pid %s %s%s%s", who(m), tostring(w.pid or "-"), how_it_ended(w),
     text or "", tail and "; last stderr: " .. tail or "")
-  return failure("worker", msg, { pid = w.pid, status = w.code, signal = w.signal,
-    signal_name = w.signal and SIGNALS[w.signal] or nil, restarts = r.restarts_in_window or 0,
+  local signal = killed_by(w)
+  return failure("worker", msg, { pid = w.pid, status = w.code, signal = signal,
+    signal_name = signal and SIGNALS[signal] or nil, restarts = r.restarts_in_window or 0,
     stderr = w.errlines, state = m.state })
+end
+
+-- An answer w wrote while it held no call — free, or the call it held was answered by an
+-- earlier line that came with it: logged and dropped, never handed to a later call.
+local function stray(w, v)
+  if w.state ~= "up" then return end
+  local shown = type(v) == "string" and format("%q", #v > 200 and sub(v, 1, 200) .. "..." or v)
+    or describe(v)
+  modal.log("warn", format("worker pid %d wrote an answer while it held no call (dropped): %s",
+    w.pid, shown), fields(w.r.m))
 end
 
 -- An answer from w (decoded): the call it held succeeds (or fails, when decode made a failure),
 -- and w takes the next waiting call or becomes free.
 local function answer(w, v)
   local d = w.call
-  if d == nil then
-    if w.state == "up" then
-      local m = w.r.m
-      modal.log("warn", format("worker pid %d wrote an answer with no call in flight: %s", w.pid,
-        describe(v)), fields(m))
-    end
-    return
-  end
+  if d == nil then return stray(w, v) end
   w.call = nil
   local r = w.r
   if w.retire then
@@ -211,10 +223,19 @@ local function answer(w, v)
   if getmetatable(v) == FMT then errback(d, v) else callback(d, v) end
 end
 
+-- Answers are matched as they arrive: an answer belongs to the call w held when its first byte
+-- came (`owner`: w.call on arrival; w.buf_owner for bytes kept from an earlier read). Only
+-- that call, if w still holds it, takes it; any other answer — written while w held no call, or
+-- after the answer to the call it held, in the same read — is a stray. A call handed to w while
+-- a read is being matched (the next waiting call, or one made by a callback) never takes a line
+-- of that read.
+
 -- The default decoding: one answer per line, without its "\n".
 local function on_lines(w, data)
+  local owner = w.call
+  local mine = owner
   local buf = w.buf
-  if buf ~= "" then data = buf .. data end
+  if buf ~= "" then data, mine = buf .. data, w.buf_owner end
   local at = 1
   while true do
     local i = find(data, "\n", at, true)
@@ -222,13 +243,18 @@ local function on_lines(w, data)
     local line = sub(data, at, i - 1)
     at = i + 1
     if w.state ~= "up" then break end
-    answer(w, line)
+    if mine ~= nil and mine == w.call then answer(w, line) else stray(w, line) end
+    mine = owner
   end
-  if at > #data then w.buf = "" else w.buf = sub(data, at) end
+  if at > #data then w.buf = "" else w.buf, w.buf_owner = sub(data, at), mine end
 end
 
 local function on_decoded(w, data, decode)
-  local buf = w.buf .. data
+  local owner = w.call
+  local mine = owner
+  local buf = w.buf
+  if buf ~= "" then mine = w.buf_owner end
+  buf = buf .. data
   while w.state == "up" do
     local ok, v, rest = pcall(decode, buf)
     if not ok then
@@ -244,9 +270,10 @@ local function on_decoded(w, data, decode)
     if v == nil then break end
     if type(rest) ~= "string" then rest = "" end
     buf = rest
-    answer(w, v)
+    if mine ~= nil and mine == w.call then answer(w, v) else stray(w, v) end
+    mine = owner
   end
-  w.buf = buf
+  w.buf, w.buf_owner = buf, mine
 end
 
 local function on_stderr(w, data)
@@ -282,7 +309,8 @@ end
 local function spawn(r)
   local P, m = r.P, r.m
   local stdin, stdout, stderr = uv.new_pipe(false), uv.new_pipe(false), uv.new_pipe(false)
-  local w = { r = r, pid = nil, state = "up", call = nil, buf = "", errbuf = "", errlines = {},
+  local w = { r = r, pid = nil, state = "up", call = nil, buf = "", buf_owner = nil, errbuf = "",
+              errlines = {},
               exited = false, open = 2, started = now(), calls = 0, stdin = stdin, stdout = stdout,
               stderr = stderr }
   local handle, pid = uv.spawn(P.cmd[1], { args = P.args, stdio = { stdin, stdout, stderr },
@@ -293,7 +321,9 @@ local function spawn(r)
     end)
   if not handle then
     close_handle(stdin); close_handle(stdout); close_handle(stderr)
-    w.spawn_error = format("spawn %s: %s", P.cmd[1], tostring(pid))
+    local why = P.cwd and folder_problem(P.cwd)
+    w.spawn_error = format("spawn %s: %s%s", P.cmd[1], tostring(pid),
+      why and "; cwd: " .. why or P.cwd and " (in cwd " .. P.cwd .. ")" or "")
     w.state, w.exited, w.open = "up", true, 0
     r.workers[w] = true
     r.nworkers = r.nworkers + 1
@@ -448,7 +478,8 @@ local function failed_text(m, r, P)
 end
 
 -- A worker we did not stop has ended: the restart is counted, the backoff moves on, and the
--- pool fails once the restarts within restart_window are more than max_restarts.
+-- pool is halted once the restarts within restart_window are more than max_restarts (the
+-- caller fires fail, after the crashed call's own failure: true as second result).
 local function crashed(r, w)
   local m, P = r.m, r.P
   local t = now()
@@ -477,11 +508,10 @@ local function crashed(r, w)
   r.last_text = worker_failure(m, r, w, nil).message:sub(#who(m) + 2)
   modal.log("warn", f.message:sub(#who(m) + 2), fields(m))
   if over then
-    r.halted = true                    -- no more starts: the pool fails (input fail, queued
-    r.diagnosis = failed_text(m, r, P) -- when a handler runs)
-    m:fire("fail")
+    r.halted = true                    -- no more starts
+    r.diagnosis = failed_text(m, r, P)
   end
-  return f
+  return f, over
 end
 
 -- A worker's process and pipes are done: it is reaped, its call (if any) answered, and the
@@ -507,17 +537,18 @@ finalize = function(w)
   end
   local d = w.call
   w.call = nil
-  local f
+  local f, over
   if was == "up" then
-    f = crashed(r, w)
+    f, over = crashed(r, w)
   elseif d then
     local text = w.reason == "close" and "the pool was closed while it held the call" or
       ("it was stopped (" .. tostring(w.reason) .. ")")
     f = failure(w.reason == "close" and "stopped" or "worker",
       format("%s worker pid %s %s: %s", who(m), tostring(w.pid), how_it_ended(w), text),
-      { pid = w.pid, status = w.code, signal = w.signal, state = m.state })
+      { pid = w.pid, status = w.code, signal = killed_by(w), state = m.state })
   end
-  if d then errback(d, f) end
+  if d then errback(d, f) end          -- the crashed call first, then those failed waits
+  if over then m:fire("fail") end      -- (input fail, queued when a handler runs)
   if r.nworkers == 0 then live[r] = nil end
   local state = m.state
   if state == "running" then
@@ -594,6 +625,19 @@ end
 local function finite(x) return type(x) == "number" and x == x and x > -huge and x < huge end
 local function whole(x) return finite(x) and x == floor(x) end
 
+-- What is wrong with `path` as the workers' folder, or nil.
+folder_problem = function(path)
+  local st, err = uv.fs_stat(path)
+  if not st then
+    local code = tostring(err):match("^(%u+)") or tostring(err)
+    if code == "ENOENT" or code == "ENOTDIR" then return format("no such folder: %s", path) end
+    return format("cannot use %s as the workers' folder: %s", path, tostring(err))
+  end
+  if st.type ~= "directory" then return format("%s is a %s, not a folder", path, st.type) end
+  if not uv.fs_access(path, "X") then return format("%s: permission denied (cannot enter it)", path) end
+  return nil
+end
+
 -- Every problem with the options at once, as "option: message"; the normalized options.
 local function normalize(opts)
   local errs = {}
@@ -618,9 +662,16 @@ local function normalize(opts)
       type(cmd) == "table" and "a table without a program first" or describe(cmd))
   else
     P.cmd, P.args = {}, {}
+    for k in next, cmd do
+      if not (math.type(k) == "integer" and k >= 1 and k <= #cmd) then
+        bad("cmd: %s: expected an argv list of strings, { \"program\", \"arg\", ... }", describe(k))
+      end
+    end
     for i, a in ipairs(cmd) do
-      if type(a) ~= "string" and type(a) ~= "number" then
-        bad("cmd[%d]: expected a string, got %s", i, describe(a))
+      if type(a) ~= "string" then
+        bad("cmd[%d]: expected a string (an argument is passed as it is), got %s", i, describe(a))
+      elseif find(a, "\0", 1, true) then
+        bad("cmd[%d]: an argument may not hold a NUL byte", i)
       end
       P.cmd[i] = tostring(a)
       if i > 1 then P.args[i - 1] = tostring(a) end
@@ -652,7 +703,8 @@ local function normalize(opts)
   number("idle_timeout", nil, positive, "a number of seconds > 0")
   number("max_restarts", D.max_restarts, count0, "a whole number >= 0")
   number("restart_window", D.restart_window, positive, "a number of seconds > 0")
-  number("max_queued", D.max_queued, count0, "a whole number of calls >= 0")
+  number("max_queued", D.max_queued, count1, "a whole number of calls >= 1 (a call waits in " ..
+    "the queue while its worker starts: 0 would refuse every call)")
   number("kill_timeout", D.kill_timeout, positive, "a number of seconds > 0")
   number("stderr_lines", D.stderr_lines, count0, "a whole number of lines >= 0")
   for _, k in ipairs { "encode", "decode" } do
@@ -662,8 +714,13 @@ local function normalize(opts)
   end
   P.encode = opts.encode or default_encode
   P.decode = opts.decode
-  if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
-    bad("cwd: expected a folder (a string), got %s", describe(opts.cwd))
+  if opts.cwd ~= nil then
+    if type(opts.cwd) ~= "string" or opts.cwd == "" then
+      bad("cwd: expected a folder (a non-empty string), got %s", describe(opts.cwd))
+    else
+      local problem = folder_problem(opts.cwd)
+      if problem then bad("cwd: %s", problem) end
+    end
   end
   P.cwd = opts.cwd
   local env = opts.env
@@ -672,13 +729,33 @@ local function normalize(opts)
       bad("env: expected { NAME = \"value\" } or { \"NAME=value\", ... }, got %s", describe(env))
     else
       local list = {}
-      for k, v in next, env do
-        if math.type(k) == "integer" and type(v) == "string" and v:find("=", 1, true) then
-          list[#list + 1] = v
-        elseif type(k) == "string" and (type(v) == "string" or type(v) == "number") then
-          list[#list + 1] = k .. "=" .. tostring(v)
+      local names = {}
+      for k in next, env do names[#names + 1] = k end
+      sort(names, function(a, b)
+        if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+        return type(a) < type(b)
+      end)
+      for _, k in ipairs(names) do
+        local v = env[k]
+        if math.type(k) == "integer" then
+          if type(v) ~= "string" or not find(v, "^[^=]+=") then
+            bad("env[%d]: expected \"NAME=value\" (a string with a name before '='), got %s", k,
+              describe(v))
+          elseif find(v, "\0", 1, true) then
+            bad("env[%d]: may not hold a NUL byte", k)
+          else
+            list[#list + 1] = v
+          end
+        elseif type(k) ~= "string" or k == "" or find(k, "[=%z]") then
+          bad("env: %s: expected a variable's name (a string without '='), got a key %s",
+            describe(k), type(k) == "string" and "with '=' or NUL in it, or empty" or "of type " .. type(k))
+        elseif type(v) ~= "string" then
+          bad("env.%s: expected a string value, got %s (write it as a string: \"%s\")", k,
+            describe(v), type(v) == "number" and tostring(v) or "...")
+        elseif find(v, "\0", 1, true) then
+          bad("env.%s: a value may not hold a NUL byte", k)
         else
-          bad("env: %s: expected NAME = \"value\" or \"NAME=value\"", describe(k))
+          list[#list + 1] = k .. "=" .. v
         end
       end
       sort(list)
