@@ -16,6 +16,7 @@
 #   make demo       the main job: a service through outages, a reload and a refused password
 #   make example-redis  a breaker over a Redis facade while a real redis-server dies and returns
 #   make example-pool   worker processes hashing files, one of them crashing
+#   make fuzz       the libFuzzer harnesses (fuzz/, doc/fuzzing.md), FUZZ_SECONDS each
 #   make doc        the HTML API reference (LDoc, config.ld) in build/doc/
 #   make install    PREFIX=/usr/local: host, module, Lua files, man pages modal(1) and modal(7)
 
@@ -30,7 +31,8 @@ PKGS     := lua5.4 libuv lua5.4-luv
 
 DEB_PACKAGES := lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev lua-busted lua-check \
                 luarocks lua-cjson pkg-config graphviz redis-server gcc make \
-                lua-ldoc lua-markdown groff-base mandoc gcovr clang-tidy cppcheck
+                lua-ldoc lua-markdown groff-base mandoc gcovr clang-tidy cppcheck \
+                clang libclang-rt-14-dev
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-align -Wvla
@@ -56,7 +58,8 @@ spec_env = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./specs/?.lua;./bench/?.lua;;'
 SPEC_ENV := $(call spec_env,$(BUILD))
 
 .PHONY: all deps test check-deps asan asan-build valgrind coverage bench demo example-redis \
-        example-pool doc install uninstall clean lint lint-lua lint-c fuzz-driver
+        example-pool doc install uninstall clean lint lint-lua lint-c fuzz-driver fuzz fuzz-build \
+        fuzz-repro check-fuzz-deps
 
 all: check-deps $(BUILD)/modal $(BUILD)/modal.so
 
@@ -101,7 +104,7 @@ $(BUILD)/modal: $(HOST_OBJ) $(CORE_OBJ)
 lint: lint-lua lint-c
 
 lint-lua: check-deps
-	luacheck -q $(wildcard lua) specs examples bench
+	luacheck -q $(wildcard lua) specs examples bench fuzz
 
 # clang-tidy gets the build's own flags after `--` (no compile_commands.json), one file per
 # process, as many at once as there are CPUs; each file's report is printed whole, without
@@ -212,5 +215,54 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1 $(DESTDIR)$(PREFIX)/share/man/man7/modal.7
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
 
+# {======== fuzzing (doc/fuzzing.md): libFuzzer harnesses built with clang against the core
+# sources (not the gcc objects), ASan + UBSan on, one binary per harness in build-fuzz/.
+FUZZ_BUILD    := build-fuzz
+FUZZ_HARNESSES := definition deferred admin
+FUZZ_SECONDS  ?= 30
+FUZZ_SAN      := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                 -fno-omit-frame-pointer
+FUZZ_CFLAGS    = -std=c99 -O1 -g $(WARN) $(FUZZ_SAN) \
+                 $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
+FUZZ_CORE_OBJ := $(CORE_SRC:src/%.c=$(FUZZ_BUILD)/core/%.o)
+FUZZ_LIB_OBJ  := $(FUZZ_BUILD)/luacov.o $(FUZZ_BUILD)/modcache.o
+
+# clang's -Wcast-align also warns where x86-64 needs no alignment (gcc's only on targets that
+# trap): the core's block carving (compile.c) is aligned by construction.
+$(FUZZ_BUILD)/core/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -Wno-cast-align -c $< -o $@
+
+$(FUZZ_BUILD)/%.o: fuzz/%.c fuzz/fuzz.h
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/runner-%.o: fuzz/runner.c fuzz/fuzz.h src/modal.h
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -DFUZZ_HARNESS='"$*"' -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz-%: $(FUZZ_BUILD)/runner-%.o $(FUZZ_LIB_OBJ) $(FUZZ_CORE_OBJ)
+	clang $(FUZZ_SAN) -o $@ $^ -llua5.4 -llua5.4-luv $(UV_LIBS) -lm
+
+.SECONDARY: $(FUZZ_CORE_OBJ) $(FUZZ_LIB_OBJ) $(FUZZ_HARNESSES:%=$(FUZZ_BUILD)/runner-%.o)
+
+fuzz-build: check-fuzz-deps $(FUZZ_HARNESSES:%=$(FUZZ_BUILD)/fuzz-%)
+
+check-fuzz-deps: check-deps
+	@command -v clang >/dev/null && \
+	  ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 \
+	  || $(MAKE) --no-print-directory deps
+
+# Each harness for FUZZ_SECONDS; non-zero when one finds a crash (fuzz/run.sh).
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh fuzz/run.sh $(FUZZ_HARNESSES)
+
+# Replays one input: make fuzz-repro HARNESS=deferred INPUT=build-fuzz/crashes/deferred-crash-...
+fuzz-repro: fuzz-build
+	@test -n "$(HARNESS)" -a -n "$(INPUT)" || \
+	  { echo "usage: make fuzz-repro HARNESS=definition|deferred|admin INPUT=FILE"; exit 2; }
+	ASAN_OPTIONS=detect_leaks=1 ./$(FUZZ_BUILD)/fuzz-$(HARNESS) $(INPUT)
+# }========
+
 clean:
-	rm -rf build build-asan build-cov modal.so src/*.o   # luarocks make builds in src/
+	rm -rf build build-asan build-cov build-fuzz modal.so src/*.o   # luarocks make builds in src/

@@ -89,6 +89,14 @@ static const char *canonical(lua_State *L, int idx) {
   return lua_tostring(L, idx);
 }
 
+/* A path or name is looked up and opened as a C string: one holding a zero byte would name
+** its prefix (modal.reload("app\0x") reloading 'app'). No file path or machine name holds
+** one, so such a string names nothing. Returns whether the string at idx holds a zero byte. */
+static int has_zero_byte(lua_State *L, int idx, size_t *len) {
+  const char *s = lua_tolstring(L, idx, len);
+  return strlen(s) != *len;
+}
+
 /***
 Runs a definition file and registers the machine by name and path, for hot reload
 (`doc/reload.md`). Loading a path again returns the same `M` without running the file.
@@ -102,8 +110,12 @@ another path already registered that name
 /* modal.load(path) -> M */
 static int md_load(lua_State *L) {
   const char *path;
+  size_t len;
   int status;
   luaL_checkstring(L, 1);
+  if (has_zero_byte(L, 1, &len))
+    return luaL_error(L, "modal.load: the path '%s' is followed by a zero byte (%d bytes in "
+                      "all); no file path holds one", lua_tostring(L, 1), (int)len);
   lua_settop(L, 1);
   path = canonical(L, 1);
   push_loaded(L);                         /* 2 */
@@ -442,6 +454,7 @@ anything fails nothing changes. Postponed calls are retried once after the switc
 /* modal.reload(path_or_name) -> M | nil, err */
 static int md_reload(lua_State *L) {
   const char *key = luaL_checkstring(L, 1);
+  size_t len;
   modal_ctx *ctx = modal__ctx(L);
   modal_machine *M;
   int driving = ctx->driving, planning = ctx->planning, reloading = ctx->reloading, status;
@@ -454,6 +467,12 @@ static int md_reload(lua_State *L) {
                       "action, run, timeout function, observer, or a callback a transition "
                       "fired)", key);
   lua_settop(L, 1);
+  if (has_zero_byte(L, 1, &len)) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "modal.reload: '%s' is followed by a zero byte (%d bytes in all); no "
+                    "loaded path or machine name holds one", key, (int)len);
+    return 2;
+  }
   push_loaded(L);                         /* 2 */
   lua_getfield(L, 2, "paths");            /* 3 */
   if (lua_getfield(L, 3, key) == LUA_TNIL) {               /* 4: M, by path */
