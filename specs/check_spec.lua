@@ -741,6 +741,34 @@ error("never reached: modal check stops the program where it first uses a machin
       os.remove(file)
     end)
 
+    it("runs what a program loads with modal.load, a plain definition or a service file", function()
+      for _, loaded in ipairs({ "specs/fixtures/valid/connection.lua", "examples/echo/echo.lua" }) do
+        local file = write_file('local modal = require "modal"\n'
+          .. ('local C = modal.load(%q)\n'):format(loaded)
+          .. 'C:new {}\n')
+        local status, out = run_cli("check", { file })
+        assert.are.equal(0, status, out:text())
+        assert.matches("it uses a machine at line 3, where modal check stopped it; checked the 1 "
+          .. "machine defined before", out:text(), 1, true)
+        assert.matches("\n" .. file:gsub("%p", "%%%0") .. ": ok\n$", out:text())
+        os.remove(file)
+      end
+    end)
+
+    it("gives the program its arg, as modal run does (the examples find their folder by it)", function()
+      for _, program in ipairs({ "examples/echo/main.lua", "examples/reload/serve.lua",
+        "examples/demo/main.lua" }) do
+        local status, out = run_cli("check", { program })
+        assert.are.equal(0, status, out:text())
+        assert.matches(program:gsub("%p", "%%%0") .. ": ok\n$", out:text())
+      end
+      local file = write_file('assert(io.open(arg[0]) and #arg == 0, "arg[0] names this file")\n'
+        .. 'return { name = "x", initial = "a", methods = {}, states = { a = {} } }\n')
+      local status, out = run_cli("check", { file })
+      assert.are.equal(0, status, out:text())
+      os.remove(file)
+    end)
+
     it("reports a program that raises after defining machines, and checks them", function()
       local file = write_file('local modal = require "modal"\n'
         .. 'modal.machine { name = "one", initial = "a", methods = {}, states = { a = {} } }\n'

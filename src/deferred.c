@@ -216,8 +216,8 @@ static int md_deferred_cancel(lua_State *L) {
 
 /***
 Cancels `d` after `seconds` unless it fires first; its chain then sees kind `"timeout"`
-(`timeout: timed out after 2 seconds`), for every link, added before or after. A canceller
-that fires `d` itself decides the outcome. A Deferred that fires first stops the timer, so
+(`timeout: timed out after 2.0 seconds`, the delay as Lua prints a float), for every link,
+added before or after. A canceller that fires `d` itself decides the outcome. A Deferred that fires first stops the timer, so
 nothing keeps the loop alive. On a fired Deferred it does nothing; called twice, the first
 to expire wins. The timer is modal's (a testing clock moves it).
 @function Deferred:add_timeout

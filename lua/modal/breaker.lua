@@ -1,4 +1,4 @@
--- lua/modal/breaker.lua — modal.breaker: a circuit breaker in front of an instance, generated
+--- lua/modal/breaker.lua — modal.breaker: a circuit breaker in front of an instance, generated
 -- as a machine definition and driven by the core (doc/policies.md, "Breaker").
 --
 --   local b = modal.breaker { target = c, methods = { "get", "set" }, failure_rate = 0.5 }

@@ -117,17 +117,38 @@ function cli.load_all(file)
     modal = {}                          -- stand-in: the C module is not available here
     loaded.modal = modal
   end
-  local saved = rawget(modal, "machine")
+  local saved, saved_load, saved_arg = rawget(modal, "machine"), rawget(modal, "load"), rawget(_G, "arg")
   local defs = {}
   rawset(modal, "machine", function(def)
     defs[#defs + 1] = def
     return stand_in(def, defs)
   end)
+  -- modal.load of a definition file: the file runs here too (a modal.service in it reaches the
+  -- stand-in modal.machine); a file that returns a plain table is that definition.
+  rawset(modal, "load", function(path)
+    if type(path) ~= "string" then
+      error(format("bad argument #1 to 'load' (a file path expected, got %s)", type(path)), 2)
+    end
+    local def_chunk, def_why = loadfile(path, "t")
+    if not def_chunk then error("modal.load: " .. message_of(def_why), 2) end
+    local before = #defs
+    local def = def_chunk()
+    if #defs > before then return def end
+    if type(def) ~= "table" then
+      error(format("modal.load: %s returned %s, not a machine definition (a table)", path,
+        def == nil and "nothing" or ("a " .. type(def))), 2)
+    end
+    defs[#defs + 1] = def
+    return stand_in(def, defs)
+  end)
+  rawset(_G, "arg", { [0] = file })      -- as `modal run` gives a script (no arguments)
   local ok, result = xpcall(chunk, function(e)
     if type(e) == "table" and rawget(e, STOP) then return e end
     return message_of(e)
   end, file)
   rawset(modal, "machine", saved)
+  rawset(modal, "load", saved_load)
+  rawset(_G, "arg", saved_arg)
   loaded.modal = previous_loaded
 
   if #defs > 0 then

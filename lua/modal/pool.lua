@@ -1,4 +1,4 @@
--- lua/modal/pool.lua — modal.pool: worker processes started on demand, one call at a time
+--- lua/modal/pool.lua — modal.pool: worker processes started on demand, one call at a time
 -- each, generated as a machine definition and driven by the core (doc/policies.md, "Pool").
 --
 --   local p = modal.pool { cmd = { "lua5.4", "worker.lua" }, size = 4 }

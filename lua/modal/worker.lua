@@ -1,4 +1,4 @@
--- lua/modal/worker.lua — the worker side of modal.pool's default protocol (doc/policies.md,
+--- lua/modal/worker.lua — the worker side of modal.pool's default protocol (doc/policies.md,
 -- "Pool"), for workers written in Lua: one request line in, one answer line out.
 --
 --   -- hasher.lua, started by modal.pool{ cmd = { "lua5.4", "hasher.lua" } }
