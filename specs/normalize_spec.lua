@@ -280,7 +280,8 @@ describe("modal.check reads a definition once, raw", function()
         assert.is_false(ok)
         assert.are.same({ "states: 2049 states and 2048 methods make 4196352 handlers, more "
           .. "than modal supports (at most 4194304)" }, errors)
-        assert.is_true(os.clock() - t < 2)
+        -- at once: well under the 4 million cells' checking (valgrind runs ~50 times slower)
+        assert.is_true(os.clock() - t < (os.getenv("MODAL_VALGRIND") == "1" and 60 or 2))
       end)
 
     it("states times inputs past the cells is refused", function()

@@ -122,7 +122,9 @@ describe("modal.service soak", function()
     for kind in pairs(kinds) do
       assert.is_true(kind == "unavailable" or kind == "timeout", "a call failed with kind " .. kind)
     end
-    assert.is_true(ok >= CALLS // 2, string.format("only %d of %d calls succeeded", ok, CALLS))
+    -- Most calls succeed; under valgrind more of them meet their deadline in a backoff first.
+    local least = SLOW and CALLS // 4 or CALLS // 2
+    assert.is_true(ok >= least, string.format("only %d of %d calls succeeded", ok, CALLS))
     assert.equal(0, c:postponed())
     assert.is_true(s.accepts >= RESTARTS + 1)
     settle_memory()
