@@ -75,6 +75,19 @@ describe("modal.pool at its edges", function()
     end)
   end)
 
+  describe("names", function()
+    it("gives pools made without a name distinct default names; a given name is kept", function()
+      local a = ps.pool { name = false }
+      local b = ps.pool { name = false }
+      local named = ps.pool { name = "hashers" }
+      assert.matches("^pool", a.machine.name)
+      assert.matches("^pool_%d+$", b.machine.name)
+      assert.are_not.equal(a.machine.name, b.machine.name)
+      assert.equal("hashers", named.machine.name)
+      assert.matches("^" .. b.machine.name .. "#1$", tostring(b):match("[%w_]+#%d+"))
+    end)
+  end)
+
   describe("the intensity limit", function()
     it("fails the call whose crash broke the limit first, then the calls that waited", function()
       local p = ps.pool { size = 1, max_restarts = 0, env = { POOL_WORKER_MODE = "crash_at_start",

@@ -38,6 +38,7 @@ local now, call_later, failure = modal.now, modal.call_later, modal.failure
 local deferred = modal.deferred
 
 local pool = {}
+local default_names = {}                              -- default name -> pools given it
 
 --- The options modal.pool takes, in documentation order.
 pool.OPTIONS = { "cmd", "name", "version", "size", "encode", "decode", "idle_timeout", "backoff",
@@ -963,6 +964,13 @@ function pool.new(opts)
   local P, errs = normalize(opts)
   if not P then
     error("modal.pool: " .. concat(errs, "\n  "), 2)
+  end
+  if opts.name == nil then
+    -- each pool is instance #1 of its own machine: a default name is taken once per process
+    -- ("pool", then "pool_2", ...), so failures and log lines tell pools apart
+    local n = (default_names[P.name] or 0) + 1
+    default_names[P.name] = n
+    if n > 1 then P.name = P.name .. "_" .. n end
   end
   local def = build(P)
   policies[def] = P
