@@ -22,12 +22,16 @@
 local modal = require "modal"
 local backoff_lib = require "modal.backoff"
 local check = require "modal.check"
+local policy = require "modal.policy"
+local secs = policy.secs
+local describe = policy.describe
+local finite = policy.finite
+local whole = policy.whole
 
 local type, next, ipairs, pcall, xpcall, tostring = type, next, ipairs, pcall, xpcall, tostring
 local traceback = debug.traceback
 local getmetatable, setmetatable, select = getmetatable, setmetatable, select
 local format, concat, sort = string.format, table.concat, table.sort
-local huge, floor = math.huge, math.floor
 
 local now, failure, is_failure = modal.now, modal.failure, modal.is_failure
 local succeed, fail = modal.succeed, modal.fail
@@ -50,7 +54,6 @@ breaker.INPUTS = { "trip", "recovered", "force_open", "force_closed", "release" 
 
 local records = setmetatable({}, { __mode = "k" })   -- instance -> record
 local policies = setmetatable({}, { __mode = "k" })  -- definition table -> options
-local default_names = {}                              -- default name -> breakers given it
 
 local DMT = getmetatable(modal.deferred())
 local FMT = getmetatable(failure("error", "probe"))
@@ -58,24 +61,11 @@ local add_both, add_timeout = DMT.__index.add_both, DMT.__index.add_timeout
 
 -- Formatting ------------------------------------------------------------------------------
 
-local function secs(x)
-  if x >= 9.95 then return format("%.0f", x) end
-  if x >= 0.995 then return format("%.1f", x) end
-  return format("%.2f", x)
-end
 
 local function percent(x) return format("%.0f %%", x * 100) end
 
-local function who(m)
-  local M = m.machine
-  return format("%s#%s", M and M.name or "breaker", tostring(m.id))
-end
+local function who(m) return policy.who(m, "breaker") end
 
-local function describe(v)
-  if type(v) == "number" or type(v) == "boolean" then return tostring(v) end
-  if type(v) == "string" then return format("%q", v) end
-  return type(v)
-end
 
 local function short(f)
   if f == nil then return nil end
@@ -522,8 +512,6 @@ end
 
 -- Options ---------------------------------------------------------------------------------
 
-local function finite(x) return type(x) == "number" and x == x and x > -huge and x < huge end
-local function whole(x) return finite(x) and x == floor(x) end
 
 local RESERVED = {}
 for _, k in ipairs(check.KEYS.state) do RESERVED[k] = "a state key" end
@@ -770,13 +758,7 @@ function breaker.new(opts)
   if not P then
     error("modal.breaker: " .. concat(errs, "\n  "), 2)
   end
-  if opts.name == nil then
-    -- each breaker is instance #1 of its own machine: a default name is taken once per
-    -- process ("redis_breaker", then "redis_breaker_2", ...), so failures and logs tell them apart
-    local n = (default_names[P.name] or 0) + 1
-    default_names[P.name] = n
-    if n > 1 then P.name = P.name .. "_" .. n end
-  end
+  if opts.name == nil then policy.take_default_name(P) end   -- redis_breaker, redis_breaker_2
   local def = build(P)
   policies[def] = P
   local M = modal.machine(def)

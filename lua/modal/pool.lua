@@ -28,17 +28,22 @@ local modal = require "modal"
 local uv = require "luv"
 local backoff_lib = require "modal.backoff"
 local check = require "modal.check"
+local policy = require "modal.policy"
+local secs = policy.secs
+local fields = policy.fields
+local describe = policy.describe
+local finite = policy.finite
+local whole = policy.whole
 
 local type, next, ipairs, pcall, tostring = type, next, ipairs, pcall, tostring
 local getmetatable, setmetatable = getmetatable, setmetatable
 local format, concat, sort, find, sub = string.format, table.concat, table.sort, string.find, string.sub
-local huge, floor, remove = math.huge, math.floor, table.remove
+local floor, remove = math.floor, table.remove
 
 local now, call_later, failure = modal.now, modal.call_later, modal.failure
 local deferred = modal.deferred
 
 local pool = {}
-local default_names = {}                              -- default name -> pools given it
 
 --- The options modal.pool takes, in documentation order.
 pool.OPTIONS = { "cmd", "name", "version", "size", "encode", "decode", "idle_timeout", "backoff",
@@ -66,27 +71,10 @@ end
 
 -- Formatting ------------------------------------------------------------------------------
 
-local function secs(x)
-  if x >= 9.95 then return format("%.0f", x) end
-  if x >= 0.995 then return format("%.1f", x) end
-  return format("%.2f", x)
-end
 
-local function who(m)
-  local M = m.machine
-  return format("%s#%s", M and M.name or "pool", tostring(m.id))
-end
+local function who(m) return policy.who(m, "pool") end
 
-local function fields(m)
-  local M = m.machine
-  return { machine = M and M.name, id = m.id, state = m.state }
-end
 
-local function describe(v)
-  if type(v) == "number" or type(v) == "boolean" then return tostring(v) end
-  if type(v) == "string" then return format("%q", v) end
-  return type(v)
-end
 
 -- "exited with status 3", "killed by SIGKILL (signal 9)".
 local function how_it_ended(w)
@@ -623,8 +611,6 @@ end
 
 -- Options ---------------------------------------------------------------------------------
 
-local function finite(x) return type(x) == "number" and x == x and x > -huge and x < huge end
-local function whole(x) return finite(x) and x == floor(x) end
 
 -- What is wrong with `path` as the workers' folder, or nil.
 folder_problem = function(path)
@@ -965,13 +951,7 @@ function pool.new(opts)
   if not P then
     error("modal.pool: " .. concat(errs, "\n  "), 2)
   end
-  if opts.name == nil then
-    -- each pool is instance #1 of its own machine: a default name is taken once per process
-    -- ("pool", then "pool_2", ...), so failures and log lines tell pools apart
-    local n = (default_names[P.name] or 0) + 1
-    default_names[P.name] = n
-    if n > 1 then P.name = P.name .. "_" .. n end
-  end
+  if opts.name == nil then policy.take_default_name(P) end   -- pool, pool_2, ...
   local def = build(P)
   policies[def] = P
   return new_pool(modal.machine(def))

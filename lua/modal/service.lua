@@ -31,11 +31,16 @@
 local modal = require "modal"
 local backoff_lib = require "modal.backoff"
 local check = require "modal.check"
+local policy = require "modal.policy"
+local secs = policy.secs
+local fields = policy.fields
+local describe = policy.describe
+local finite = policy.finite
 
 local type, next, ipairs, pcall, tostring = type, next, ipairs, pcall, tostring
 local getmetatable, setmetatable, rawequal = getmetatable, setmetatable, rawequal
 local format, concat, sort = string.format, table.concat, table.sort
-local huge, floor = math.huge, math.floor
+local floor = math.floor
 
 local now, call_later, failure, is_failure = modal.now, modal.call_later, modal.failure, modal.is_failure
 local deferred, fail = modal.deferred, modal.fail
@@ -73,21 +78,9 @@ end
 
 -- Formatting ------------------------------------------------------------------------------
 
-local function secs(x)
-  if x >= 9.95 then return format("%.0f", x) end
-  if x >= 0.995 then return format("%.1f", x) end
-  return format("%.2f", x)
-end
 
-local function who(m)
-  local M = m.machine
-  return format("%s#%s", M and M.name or "service", tostring(m.id))
-end
+local function who(m) return policy.who(m, "service") end
 
-local function fields(m)
-  local M = m.machine
-  return { machine = M and M.name, id = m.id, state = m.state }
-end
 
 -- The text "(last: ...)" shows for a failure: the short form of one the service made.
 local function last_text(f)
@@ -499,13 +492,7 @@ end
 
 -- Options ---------------------------------------------------------------------------------
 
-local function finite(x) return type(x) == "number" and x == x and x > -huge and x < huge end
 
-local function describe(v)
-  if type(v) == "number" or type(v) == "boolean" then return tostring(v) end
-  if type(v) == "string" then return format("%q", v) end
-  return type(v)
-end
 
 local RESERVED = {}
 for _, k in ipairs(check.KEYS.state) do RESERVED[k] = "a state key" end
