@@ -182,6 +182,23 @@ function cli.load(file)
   return true, defs[1]
 end
 
+-- The one valid definition of `file` (graph, test), or nil once why not is written to `w`:
+-- "FILE: cannot load: ...", or every problem and then `not_valid`.
+local function load_valid(file, w, not_valid)
+  local ok, def = cli.load(file)
+  if not ok then
+    w:write(format("%s: cannot load: %s\n", file, def))
+    return nil
+  end
+  local errors = check.problems(def)
+  if #errors > 0 then
+    w:write(check.format(errors, file))
+    w:write(not_valid)
+    return nil
+  end
+  return def
+end
+
 -- Writes a usage error; returns exit status 2.
 local function usage_error(err, command, message)
   err:write(format("modal %s: %s\nusage: %s\ntry 'modal %s --help'\n", command, message,
@@ -271,17 +288,9 @@ local function run_graph(args, out, err)
   end
 
   local file = files[1]
-  local ok, def = cli.load(file)
-  if not ok then
-    err:write(format("%s: cannot load: %s\n", file, def))
-    return 1
-  end
-  local errors = check.problems(def)
-  if #errors > 0 then
-    err:write(check.format(errors, file))
-    err:write(format("modal graph: %s is not a valid definition (see modal check)\n", file))
-    return 1
-  end
+  local def = load_valid(file, err, format("modal graph: %s is not a valid definition (see "
+    .. "modal check)\n", file))
+  if not def then return 1 end
   out:write(graph[fmt](def))
   return 0
 end
@@ -428,17 +437,8 @@ end
 
 -- One FILE of `modal test`: its paths walked; returns 0 or 1.
 local function test_file(file, opts, steps, out)
-  local ok, def = cli.load(file)
-  if not ok then
-    out:write(format("%s: cannot load: %s\n", file, def))
-    return 1
-  end
-  local errors = check.problems(def)
-  if #errors > 0 then
-    out:write(check.format(errors, file))
-    out:write(format("%s: not a valid definition (see modal check)\n", file))
-    return 1
-  end
+  local def = load_valid(file, out, format("%s: not a valid definition (see modal check)\n", file))
+  if not def then return 1 end
   local modal = require "modal"
   local testing = require "modal.testing.paths"
   local found, paths, coverage = pcall(testing.paths, def, opts)
