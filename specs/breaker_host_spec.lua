@@ -5,30 +5,9 @@
 local cjson = require "cjson"
 local support = require "support"
 
-local BUILD = os.getenv("MODAL_BUILD") or "build"
 local FIXTURES = "specs/fixtures/breaker/"
 
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- Runs `modal ARGS...` to the end; returns status, stdout, stderr.
-local function modal_cmd(...)
-  local words = {}
-  for i, a in ipairs({ ... }) do words[i] = quote(a) end
-  local out, err = os.tmpname(), os.tmpname()
-  local _, how, status = os.execute(string.format("timeout 10 %s/modal %s >%s 2>%s </dev/null",
-    BUILD, table.concat(words, " "), out, err))
-  local stdout, stderr = read_file(out), read_file(err)
-  os.remove(out); os.remove(err)
-  if how == "signal" then status = 128 + status end
-  return status, stdout, stderr
-end
+local modal_cmd = support.modal_cmd
 
 describe("a breaker file in the host's tools", function()
   it("modal check validates it and modal graph draws closed, open and half_open", function()

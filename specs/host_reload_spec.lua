@@ -7,8 +7,6 @@ local uv = require "luv"
 local support = require "support"
 local cjson = require "cjson"
 
-local BUILD = os.getenv("MODAL_BUILD") or "build"
-local HOST = BUILD .. "/modal"
 local FIXTURES = "specs/fixtures/reload/"
 local APP = FIXTURES .. "watch_app.lua"
 
@@ -63,21 +61,7 @@ end
 local spawn = support.spawn_host
 
 -- Runs `modal ARGS...` to the end (arguments shell-quoted here); returns status, stdout, stderr.
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function modal_cmd(...)
-  local words = {}
-  for i, a in ipairs({ ... }) do words[i] = quote(a) end
-  local out, err = os.tmpname(), os.tmpname()
-  local _, how, status = os.execute(string.format("timeout 10 %s %s >%s 2>%s </dev/null",
-    HOST, table.concat(words, " "), out, err))
-  local stdout, stderr = read_file(out), read_file(err)
-  os.remove(out); os.remove(err)
-  if how == "signal" then status = 128 + status end
-  return status, stdout, stderr
-end
+local quote, modal_cmd = support.quote, support.modal_cmd
 
 -- `modal ctl SOCKET ...`: status, the decoded reply (or nil), stdout, stderr.
 local function ctl(socket, ...)

@@ -8,30 +8,9 @@ local uv = require "luv"
 local support = require "support"
 local ps = require "pool_support"
 
-local BUILD = os.getenv("MODAL_BUILD") or "build"
 local FIXTURES = "specs/fixtures/pool/"
 
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- Runs `modal ARGS...` to the end; returns status, stdout, stderr.
-local function modal_cmd(...)
-  local words = {}
-  for i, a in ipairs({ ... }) do words[i] = quote(a) end
-  local out, err = os.tmpname(), os.tmpname()
-  local _, how, status = os.execute(string.format("timeout 10 %s/modal %s >%s 2>%s </dev/null",
-    BUILD, table.concat(words, " "), out, err))
-  local stdout, stderr = read_file(out), read_file(err)
-  os.remove(out); os.remove(err)
-  if how == "signal" then status = 128 + status end
-  return status, stdout, stderr
-end
+local modal_cmd = support.modal_cmd
 
 local function pids_of(p)
   local list = {}

@@ -20,6 +20,9 @@
 --   support.clock([start])      a testing clock (modal.testing) for the current test: the
 --                                  timers armed under it dropped and the clock closed by
 --                                  support.run_undo (give it to after_each).
+--   support.read_file(path)        the whole content of a file.
+--   support.quote(s)               s quoted for sh.
+--   support.modal_cmd(...)         runs MODAL_BUILD/modal ARGS to the end: status, stdout, stderr.
 --   support.spawn_host(args)       starts the modal host (MODAL_BUILD/modal) in the background;
 --                                  the record collects out, err, code, signal; p.done(),
 --                                  p.said(text), p.logged(text) (predicates), p.reap().
@@ -111,6 +114,31 @@ function support.wait_for(pred, seconds)
   tick:close()
   uv.run("nowait")
   return pred()
+end
+
+--- The whole content of the file at `path`.
+function support.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- `s` quoted for sh.
+function support.quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+--- Runs `MODAL_BUILD/modal ARGS...` to the end (10 s at most); returns its exit status
+-- (128 + signal when killed), stdout and stderr.
+function support.modal_cmd(...)
+  local words = {}
+  for i, a in ipairs({ ... }) do words[i] = support.quote(a) end
+  local out, err = os.tmpname(), os.tmpname()
+  local _, how, status = os.execute(string.format("timeout 10 %s/modal %s >%s 2>%s </dev/null",
+    os.getenv("MODAL_BUILD") or "build", table.concat(words, " "), out, err))
+  local stdout, stderr = support.read_file(out), support.read_file(err)
+  os.remove(out); os.remove(err)
+  if how == "signal" then status = 128 + status end
+  return status, stdout, stderr
 end
 
 function support.spawn_host(args)
