@@ -22,6 +22,7 @@
 --                                  support.run_undo (give it to after_each).
 --   support.read_file(path)        the whole content of a file.
 --   support.quote(s)               s quoted for sh.
+--   support.SLACK                  the factor for real-time bounds' slack (ASan, valgrind).
 --   support.modal_cmd(...)         runs MODAL_BUILD/modal ARGS to the end: status, stdout, stderr.
 --   support.spawn_host(args)       starts the modal host (MODAL_BUILD/modal) in the background;
 --                                  the record collects out, err, code, signal; p.done(),
@@ -30,6 +31,12 @@ local modal = require "modal"
 local uv = require "luv"
 
 local support = {}
+
+-- How much later than planned a real-time event may come in this run: 1 normally, 5 under
+-- ASan (make asan), 25 under valgrind. Upper bounds' slack is multiplied by it; lower bounds
+-- (a timer never fires early) are not.
+support.SLACK = (os.getenv("MODAL_VALGRIND") == "1" and 25)
+  or (os.getenv("MODAL_SANITIZE") == "1" and 5) or 1
 
 function support.run_loop(max_seconds)
   local expired = false
