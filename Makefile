@@ -47,7 +47,7 @@ CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links
             src/deferred_chain.c src/deferred_cancel.c src/deferred.c src/combine.c src/async.c \
             src/later.c src/clock.c src/loop.c src/compile.c src/instance.c src/observe.c \
             src/calls.c src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/peer.c \
-            src/module.c
+            src/relay.c src/module.c
 HOST_SRC := src/host.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)

@@ -31,7 +31,7 @@ build = {
         "src/deferred_chain.c", "src/deferred_cancel.c", "src/deferred.c", "src/combine.c",
         "src/async.c", "src/later.c", "src/clock.c", "src/loop.c", "src/compile.c", "src/instance.c",
         "src/observe.c", "src/calls.c", "src/drive.c", "src/entry.c", "src/machine.c",
-        "src/reload.c", "src/stats.c", "src/peer.c", "src/module.c",
+        "src/reload.c", "src/stats.c", "src/peer.c", "src/relay.c", "src/module.c",
       },
       defines = { "_GNU_SOURCE", "MODAL_VERSION=\"0.1.0\"" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LUV_INCDIR)/lua5.4" },

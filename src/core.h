@@ -214,6 +214,8 @@ MODAL__FUNC int modal__fire(lua_State *L, int d, int v, int failed);
 /* Appends a link: `cb`/`eb` stack indices or 0, `both` when one function serves both, and
 ** `nargs` extra arguments on top of the stack (popped). Runs it at once if `d` has fired. */
 MODAL__FUNC void modal__add_link(lua_State *L, int d, int cb, int eb, int both, int nargs);
+/* The same for a link of one function for both paths (at `fn`) and one argument on top. */
+MODAL__FUNC void modal__add_both_arg(lua_State *L, int d, int fn);
 /* Cancels the Deferred at `d`: inward through pauses and awaits to the Deferred everything
 ** waits on, whose canceller runs; a cycle of waits ends (doc/deferreds.md). */
 MODAL__FUNC void modal__cancel(lua_State *L, int d);
@@ -257,6 +259,12 @@ MODAL__FUNC void modal__open_compile(lua_State *L);
 MODAL__FUNC void modal__open_machine(lua_State *L);
 MODAL__FUNC void modal__open_stats(lua_State *L);
 MODAL__FUNC void modal__open_peer(lua_State *L);
+MODAL__FUNC void modal__open_relay(lua_State *L);
+/* modal.breaker's closed handler in C (src/relay.c), and its fast path: with the handler at
+** `fi` and the instance at `ai` followed by its nargs arguments, pushes the call's Deferred and
+** returns 1, or pushes nothing and returns 0 when the handler must run as any other. */
+MODAL__FUNC int modal__relay_closed(lua_State *L);
+MODAL__FUNC int modal__relay_try(lua_State *L, int fi, int ai, int nargs);
 MODAL__FUNC void modal__open_reload(lua_State *L);
 MODAL__FUNC void modal__open_async(lua_State *L);
 

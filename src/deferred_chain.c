@@ -405,6 +405,23 @@ int modal__fire(lua_State *L, int di, int vi, int failed) {
   return 0;
 }
 
+void modal__add_both_arg(lua_State *L, int di, int fi) {
+  modal_deferred *d = (modal_deferred *)lua_touserdata(L, di);
+  di = lua_absindex(L, di);
+  fi = lua_absindex(L, fi);
+  if (d->tail + 1 < NINLINE && !(d->flags & DF_SPILLED) && !IS_FINAL(d)) {
+    d->codes = (uint16_t)((d->codes & ~(0xffu << (4 * d->tail))) |
+                          ((unsigned)E_BOTH << (4 * d->tail)) |
+                          ((unsigned)E_ARG << (4 * (d->tail + 1))));
+    lua_setiuservalue(L, di, (int)d->tail + 3);    /* the argument, then the function */
+    lua_pushvalue(L, fi);
+    lua_setiuservalue(L, di, (int)d->tail + 2);
+    d->tail += 2;
+    return;
+  }
+  modal__add_link(L, di, fi, 0, 1, 1);
+}
+
 void modal__add_link(lua_State *L, int di, int cb, int eb, int both, int nargs) {
   modal_deferred *d = (modal_deferred *)lua_touserdata(L, di);
   int first = lua_gettop(L) - nargs + 1, i;

@@ -109,6 +109,14 @@ static int method_call(lua_State *L) {
   if (nargs > LUA_MINSTACK / 2 - 8)
     luaL_checkstack(L, nargs + 12, "too many arguments");
   base = nargs + 2;
+  if (h != H_POSTPONE) {
+    lua_pushcfunction(L, modal__msgh);   /* base */
+    lua_rawgeti(L, lua_upvalueindex(UP_FNS), h);
+    /* A breaker's closed handler passes the call on to its target and touches nothing of this
+    ** instance: its common case runs here, without the protected call (src/relay.c; W8). */
+    if (lua_tocfunction(L, -1) == modal__relay_closed && modal__relay_try(L, -1, 1, nargs))
+      return 1;
+  }
   outer = !(c->flags & I_BUSY);
   c->flags |= I_BUSY;                    /* busy until the call is answered or queued: what */
   M->ctx->driving++;                     /* anyone fires meanwhile (a finalizer) waits */
@@ -117,8 +125,6 @@ static int method_call(lua_State *L) {
     lua_pushnil(L);                      /* base: no result */
   } else {
     int depth = c->depth;
-    lua_pushcfunction(L, modal__msgh);   /* base */
-    lua_rawgeti(L, lua_upvalueindex(UP_FNS), h);
     for (i = 1; i <= nargs + 1; i++)
       lua_pushvalue(L, i);               /* m, args: kept below in case it postpones */
     r = modal__run_handler(L, c, base, nargs);   /* its result at base */

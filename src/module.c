@@ -114,6 +114,7 @@ int luaopen_modal(lua_State *L) {
   modal__open_reload(L);
   modal__open_stats(L);
   modal__open_peer(L);
+  modal__open_relay(L);
   lua_pushliteral(L, MODAL_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);

@@ -90,11 +90,44 @@ local function policy_of(m)
   return M and policies[M.definition]
 end
 
+-- The record's slots the C path reads (src/relay.c), kept in step with the named fields:
+-- [R_P] = r.P, [R_FNS] = r.fns for an instance target (false for a plain object: the C path
+-- leaves those to Lua), [R_TARGET] = r.target, and [R_LINK] what a call's outcome link
+-- carries: the current period's tally (a count window), else the period.
+local R_P, R_FNS, R_TARGET, R_LINK = 1, 2, 3, 4
+
+local relay_tally, relay_clean, relay_take = modal._relay_tally, modal._relay_clean, modal._relay_take
+
+-- w.clean, and the tally's copy of it: while clean, the C link counts successes in the tally.
+local function set_clean(w, clean)
+  w.clean = clean
+  local t = w.tally
+  if t then relay_clean(t, clean) end
+end
+
+-- Adds the successes the C link counted in w's tally to w.n (up to the window's size): done
+-- before anything reads or changes the window.
+local function take(w)
+  local t = w.tally
+  if t == nil then return end
+  local k = relay_take(t)
+  if k > 0 then
+    local n = w.n + k
+    if n > w.size then n = w.size end
+    w.n = n
+  end
+end
+
 local function new_period(r, live)
   local old = r.period
-  if old then old.live, old.clean = false, false end
+  if old then
+    take(old)
+    old.live = false
+    set_clean(old, false)
+  end
   local w = { r = r, live = live, clean = false, tripped = false, n = 0, nfail = 0, nslow = 0 }
   r.period = w
+  r[R_LINK] = w
   return w
 end
 
@@ -108,6 +141,8 @@ local function new_window(r, live)
   else
     w.size, w.ring, w.pos = P.window, {}, 1
     w.clean = live
+    w.tally = relay_tally(w, live)
+    r[R_LINK] = w.tally
   end
   return w
 end
@@ -117,6 +152,7 @@ end
 local function adopt(r, P)
   local old = r.P
   r.P = P
+  r[R_P] = P
   local w = r.period
   if w and w.ring and (P.window_time or P.window ~= w.size) or w and w.wt and P.window_time ~= w.span then
     new_window(r, w.live)
@@ -156,6 +192,7 @@ local function bind(m, r, P)
     -- an instance answers with a Deferred, always; any other object may answer with anything
     r.plain = not (type(mt) == "table" and mt.__name == "modal.instance")
     r.target, r.fns = target, fns
+    r[R_FNS], r[R_TARGET] = not r.plain and fns, target
   end
   return target
 end
@@ -221,6 +258,7 @@ end
 
 local function window_rates(w)
   if w == nil or w.ring == nil and w.wt == nil then return 0, 0 end
+  take(w)
   if w.wt then prune(w, now()) end
   if w.n == 0 then return 0, 0 end
   return w.nfail / w.n, w.nslow / w.n
@@ -323,6 +361,7 @@ end
 
 -- Counts v in w (`again`: v was counted already; only look at the rates).
 local function closed_count(v, w, t0)
+  take(w)
   local r = w.r
   local failed = false
   if getmetatable(v) == FMT then
@@ -335,15 +374,17 @@ local function closed_count(v, w, t0)
   if count(w, failed, slow) then
     trip(w, w.nfail / w.n >= P.failure_rate and "failures" or "slow")
   end
-  w.clean = w.live and w.ring ~= nil and w.nfail == 0 and w.nslow == 0
+  set_clean(w, w.live and w.ring ~= nil and w.nfail == 0 and w.nslow == 0)
   return v
 end
 
--- The outcome of a call made while closed, in period w (the link's one argument). A success
--- in a count window without a failure or slow call in it — a healthy target — only counts:
--- the ring's entries are all 0 then, so none is written (w.clean).
+-- The outcome of a call made while closed, in period w. A success in a count window without a
+-- failure or slow call in it — a healthy target — only counts: the ring's entries are all 0
+-- then, so none is written (w.clean); the C link (relay_outcome) counts those in the window's
+-- tally and calls this for every other outcome.
 local function closed_outcome(v, w)
   if w.clean and getmetatable(v) ~= FMT then
+    take(w)
     local n = w.n
     if n < w.size then w.n = n + 1 end
     return v
@@ -351,6 +392,10 @@ local function closed_outcome(v, w)
   if not w.live then return v end
   return closed_count(v, w, nil)
 end
+
+-- A call's outcome link while closed: its one argument is r[R_LINK] when the call was made.
+local relay_outcome = modal._relay_outcome(closed_outcome)
+local relay_closed = modal._relay_closed
 
 -- The same, with slow calls counted: t0 is when the call was made.
 local function closed_outcome_timed(v, w, t0)
@@ -443,13 +488,14 @@ local function closed_handler(name, P)
         if fn == nil then return no_target(m, name) end
       end
       local t0 = now()
+      local w = r.period                 -- the call belongs to the period it was made in
       local d
       if r.plain then d = protected(fn, r.target, ...) else d = fn(r.target, ...) end
-      add_both(d, closed_outcome_timed, r.period, t0)
+      add_both(d, closed_outcome_timed, w, t0)
       return d
     end
   end
-  return function(m, ...)
+  local handler = function(m, ...)
     local r = records[m]
     if r == nil or r.P ~= P then r = record(m, P) end
     local fn = r.fns[name]
@@ -458,11 +504,15 @@ local function closed_handler(name, P)
       fn = r.fns[name]
       if fn == nil then return no_target(m, name) end
     end
+    local link = r[R_LINK]             -- the call belongs to the period it was made in
     local d
     if r.plain then d = protected(fn, r.target, ...) else d = fn(r.target, ...) end
-    add_both(d, closed_outcome, r.period)
+    add_both(d, relay_outcome, link)
     return d
   end
+  -- The same in C for its common case (an instance as target, its record made, a clean count
+  -- window), handing every other case to the function above (src/relay.c; W8).
+  return relay_closed(records, P, name, handler, relay_outcome)
 end
 
 local function open_handler(m)
@@ -773,6 +823,7 @@ function breaker.status(b)
   local r = record(b)
   local _, value = standing(b, r)
   local w = r.period
+  if w then take(w) end
   value.calls = w and (w.ring or w.wt) and w.n or 0
   if b.state == "half_open" and w then value.trials = { taken = w.used, succeeded = w.ok } end
   return value

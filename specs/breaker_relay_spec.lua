@@ -1,0 +1,218 @@
+-- specs/breaker_relay_spec.lua — a closed breaker's calls take a path in C when they can
+-- (doc/policies.md, "Breaker", Cost): these check that it counts exactly what the Lua rules
+-- say. A property: random calls answered at once or later, in any order, against a small model
+-- of the count window (the outcomes of the last `window` answered calls); then a reload with
+-- calls in flight, a plain-object target, and target code that reaches the breaker, reloads,
+-- cancels or collects while the breaker passes its call on.
+local modal = require "modal"
+local support = require "support"
+local bs = require "breaker_support"
+
+local SEED = 20261130
+local SEQUENCES = 300
+
+local random = math.random
+local status = modal.breaker.status
+
+-- The model: the outcomes (true = failed) of the calls answered in this closed period, oldest
+-- first; the window is the last `size` of them; it opens once n >= min_calls and the failure
+-- rate reaches failure_rate.
+local function model_new(size, min_calls, rate)
+  return { size = size, min_calls = min_calls, rate = rate, outcomes = {}, open = false }
+end
+
+local function model_window(m)
+  local n, nfail = 0, 0
+  for i = math.max(1, #m.outcomes - m.size + 1), #m.outcomes do
+    n = n + 1
+    if m.outcomes[i] then nfail = nfail + 1 end
+  end
+  return n, nfail
+end
+
+local function model_answer(m, failed)
+  if m.open then return end
+  m.outcomes[#m.outcomes + 1] = failed
+  local n, nfail = model_window(m)
+  if n >= m.min_calls and nfail / n >= m.rate then m.open = true end
+end
+
+describe("modal.breaker's C path in closed", function()
+  before_each(function() support.clock() end)
+  after_each(support.run_undo)
+
+  it("counts the window as the model does: calls answered at once or later, in any order", function()
+    math.randomseed(SEED)
+    local steps = 0
+    for seq = 1, SEQUENCES do
+      local size = random(1, 6)
+      local min_calls = random(1, size)
+      local rate = ({ 0.25, 0.5, 0.75, 1 })[random(4)]
+      local t = bs.target()
+      local b = bs.breaker(t, { window = size, min_calls = min_calls, failure_rate = rate })
+      local m = model_new(size, min_calls, rate)
+      local pending = {}                 -- { d = the target's Deferred, got = watch(...) }
+      local trace = {}
+      for step = 1, 40 do
+        steps = steps + 1
+        local r = random()
+        local what
+        if r < 0.3 or #pending == 0 and r >= 0.6 then
+          what = random() < 0.7 and "ok" or "fail"
+          local got = bs.watch(b:call(what))
+          model_answer(m, what == "fail")
+          assert.is_true(got.fired)
+          assert.equal(what == "ok", got.ok)
+        elseif r < 0.6 then
+          what = "hang"
+          local got = bs.watch(b:call("hang"))
+          pending[#pending + 1] = { d = t.pending[#t.pending], got = got }
+        else
+          local i = random(#pending)
+          local p = table.remove(pending, i)
+          local fail = random() < 0.4
+          what = (fail and "answer fail #" or "answer ok #") .. i
+          if fail then p.d:errback(modal.failure("remote", "late")) else p.d:callback("late") end
+          model_answer(m, fail)
+          assert.is_true(p.got.fired)
+          assert.equal(not fail, p.got.ok)
+        end
+        trace[#trace + 1] = what
+        local where = string.format("sequence %d (window %d, min_calls %d, rate %.2f), step %d: %s",
+          seq, size, min_calls, rate, step, table.concat(trace, ", "))
+        if m.open then
+          assert.equal("open", b.state, where)
+          break
+        end
+        assert.equal("closed", b.state, where)
+        local n, nfail = model_window(m)
+        local s = status(b)
+        assert.equal(n, s.calls, where)
+        assert.equal(n == 0 and 0 or nfail / n, s.failure_rate, where)
+      end
+      for _, p in ipairs(pending) do p.d:callback("after") end   -- answered once opened
+      assert.is_true(b.state ~= "closed" or not m.open)
+    end
+    assert.is_true(steps > SEQUENCES * 5)
+  end)
+
+  it("keeps the window across a reload with calls in flight, and counts their answers", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. support.quote(dir)))
+    support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local path = dir .. "/guard.lua"
+    local function write(rate, window)
+      local f = assert(io.open(path, "w"))
+      f:write(string.format([[
+return require("modal").breaker.machine { name = "relay_guard", methods = { "call" },
+  window = %d, min_calls = 4, failure_rate = %s, open_wait = { jitter = 0 } }
+]], window, rate))
+      f:close()
+    end
+    write("0.5", 8)
+    local M = modal.load(path)
+    local t = bs.target()
+    local b = M:new { target = t.c }
+    bs.calls(b, { "ok", "ok", "ok" })
+    local late = {}
+    for i = 1, 3 do
+      late[i] = bs.watch(b:call("hang"))
+    end
+    local held = { t.pending[1], t.pending[2], t.pending[3] }
+    assert.equal(3, status(b).calls)
+    write("0.75", 8)                      -- same window: kept
+    assert.equal(M, modal.reload("relay_guard"))
+    assert.equal(3, status(b).calls)
+    held[1]:callback("x")                 -- answered after the reload: counted
+    assert.equal(4, status(b).calls)
+    held[2]:errback(modal.failure("remote", "late"))
+    held[3]:errback(modal.failure("remote", "late"))
+    assert.equal(6, status(b).calls)
+    assert.equal(2 / 6, status(b).failure_rate)
+    assert.equal("closed", b.state)       -- 2 of 6 failed
+    bs.calls(b, { "fail", "fail" })       -- 4 of 8 failed: 0.5 < 0.75
+    assert.equal("closed", b.state)
+    assert.equal(8, status(b).calls)
+    write("0.75", 4)                      -- a new size: a fresh window
+    modal.reload("relay_guard")
+    assert.equal(0, status(b).calls)
+    bs.calls(b, { "ok", "fail", "fail", "fail" })
+    assert.equal("open", b.state)
+    for i = 1, 3 do assert.is_true(late[i].fired) end
+  end)
+
+  it("passes calls to a plain object through the Lua rules, counting each", function()
+    local answers = {}
+    local obj = { call = function(_, how)
+      answers[#answers + 1] = how
+      if how == "fail" then return modal.fail("remote", "no") end
+      return "plain " .. how
+    end }
+    local b = modal.breaker { target = obj, methods = { "call" }, window = 4, min_calls = 4 }
+    local got = bs.calls(b, { "a", "b", "fail" })
+    assert.equal("plain a", got[1].value)
+    assert.equal(3, status(b).calls)
+    assert.equal(1 / 3, status(b).failure_rate)
+    bs.calls(b, { "fail" })
+    assert.equal("open", b.state)
+  end)
+
+  it("answers a call whose target forces the breaker open while it runs, and counts it nowhere",
+     function()
+    local b
+    local M = modal.machine { name = bs.name("reacher"), initial = "up", methods = { "call" },
+      states = { up = { call = function(_, how)
+        if how == "force" then b:force("open") end
+        return modal.succeed(how)
+      end } } }
+    local c = M:new()
+    b = modal.breaker { target = c, methods = { "call" }, window = 4, min_calls = 1 }
+    bs.calls(b, { "ok", "ok" })
+    assert.equal(2, status(b).calls)
+    local got = bs.watch(b:call("force"))
+    assert.is_true(got.fired)
+    assert.equal("force", got.value)
+    assert.equal("open", b.state)
+    b:force("closed")
+    assert.equal(0, status(b).calls)      -- a forced-closed window counts nothing
+    b:force(nil)
+    assert.equal("closed", b.state)
+    bs.calls(b, { "ok" })
+    assert.equal(1, status(b).calls)
+  end)
+
+  it("lets target code reload, cancel, call the breaker again and collect while it is called",
+     function()
+    local b, inner, cancelled
+    local M = modal.machine { name = bs.name("busy_target"), initial = "up", methods = { "call" },
+      states = { up = { call = function(_, how)
+        if how == "reload" then
+          local ok, err = pcall(modal.reload, "no_such_machine_here")
+          assert(not ok and err)
+        elseif how == "nested" then
+          inner = bs.watch(b:call("plain"))        -- the breaker again, from its target
+        elseif how == "collect" then
+          collectgarbage()
+          collectgarbage()
+        elseif how == "cancel" then
+          local d = modal.deferred(function() cancelled = true end)
+          d:cancel()
+          return d
+        end
+        return modal.succeed(how)
+      end } } }
+    local c = M:new()
+    b = modal.breaker { target = c, methods = { "call" }, window = 8, min_calls = 8 }
+    local got = bs.calls(b, { "reload", "nested", "collect", "cancel" })
+    assert.equal("reload", got[1].value)
+    assert.equal("nested", got[2].value)
+    assert.is_true(inner.fired)
+    assert.equal("plain", inner.value)
+    assert.equal("collect", got[3].value)
+    assert.is_true(cancelled)
+    assert.equal("cancelled", got[4].value.kind)
+    assert.equal(4, status(b).calls)      -- the cancelled call is not counted; the nested one is
+    assert.equal(0, status(b).failure_rate)
+  end)
+end)
