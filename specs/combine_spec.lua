@@ -270,6 +270,19 @@ describe("modal combinators", function()
       assert.same({ "succeeded", { 1, 2, 3 } }, { outcome(modal.all(list)) })
       assert.equal(3, reads)
     end)
+
+    it("refuses a list whose __len says more than a list may hold, instead of reading it for ever",
+       function()
+      local list = setmetatable({}, { __len = function() return math.maxinteger end })
+      for _, name in ipairs { "all", "settled", "race" } do
+        local t0 = os.clock()
+        local ok, err = pcall(modal[name], list)
+        assert.is_false(ok)
+        assert.matches("bad argument #1 to '" .. name .. "' (its length is " .. math.maxinteger ..
+          ": more than the 67108864 entries a list may have)", err, 1, true)
+        assert.is_true(os.clock() - t0 < 1)
+      end
+    end)
   end)
 
   describe("handing an outcome over", function()

@@ -134,6 +134,9 @@ static int cancel_all(lua_State *L) {
   return 0;
 }
 
+/* The longest list all, settled and race take: 64 Mi Deferreds are 7.5 GiB. */
+#define MAX_LIST (1 << 26)
+
 static int combine_list(lua_State *L, int mode, const char *fname) {
   lua_Integer i, n;
   combine *c;
@@ -143,6 +146,9 @@ static int combine_list(lua_State *L, int mode, const char *fname) {
   if (n < 0)
     return luaL_error(L, "bad argument #1 to '%s' (its length is %I: a list cannot be "
                       "negative)", fname, n);
+  if (n > MAX_LIST)                      /* a __len that lies would have us read for ever */
+    return luaL_error(L, "bad argument #1 to '%s' (its length is %I: more than the %d "
+                      "entries a list may have)", fname, n, MAX_LIST);
   if (n == 0 && mode == RACE)
     return luaL_error(L, "bad argument #1 to '%s' (empty list: a race needs a Deferred)", fname);
   c = (combine *)lua_newuserdatauv(L, sizeof *c, 4);   /* 2: state */
