@@ -214,6 +214,9 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/modal $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/modal.so \
 	  $(DESTDIR)$(PREFIX)/share/man/man1/modal.1 $(DESTDIR)$(PREFIX)/share/man/man7/modal.7
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/modal
+	@for d in share/lua/$(LUA_VERSION) share/lua lib/lua/$(LUA_VERSION) lib/lua lib \
+	  share/man/man1 share/man/man7 share/man share bin; do \
+	  rmdir "$(DESTDIR)$(PREFIX)/$$d" 2>/dev/null || true; done   # only folders left empty
 
 # {======== fuzzing (doc/fuzzing.md): libFuzzer harnesses built with clang against the core
 # sources (not the gcc objects), ASan + UBSan on, one binary per harness in build-fuzz/.

@@ -37,5 +37,13 @@ describe("make install PREFIX=...", function()
     assert.is_truthy(io.open(prefix .. "/lib/lua/5.4/modal.so"), "the module is not installed")
     assert.is_truthy(io.open(prefix .. "/share/man/man1/modal.1"), "modal(1) is not installed")
     assert.is_truthy(io.open(prefix .. "/share/man/man7/modal.7"), "modal(7) is not installed")
+    -- uninstall removes every file and the folders install made, and keeps what is not ours
+    assert.is_true(os.execute(("mkdir -p %s/share/lua/5.4/other && touch %s/share/lua/5.4/other/x.lua")
+      :format(prefix, prefix)))
+    assert.is_true(os.execute(("make -s BUILD=%s PREFIX=%s uninstall >%s/make3.log 2>&1")
+      :format(b, prefix, dir)), "make uninstall failed")
+    local left = io.popen("cd " .. prefix .. " && find . | sort"):read("a")
+    assert.equal(".\n./share\n./share/lua\n./share/lua/5.4\n./share/lua/5.4/other\n" ..
+      "./share/lua/5.4/other/x.lua\n", left)
   end)
 end)
