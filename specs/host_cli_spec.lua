@@ -86,6 +86,12 @@ describe("the host's command line", function()
         "modal: --admin needs the path of a unix socket" },
       { "an option run does not know", "run --wacth " .. never,
         "modal: unknown option '--wacth' for 'run'" },
+      { "an unknown log level given with =", "run --log-level=verbose " .. never,
+        "modal: unknown log level 'verbose' (use error, warn, info or debug)" },
+      { "--admin= with no socket path", "run --admin= " .. never,
+        "modal: --admin needs the path of a unix socket" },
+      { "an option that only starts like one run knows", "run --admin-socket=x " .. never,
+        "modal: unknown option '--admin-socket=x' for 'run'" },
     }
     for _, case in ipairs(cases) do
       it("names " .. case[1] .. ", exits 2 and points to --help", function()
@@ -95,6 +101,13 @@ describe("the host's command line", function()
         assert.equal(case[3] .. "\nTry 'modal --help'.\n", stderr)
       end)
     end
+
+    it("takes --log-level=LEVEL and --admin=PATH as well as their two-argument forms", function()
+      local s = script("levels.lua", 'print(require("modal").log_level())\n')
+      local status, stdout, stderr = host("run --log-level=debug " .. s)
+      assert.equal(0, status, stderr)
+      assert.equal("debug\n", stdout)
+    end)
 
     it("--help after run prints run's own usage on stdout and exits 0 without running a script", function()
       local status, stdout, stderr = host("run --help " .. never)

@@ -519,12 +519,29 @@ static int cmd_tool(int argc, char **argv) {
   return h.status;
 }
 
+/* Whether argv[*i] is the option `name` with a value, as `name VALUE` (the next argument,
+** taken) or `name=VALUE`; *value is NULL when the value is missing. */
+static int take_value(int argc, char **argv, int *i, const char *name, const char **value) {
+  size_t n = strlen(name);
+  if (strncmp(argv[*i], name, n) != 0)
+    return 0;
+  if (argv[*i][n] == '=') {
+    *value = argv[*i] + n + 1;
+    return 1;
+  }
+  if (argv[*i][n] != '\0')
+    return 0;
+  *value = *i + 1 < argc ? argv[++*i] : NULL;
+  return 1;
+}
+
 /* `modal run [OPTIONS] SCRIPT [ARGS...]`.
 ** NOLINTNEXTLINE(readability-function-cognitive-complexity): a flat option parser */
 static int cmd_run(int argc, char **argv) {
   host h;
   lua_State *L;
   int i;
+  const char *v;
   memset(&h, 0, sizeof h);
   h.log_level = -1;
   for (i = 2; i < argc; i++) {
@@ -532,19 +549,19 @@ static int cmd_run(int argc, char **argv) {
       (void)fputs(run_usage_text, stdout);   /* an error stays in stdout for flush_stdout */
       return flush_stdout("run --help");
     }
-    if (strcmp(argv[i], "--log-level") == 0) {
-      if (i + 1 >= argc)
-        return fail_usage("%s needs a level (error, warn, info, debug)", argv[i]);
-      if ((h.log_level = modal__level_parse(argv[++i])) < 0)
-        return fail_usage("unknown log level '%s' (use error, warn, info or debug)", argv[i]);
+    if (take_value(argc, argv, &i, "--log-level", &v)) {
+      if (!v)
+        return fail_usage("%s", "--log-level needs a level (error, warn, info, debug)");
+      if ((h.log_level = modal__level_parse(v)) < 0)
+        return fail_usage("unknown log level '%s' (use error, warn, info or debug)", v);
     } else if (strcmp(argv[i], "--watch") == 0) {
       h.watch = 1;
     } else if (strcmp(argv[i], "--trace") == 0) {
       h.trace = 1;
-    } else if (strcmp(argv[i], "--admin") == 0) {
-      if (i + 1 >= argc)
-        return fail_usage("%s needs the path of a unix socket", argv[i]);
-      h.admin = argv[++i];
+    } else if (take_value(argc, argv, &i, "--admin", &v)) {
+      if (!v || !*v)
+        return fail_usage("%s", "--admin needs the path of a unix socket");
+      h.admin = v;
     } else if (strcmp(argv[i], "--") == 0) {
       i++;
       break;

@@ -525,9 +525,17 @@ local function run_test(args, out, err)
     elseif options and (a == "-h" or a == "--help") then
       out:write(cli.USAGE.test)
       return 0
-    elseif options and (a == "--options" or a == "--max-depth") then
-      local v = args[i + 1]
-      if v == nil then return usage_error(err, "test", a .. " needs a value") end
+    elseif options and (a == "--options" or a == "--max-depth" or a:find("^%-%-options=")
+                        or a:find("^%-%-max%-depth=")) then
+      local v
+      local eq = a:find("=", 1, true)
+      if eq then
+        a, v = a:sub(1, eq - 1), a:sub(eq + 1)
+        i = i - 1                       -- the value was in this argument
+      else
+        v = args[i + 1]
+      end
+      if v == nil or v == "" then return usage_error(err, "test", a .. " needs a value") end
       if a == "--options" then
         local t, why = load_options(v)
         if not t then return usage_error(err, "test", format("--options %s: %s", v, why)) end
