@@ -12,12 +12,7 @@ local APP = FIXTURES .. "watch_app.lua"
 
 -- {============ helpers
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support").read_file
 
 local function write_file(path, text)
   local f = assert(io.open(path, "wb"))

@@ -9,12 +9,7 @@ local BUILD = os.getenv("MODAL_BUILD") or "build"
 local HOST = BUILD .. "/modal"
 local FIXTURES = "specs/fixtures/host/"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support").read_file
 
 -- Runs the host with `args` (a shell-quoted string) and optional `env` assignments; returns
 -- exit status (128 + signal when killed), stdout, stderr. `timeout` keeps a hung host from

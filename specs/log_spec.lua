@@ -9,12 +9,7 @@ local run_loop = support.run_loop
 local BUILD = os.getenv("MODAL_BUILD") or "build"
 if BUILD:sub(1, 1) ~= "/" then BUILD = "./" .. BUILD end
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support").read_file
 
 -- Runs `code` in a child lua5.4 that finds modal in BUILD; returns status, stdout, stderr.
 local function child(code)

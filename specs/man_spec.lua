@@ -7,12 +7,7 @@ local check = require "modal.check"
 local BUILD = os.getenv("MODAL_BUILD") or "build"
 local HOST = BUILD .. "/modal"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support").read_file
 
 -- Runs a shell command; returns its exit status, stdout and stderr.
 -- Runs a tool with LD_PRELOAD unset: under make asan the sanitizer runtime is preloaded into

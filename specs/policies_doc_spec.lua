@@ -4,12 +4,7 @@
 local breaker = require "modal.breaker"
 local pool = require "modal.pool"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support").read_file
 
 -- The text of `## title` up to the next `## ` heading.
 local function chapter(text, title)

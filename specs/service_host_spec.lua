@@ -9,12 +9,7 @@ local BUILD = os.getenv("MODAL_BUILD") or "build"
 local HOST = BUILD .. "/modal"
 local FIXTURES = "specs/fixtures/service/"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support").read_file
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
