@@ -15,9 +15,9 @@ describe("a breaker file in the host's tools", function()
     assert.equal(0, status, stdout .. stderr)
     status, stdout = modal_cmd("graph", FIXTURES .. "guard.lua")
     assert.equal(0, status)
-    for _, edge in ipairs { '"closed" -> "open" [label="trip"]', '"open" -> "half_open" [label="timeout"]',
-      '"half_open" -> "closed" [label="recovered"]', '"half_open" -> "open" [label="trip"]',
-      '"open" -> "closed" [label="force_closed"]' } do
+    for _, edge in ipairs { '"closed" -> "open" [label="trip [guard]"]',
+      '"open" -> "half_open" [label="timeout"]', '"half_open" -> "closed" [label="recovered [guard]"]',
+      '"half_open" -> "open" [label="trip [guard]"]', '"open" -> "closed" [label="force_closed"]' } do
       assert.matches(edge, stdout, 1, true)
     end
   end)

@@ -38,7 +38,8 @@ local function model_answer(m, failed)
 end
 
 describe("modal.breaker's C path in closed", function()
-  before_each(function() support.clock() end)
+  local clock
+  before_each(function() clock = support.clock() end)
   after_each(support.run_undo)
 
   it("counts the window as the model does: calls answered at once or later, in any order", function()
@@ -140,6 +141,101 @@ return require("modal").breaker.machine { name = "relay_guard", methods = { "cal
     bs.calls(b, { "ok", "fail", "fail", "fail" })
     assert.equal("open", b.state)
     for i = 1, 3 do assert.is_true(late[i].fired) end
+  end)
+
+  it("judges an answer that comes after a reload by the reloaded options", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. support.quote(dir)))
+    support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local path = dir .. "/judged.lua"
+    local function write(rate)
+      local f = assert(io.open(path, "w"))
+      f:write(string.format([[
+return require("modal").breaker.machine { name = "relay_judged", methods = { "call" },
+  window = 4, min_calls = 4, failure_rate = %s, open_wait = { jitter = 0 } }
+]], rate))
+      f:close()
+    end
+    for _, case in ipairs {
+      { from = "0.5", to = "1", last = "fail", state = "closed" },   -- F S S F: 0.5 < 1
+      { from = "1", to = "0.5", last = "ok", state = "open" },       -- F F S S: 0.5 >= 0.5
+    } do
+      write(case.from)
+      local M = modal.load(path)
+      local t = bs.target()
+      local b = M:new { target = t.c }
+      bs.calls(b, { "hang", "hang", "hang", "hang" })
+      local held = t.pending
+      held[1]:errback(modal.failure("remote", "1"))
+      if case.from == "0.5" then
+        held[2]:callback(2)
+        held[3]:callback(3)
+      else
+        held[2]:errback(modal.failure("remote", "2"))
+        held[3]:callback(3)
+      end
+      write(case.to)
+      modal.reload("relay_judged")
+      if case.last == "fail" then held[4]:errback(modal.failure("remote", "4")) else held[4]:callback(4) end
+      assert.equal(case.state, b.state, case.from .. " -> " .. case.to)
+    end
+  end)
+
+  it("counts nowhere the outcome of a call whose target started a new period while it ran",
+     function()
+    -- a plain object (the Lua path), an instance with slow_call (the Lua path too), and an
+    -- instance (the C path): the target forces a fresh closed window, then fails at once
+    local b
+    local function fresh_window_then_fail()
+      b:force("closed")
+      b:force(nil)
+      return modal.fail("remote", "made in the old period")
+    end
+    local M = modal.machine { name = bs.name("forcer"), initial = "up", methods = { "call" },
+      states = { up = { call = fresh_window_then_fail } } }
+    for _, case in ipairs {
+      { "a plain object", { call = function() return fresh_window_then_fail() end }, {} },
+      { "an instance with slow_call", M:new(), { slow_call = 10 } },
+      { "an instance", M:new(), {} },
+    } do
+      local opts = { target = case[2], methods = { "call" }, window = 2, min_calls = 1,
+                     failure_rate = 1 }
+      for k, v in pairs(case[3]) do opts[k] = v end
+      b = modal.breaker(opts)
+      local got = bs.watch(b:call())
+      assert.is_true(got.fired, case[1])
+      assert.equal("made in the old period", got.value.message, case[1])
+      assert.equal("closed", b.state, case[1])
+      assert.equal(0, status(b).calls, case[1])
+    end
+  end)
+
+  it("does not let a trial whose target reopened the breaker decide the new half-open period",
+     function()
+    local b
+    local mode = "fail"
+    local t = { call = function(_, how)
+      if how == "reenter" then
+        b:force("open")
+        b:force(nil)                      -- a new half-open period
+        if mode == "fail" then return modal.fail("remote", "old trial") end
+        return "old trial ok"
+      end
+      if how == "fail" then return modal.fail("remote", "boom") end
+      return "ok"
+    end }
+    for _, m in ipairs { "fail", "ok" } do
+      mode = m
+      b = modal.breaker { target = t, methods = { "call" }, window = 1, min_calls = 1, trials = 1,
+                          open_wait = { initial = 1, jitter = 0 } }
+      bs.calls(b, { "fail" })
+      assert.equal("open", b.state)
+      clock:advance(1)
+      assert.equal("half_open", b.state)
+      bs.calls(b, { "reenter" })
+      assert.equal("half_open", b.state, m)      -- neither reopened nor closed by the old trial
+    end
   end)
 
   it("passes calls to a plain object through the Lua rules, counting each", function()

@@ -343,7 +343,17 @@ local function trip(w, cause, extra)
               last = r.last, slow_call = P.slow_call, trial_timeout = P.trial_timeout }
   if extra then for k, v in next, extra do o[k] = v end end
   r.pending_open = o
-  r.m:fire("trip")
+  r.m:fire("trip", w)
+end
+
+-- The guard of `trip` and `recovered`: the period that fired it is still the current one. An
+-- input fired by an outcome while the breaker was busy is handled after what was queued before
+-- it; if that ended the period (a force from the target's own code), the input is stale and
+-- dropped. Fired without a period (modal test's walks), it is taken.
+local function current(m, w)
+  if w == nil then return true end
+  local r = records[m]
+  return r ~= nil and r.period == w
 end
 
 -- Whether a failure counts: never a cancelled call; else counts(f), or every failure.
@@ -361,8 +371,10 @@ end
 
 -- Counts v in w (`again`: v was counted already; only look at the rates).
 local function closed_count(v, w, t0)
-  take(w)
   local r = w.r
+  record(r.m)                           -- reloaded since the call? judge by the options now
+  if not w.live then return v end       -- (a new window size or kind started a fresh window)
+  take(w)
   local failed = false
   if getmetatable(v) == FMT then
     if not counted(r, v) then return v end
@@ -408,6 +420,7 @@ end
 local function trial_outcome(v, w, t0)
   if not w.live then return v end
   local r = w.r
+  record(r.m)                           -- reloaded since the call? judge by the options now
   local P = r.P
   local elapsed = now() - t0
   if getmetatable(v) == FMT then
@@ -429,7 +442,7 @@ local function trial_outcome(v, w, t0)
       trip(w, "trial_slow", { n = w.ok, nslow = w.slow, slow_rate = w.slow / w.ok })
     else
       w.tripped = true
-      r.m:fire("recovered")
+      r.m:fire("recovered", w)
     end
   end
   return v
@@ -699,6 +712,47 @@ end
 
 -- The definition --------------------------------------------------------------------------
 
+-- What M:new{...} was given, checked when a breaker is made: a target, and nothing else (the
+-- options are the machine's). Logged at error, as the breaker is made all the same (its calls
+-- then fail saying what is missing).
+local function check_new(m, r, P)
+  local data = m.data
+  local problems = {}
+  if type(data) == "table" then
+    local unknown = {}
+    for k in next, data do
+      if k ~= "target" then unknown[#unknown + 1] = tostring(k) end
+    end
+    sort(unknown)
+    local option = {}
+    for _, k in ipairs(breaker.OPTIONS) do option[k] = true end
+    for _, k in ipairs(unknown) do
+      if option[k] then
+        problems[#problems + 1] = format("'%s' is an option of modal.breaker.machine{...}, not of "
+          .. "M:new (ignored)", k)
+      else
+        local near = check.nearest(k, { "target" })
+        problems[#problems + 1] = format("unknown field '%s'%s", k,
+          near and format(" (did you mean '%s'?)", near) or "")
+      end
+    end
+  end
+  if r.target == nil then
+    problems[#problems + 1] = "no target (make it with M:new{ target = instance })"
+  else
+    local missing = {}
+    for _, name in ipairs(P.method_names) do
+      if r.fns[name] == nil then missing[#missing + 1] = "'" .. name .. "'" end
+    end
+    if #missing > 0 then
+      problems[#problems + 1] = "its target has no method " .. concat(missing, ", ")
+    end
+  end
+  if #problems > 0 then
+    modal.log("error", who(m) .. ": M:new: " .. concat(problems, "; "))
+  end
+end
+
 local function build(P)
   local methods = {}
   for i, n in ipairs(P.method_names) do methods[i] = n end
@@ -715,6 +769,7 @@ local function build(P)
   closed.enter = function(m, from)
     local r = record(m, P)
     bind(m, r, P)
+    if from == nil then check_new(m, r, P) end
     new_window(r, not r.forced)
     r.last = nil
     if from ~= nil then
@@ -723,7 +778,7 @@ local function build(P)
     end
   end
   closed.on = {
-    trip = "open",
+    trip = { to = "open", guard = current },
     force_open = "open",
     force_closed = "closed",
     release = { action = function(m) new_window(record(m, P), true) end },
@@ -760,8 +815,8 @@ local function build(P)
     w.used, w.ok, w.slow = 0, 0, 0
   end
   half_open.on = {
-    trip = "open",
-    recovered = "closed",
+    trip = { to = "open", guard = current },
+    recovered = { to = "closed", guard = current },
     force_open = "open",
     force_closed = "closed",
   }
@@ -820,6 +875,7 @@ end
 -- reason =, calls = (outcomes in the window), trials = { taken =, succeeded = } }`; what the
 -- breaker's failures carry as `f.value` (with the window's rates while closed).
 function breaker.status(b)
+  policy.check_instance(b, policies, "status", "modal.breaker")
   local r = record(b)
   local _, value = standing(b, r)
   local w = r.period

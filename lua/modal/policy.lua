@@ -37,6 +37,28 @@ function policy.finite(x) return type(x) == "number" and x == x and x > -huge an
 --- Whether x is a finite whole number.
 function policy.whole(x) return policy.finite(x) and x == floor(x) end
 
+--- Raises unless x is an instance of a machine one of `policies` (definition -> options) made:
+-- "bad argument #1 to '<fname>' (a <kind> instance expected, got <what x is>)", at the caller's
+-- caller, as modal.service.status says it. Returns x's options.
+function policy.check_instance(x, policies, fname, kind)
+  local mt = type(x) == "userdata" and getmetatable(x)
+  local P
+  local instance = type(mt) == "table" and mt.__name == "modal.instance"
+  if instance then
+    local M = x.machine
+    P = M and policies[M.definition]
+  end
+  if P == nil then
+    local got = type(x)
+    if instance then
+      got = format("an instance of machine '%s', not of a %s", tostring(x.machine and x.machine.name),
+        kind:match("[^.]+$"))
+    end
+    error(format("bad argument #1 to '%s' (a %s instance expected, got %s)", fname, kind, got), 3)
+  end
+  return P
+end
+
 local default_names = {}                       -- default name -> instances given it so far
 
 --- Options P made without a `name`: the first keeps P.name, the next get P.name .. "_2", "_3",

@@ -961,6 +961,7 @@ end
 -- restarts_total =, retry_in = (seconds before the next start, or nil), diagnosis = (once
 -- failed), workers = { { pid =, busy =, stopping =, calls =, up = (seconds) }, ... } }`.
 function pool.status(p)
+  policy.check_instance(p, policies, "status", "modal.pool")
   local r = record(p)
   local t = now()
   local workers = {}
@@ -983,6 +984,7 @@ end
 
 --- The pids of a pool's workers (running or being stopped), in order.
 function pool.pids(p)
+  policy.check_instance(p, policies, "pids", "modal.pool")
   local out = {}
   for _, w in ipairs(pool.status(p).workers) do out[#out + 1] = w.pid end
   return out
