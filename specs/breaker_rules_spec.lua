@@ -306,6 +306,9 @@ describe("modal.breaker", function()
       ok, err = pcall(modal.breaker, { methods = { "call" } })
       assert.is_false(ok)
       assert.matches("target: expected the instance to guard", err, 1, true)
+      err = select(2, pcall(modal.breaker, { target = t.c, methods = { "call" }, window = 1e300 }))
+      assert.matches("window: expected a whole number of calls from 1 to 10000000, got 1e+300", err, 1,
+        true)
       err = select(2, pcall(modal.breaker, { target = t.c, methods = { "call" }, window = 5,
         window_time = 3 }))
       assert.matches("window_time: give window (calls) or window_time (seconds), not both", err, 1, true)

@@ -5,6 +5,7 @@
 -- named; a spawn failure names the cwd that caused it. Workers are real processes
 -- (specs/fixtures/pool/worker.lua); after each test every worker seen must be gone.
 local modal = require "modal"
+local uv = require "luv"
 local support = require "support"
 local ps = require "pool_support"
 
@@ -143,6 +144,22 @@ describe("modal.pool at its edges", function()
         refused { cmd = { "cat", [9] = "x" } }, 1, true)
     end)
 
+    it("does not count as a restart a worker that ends once the pool has failed", function()
+      local p = ps.pool { size = 2, max_restarts = 0 }
+      local first = ps.watch(p:call("sleep 200 a"))
+      local second = ps.watch(p:call("sleep 300 b"))
+      assert.is_true(ps.wait(function() return #modal.pool.pids(p) == 2 end))
+      local pids = ps.pids(p)
+      for _, pid in ipairs(pids) do uv.kill(pid, "sigkill") end
+      assert.is_true(ps.wait(function() return first.fired and second.fired end))
+      assert.equal("failed", p.state)
+      local texts = first.value.message .. "\n" .. second.value.message
+      assert.matches("restart 1 is more than max_restarts = 0", texts, 1, true)
+      assert.matches("the pool has failed: no restart", texts, 1, true)
+      assert.matches("failed: 1 worker restart within 30 s (more than max_restarts = 0)",
+        modal.pool.status(p).diagnosis, 1, true)
+    end)
+
     it("refuses a cwd that is not a folder, naming it", function()
       assert.matches("modal.pool: cwd: no such folder: /nonexistent-modal-dir",
         refused { cmd = ps.CMD, cwd = "/nonexistent-modal-dir" }, 1, true)
@@ -150,6 +167,7 @@ describe("modal.pool at its edges", function()
         refused { cmd = ps.CMD, cwd = ps.WORKER }, 1, true)
       assert.matches('cwd: expected a folder (a non-empty string), got ""',
         refused { cmd = ps.CMD, cwd = "" }, 1, true)
+      assert.matches("cwd: may not hold a NUL byte", refused { cmd = ps.CMD, cwd = "/tmp\0x" }, 1, true)
     end)
 
     it("a cwd gone by the time a worker starts: the spawn failure names it", function()

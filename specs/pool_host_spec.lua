@@ -33,6 +33,36 @@ describe("a pool in the host", function()
     for _, pid in ipairs(pids) do assert.is_true(ps.gone(pid), "worker " .. pid .. " is left") end
   end)
 
+  it("the end of a lua5.4 program (no host): every worker still running gets SIGTERM", function()
+    local dir = assert(io.popen("mktemp -d /tmp/modal_pool_end.XXXXXX")):read("l")
+    finally(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local log, pidfile = dir .. "/exit.log", dir .. "/pid"
+    local worker = dir .. "/worker.sh"          -- answers one line, then ignores its stdin
+    local f = assert(io.open(worker, "w"))
+    f:write("#!/bin/sh\necho $$ > " .. support.quote(pidfile) .. "\n" ..
+      "trap 'echo TERM >> " .. support.quote(log) .. "; exit 0' TERM\n" ..
+      "read -r line; echo \"got:$line\"\nwhile :; do sleep 0.05; done\n")
+    f:close()
+    assert(os.execute("chmod +x " .. support.quote(worker)))
+    local script = dir .. "/main.lua"
+    f = assert(io.open(script, "w"))
+    f:write("local modal = require 'modal'\n" ..
+      "local p = modal.pool { cmd = { " .. string.format("%q", worker) .. " }, size = 1 }\n" ..
+      "p:call('a'):add_callback(print)\nmodal.run()\nprint('the end')\n")
+    f:close()
+    local out = assert(io.popen(("env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 " ..
+      "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout 10 lua5.4 %s 2>&1")
+      :format(os.getenv("MODAL_BUILD") or "build", support.quote(script)))):read("a")
+    assert.equal("got:a\nthe end\n", out)
+    local pid = tonumber(support.read_file(pidfile):match("%d+"))
+    assert.is_true(support.wait_for(function()
+      local l = io.open(log)
+      if l then l:close() end
+      return l ~= nil and not ps.running(pid)
+    end, 5), "the worker was not told to go")
+    assert.equal("TERM\n", support.read_file(log))
+  end)
+
   it("a host crash (SIGKILL): every worker sees its stdin close and exits", function()
     local p = support.spawn_host { "run", FIXTURES .. "host.lua" }
     finally(p.reap)

@@ -336,6 +336,45 @@ describe("modal.pool", function()
       assert.equal("c", calls[3].value)
     end)
 
+    it("take nil with a rest as an answer of nil, and nothing (or nil alone) as incomplete", function()
+      local p = ps.pool { size = 1, decode = function(buf)
+        local line, rest = buf:match("^([^\n]*)\n(.*)$")
+        if not line then return nil end                       -- incomplete, said as nil alone
+        if line == "null" then return nil, rest end           -- the answer is nil
+        return line, rest
+      end }
+      local null, after = call(p, "echo null"), call(p, "echo after")
+      assert.is_true(ps.wait(function() return after.fired end))
+      assert.is_true(null.ok)
+      assert.is_nil(null.value)
+      assert.equal("after", after.value)
+    end)
+
+    it("fail the call, and stop the worker, when decode answers without taking from the buffer",
+       function()
+      local lines = support.capture_log()
+      local p = ps.pool { size = 1, decode = function(buf)
+        local line, rest = buf:match("^([^\n]*)\n(.*)$")
+        if line == "stuck" then return "again and again", buf end   -- would answer for ever
+        if line then return line, rest end
+      end }
+      local stuck = call(p, "echo stuck")
+      assert.is_true(ps.wait(function() return stuck.fired end))
+      assert.equal("error", stuck.value.kind)
+      assert.matches("decode returned an answer but took nothing from the buffer", stuck.value.message,
+        1, true)
+      local next_call = call(p, "echo next")                  -- a new worker answers it
+      assert.is_true(ps.wait(function() return next_call.fired end))
+      assert.equal("next", next_call.value)
+      local logged = false
+      for _, l in ipairs(lines) do
+        if l.level == "error" and l.message:find("took nothing from the buffer", 1, true) then
+          logged = true
+        end
+      end
+      assert.is_true(logged)
+    end)
+
     it("log an answer that comes with no call in flight", function()
       local lines = support.capture_log()
       local p = ps.pool { size = 1, decode = function(buf)

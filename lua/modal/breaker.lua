@@ -576,6 +576,8 @@ end
 -- Options ---------------------------------------------------------------------------------
 
 
+local MAX_CALLS = 10000000   -- window and min_calls: a ring of that many entries at the most
+
 local RESERVED = {}
 for _, k in ipairs(check.KEYS.state) do RESERVED[k] = "a state key" end
 for _, k in ipairs(check.INSTANCE_FIELDS) do RESERVED[k] = "an instance field" end
@@ -666,7 +668,7 @@ local function normalize(opts, want_target)
     if not ok(v) then bad("%s: expected %s, got %s", k, want, describe(v)) end
     P[k] = v
   end
-  local function calls(v) return whole(v) and v >= 1 end
+  local function calls(v) return whole(v) and v >= 1 and v <= MAX_CALLS end
   local function rate(v) return finite(v) and v > 0 and v <= 1 end
   local function positive(v) return finite(v) and v > 0 end
 
@@ -675,8 +677,10 @@ local function normalize(opts, want_target)
   end
   number("window_time", nil, positive, "a number of seconds > 0")
   number("window", not opts.window_time and breaker.DEFAULTS.window or nil, calls,
-    "a whole number of calls >= 1")
-  number("min_calls", nil, calls, "a whole number of calls >= 1")
+    "a whole number of calls from 1 to 10000000")
+  number("min_calls", nil, calls, "a whole number of calls from 1 to 10000000")
+  P.window = P.window and math.tointeger(P.window) or P.window
+  P.min_calls = P.min_calls and math.tointeger(P.min_calls) or P.min_calls
   if P.min_calls == nil then
     P.min_calls = breaker.DEFAULTS.min_calls
     if P.window and whole(P.window) and P.window < P.min_calls then P.min_calls = P.window end

@@ -256,8 +256,21 @@ local function on_decoded(w, data, decode)
       if d then errback(d, f) end
       return
     end
-    if v == nil then break end
-    if type(rest) ~= "string" then rest = "" end
+    if type(rest) ~= "string" then
+      if v == nil then break end          -- nothing: the answer is incomplete
+      rest = ""                           -- a value alone took the whole buffer
+    elseif rest == buf then
+      if v == nil then break end          -- nil and the buffer as it was: incomplete
+      local d = w.call                    -- an answer that took nothing: decode would give it
+      local m = w.r.m                     -- again for ever
+      w.call = nil
+      stop_worker(w, "protocol")
+      local f = failure("error", format("%s worker pid %d: decode returned an answer but took " ..
+        "nothing from the buffer (the rest it returned is the buffer it was given)", who(m), w.pid))
+      modal.log("error", f.message:sub(#who(m) + 2), fields(m))
+      if d then errback(d, f) end
+      return
+    end
     buf = rest
     if mine ~= nil and mine == w.call then answer(w, v) else stray(w, v) end
     mine = owner
@@ -461,9 +474,10 @@ end
 
 -- The pool's diagnosis once failed: "pool#1 failed: 6 worker restarts within 30 s ...".
 local function failed_text(m, r, P)
-  return format("%s failed: %d worker restarts within %s s (more than max_restarts = %d); last: %s; " ..
-    "p:reset() starts again", who(m), #r.crashes, secs(P.restart_window), P.max_restarts,
-    r.last_text or "?")
+  local n = #r.crashes
+  return format("%s failed: %d worker %s within %s s (more than max_restarts = %d); last: %s; " ..
+    "p:reset() starts again", who(m), n, n == 1 and "restart" or "restarts", secs(P.restart_window),
+    P.max_restarts, r.last_text or "?")
 end
 
 -- A worker we did not stop has ended: the restart is counted, the backoff moves on, and the
@@ -471,6 +485,11 @@ end
 -- caller fires fail, after the crashed call's own failure: true as second result).
 local function crashed(r, w)
   local m, P = r.m, r.P
+  if r.halted then                       -- failed already: nothing is restarted, nor counted
+    local f = worker_failure(m, r, w, "; the pool has failed: no restart")
+    modal.log("warn", f.message:sub(#who(m) + 2), fields(m))
+    return f, false
+  end
   local t = now()
   local crashes = r.crashes
   crashes[#crashes + 1] = t
@@ -704,6 +723,8 @@ local function normalize(opts)
   if opts.cwd ~= nil then
     if type(opts.cwd) ~= "string" or opts.cwd == "" then
       bad("cwd: expected a folder (a non-empty string), got %s", describe(opts.cwd))
+    elseif find(opts.cwd, "\0", 1, true) then
+      bad("cwd: may not hold a NUL byte")
     else
       local problem = folder_problem(opts.cwd)
       if problem then bad("cwd: %s", problem) end
@@ -905,11 +926,29 @@ modal._on_run_end(function(exiting)
     for w in next, r.workers do
       if w.state == "up" or w.state == "stopping" then
         close_handle(w.stdin)
-        if not w.exited and w.handle and not w.handle:is_closing() then w.handle:kill("sigterm") end
+        if not w.exited and w.handle and not w.handle:is_closing() then
+          w.termed = true
+          w.handle:kill("sigterm")
+        end
       end
     end
   end
 end)
+
+-- The end of the Lua state — a lua5.4 program's end, which no run-end hook marks as the host's:
+-- every worker still running gets SIGTERM, as at the host's end (its stdin closes with the
+-- process). uv.kill needs no loop; a worker not yet reaped keeps its pid, so none is a stranger.
+local function term_all()
+  for r in next, live do
+    for w in next, r.workers do
+      if w.pid and not w.exited and not w.termed then
+        w.termed = true
+        uv.kill(w.pid, "sigterm")
+      end
+    end
+  end
+end
+pool._at_close = setmetatable({}, { __gc = function() pcall(term_all) end })
 
 local function new_pool(M)
   if type(M) == "table" then return M end   -- `modal check` captured the definition
