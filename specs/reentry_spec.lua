@@ -42,7 +42,7 @@ end
 
 -- Makes the collector run a step at nearly every allocation, until the test ends.
 local function eager_collector()
-  collectgarbage("incremental", 0, 100, 0)
+  collectgarbage("incremental", 1, 100, 10)   -- pause 1: a new cycle at once; steps of 1 KB
   support.defer(function()
     collectgarbage("incremental", 200, 100, 13)
     collectgarbage()
