@@ -148,6 +148,23 @@ describe("hot reload", function()
       assert_mentions(err, { file.path, "definition exploded" })
     end)
 
+    it("names the path when the file raises an error object, or one whose __tostring raises",
+       function()
+      for _, case in ipairs {
+        { "error(setmetatable({}, { __tostring = function() return 'custom object' end }))\n",
+          ": custom object" },
+        { "error(setmetatable({}, { __tostring = function() error('again') end }))\n",
+          ": (error object is a table value whose __tostring failed)" },
+        { "error('no position', 0)\n", ": no position" },
+      } do
+        local file = def_file(simple)
+        file.source(case[1])
+        local ok, err = pcall(modal.load, file.path)
+        assert.is_false(ok)
+        assert.equal("modal.load: " .. file.path .. case[2], err)
+      end
+    end)
+
     it("raises naming the path when the file returns neither a definition nor a machine", function()
       local file = def_file(simple)
       file.source("return 42\n")

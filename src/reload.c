@@ -43,7 +43,12 @@ static int obtain(lua_State *L) {
   lua_settop(L, 1);
   if (luaL_loadfile(L, path) != LUA_OK)
     return lua_error(L);                  /* "cannot open <path>" or "<path>:<line>: ..." */
-  lua_call(L, 0, 1);                      /* 2: what the file returns */
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {  /* 2: what the file returns */
+    const char *msg = modal__tostring(L, -1);   /* an error object: its text, never a raise */
+    if (strncmp(msg, path, strlen(path)) == 0)
+      return lua_error(L);                /* "<path>:<line>: ..." names the file already */
+    return luaL_error(L, "%s: %s", path, msg);
+  }
   if (modal__to_machine(L, 2)) {
     lua_getiuservalue(L, 2, M_DEF);       /* 3: compiled */
     lua_getiuservalue(L, 3, K_DEF);       /* 4: definition */
