@@ -238,6 +238,49 @@ return require("modal").breaker.machine { name = "relay_judged", methods = { "ca
     end
   end)
 
+  it("takes the first call after a reload, and a method the reload added, through the Lua rules",
+     function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. support.quote(dir)))
+    support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local path = dir .. "/grown.lua"
+    local function write(methods)
+      local f = assert(io.open(path, "w"))
+      f:write(([[
+return require("modal").breaker.machine { name = "relay_grown", methods = { %s },
+  window = 4, min_calls = 4 }
+]]):format(methods))
+      f:close()
+    end
+    write('"call"')
+    local M = modal.load(path)
+    local t = bs.target()
+    local b = M:new { target = t.c }
+    bs.calls(b, { "ok", "ok" })
+    write('"call", "zzz"')
+    modal.reload("relay_grown")
+    local got = bs.calls(b, { "ok", "fail" })  -- the first finds options its record lacks
+    assert.equal("ok", got[1].value)
+    assert.equal(4, status(b).calls)
+    assert.equal(1 / 4, status(b).failure_rate)
+    local zzz = bs.watch(b:zzz())
+    assert.is_true(zzz.fired)
+    assert.equal("error", zzz.value.kind)
+    assert.matches("has no target with a method 'zzz'", zzz.value.message, 1, true)
+  end)
+
+  it("answers as b:call does when the definition's handler is called as a function", function()
+    local t = bs.target()
+    local b = bs.breaker(t, { window = 4, min_calls = 4 })
+    bs.calls(b, { "ok" })
+    local handler = b.machine.definition.states.closed.call
+    local got = bs.watch(handler(b, "ok"))
+    assert.is_true(got.fired)
+    assert.equal("ok", got.value)
+    assert.equal(2, status(b).calls)
+  end)
+
   it("passes calls to a plain object through the Lua rules, counting each", function()
     local answers = {}
     local obj = { call = function(_, how)
