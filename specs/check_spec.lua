@@ -728,6 +728,38 @@ error("never reached: modal check stops the program where it first uses a machin
       os.remove(file)
     end)
 
+    it("stops a program that runs the loop or exits without using a machine: check, graph and test",
+       function()
+      local originals = { require("luv").run, require("modal").run, os.exit }
+      local head = 'local modal = require "modal"\nlocal uv = require "luv"\n'
+        .. 'local M = modal.machine { name = "looper", initial = "a", methods = {}, '
+        .. 'states = { a = { on = { go = "b" } }, b = {} } }\n'
+      for _, case in ipairs {
+        { "local t = uv.new_timer(); t:start(1000, 1000, function() end)\nuv.run()\n",
+          "it runs the event loop at line 5" },
+        { "modal.call_later(100, print, 'x')\nmodal.run()\n", "it runs the event loop at line 5" },
+        { "os.exit(3)\n", "it exits at line 4" },
+      } do
+        local file = write_file(head .. case[1])
+        local t0 = os.time()
+        local status, out = run_cli("check", { file })
+        assert.are.equal(0, status, out:text())
+        assert.matches(case[2] .. ", where modal check stopped it; checked the 1 machine",
+          out:text(), 1, true)
+        status, out = run_cli("graph", { file })
+        assert.are.equal(0, status)
+        assert.matches('"a" -> "b"', out:text(), 1, true)
+        status, out = run_cli("test", { file })
+        assert.are.equal(0, status)
+        assert.matches("1/1 transitions taken", out:text(), 1, true)
+        assert.is_true(os.time() - t0 < 5)
+        os.remove(file)
+      end
+      assert.are.equal(originals[1], require("luv").run)   -- what the file saw is put back
+      assert.are.equal(originals[2], require("modal").run)
+      assert.are.equal(originals[3], os.exit)
+    end)
+
     it("passes a program whose one machine is valid, under its file name", function()
       local file = write_file('local modal = require "modal"\n'
         .. 'local M = modal.machine { name = "one", initial = "a", methods = {}, '

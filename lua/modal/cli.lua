@@ -99,6 +99,16 @@ local function stand_in(def, defs)
     __tostring = function() return "modal.machine (stand-in of modal check)" end })
 end
 
+-- What stops the file too, where a program goes on past its definitions without using a
+-- machine: running the loop (modal.run, luv's run), or leaving (os.exit). Checking never runs
+-- a loop nor ends the checker.
+local function stopper(defs, what)
+  return function()
+    local info = debug.getinfo(2, "Sl")
+    error({ [STOP] = true, line = info and info.currentline or -1, count = #defs, what = what }, 0)
+  end
+end
+
 --- Runs the file `file` with modal.machine capturing every definition it is given. Returns
 -- true, the list of definitions (in order; the table the file returned when it gave
 -- modal.machine none) and a note, or false and the reason nothing could be checked.
@@ -142,18 +152,29 @@ function cli.load_all(file)
     return stand_in(def, defs)
   end)
   rawset(_G, "arg", { [0] = file })      -- as `modal run` gives a script (no arguments)
+  local uv_ok, uv = pcall(require, "luv")
+  if not uv_ok or type(uv) ~= "table" then uv = {} end
+  local saved_run, saved_uv_run, saved_exit = rawget(modal, "run"), rawget(uv, "run"), os.exit
+  rawset(modal, "run", stopper(defs, "runs the event loop"))
+  rawset(uv, "run", stopper(defs, "runs the event loop"))
+  rawset(os, "exit", stopper(defs, "exits"))
   local ok, result = xpcall(chunk, function(e)
     if type(e) == "table" and rawget(e, STOP) then return e end
     return message_of(e)
   end, file)
   rawset(modal, "machine", saved)
   rawset(modal, "load", saved_load)
+  rawset(modal, "run", saved_run)
+  rawset(uv, "run", saved_uv_run)
+  rawset(os, "exit", saved_exit)
   rawset(_G, "arg", saved_arg)
   loaded.modal = previous_loaded
 
   if #defs > 0 then
     if ok then return true, defs end
-    if type(result) == "table" then return true, defs, { line = result.line, count = result.count } end
+    if type(result) == "table" then
+      return true, defs, { line = result.line, count = result.count, what = result.what }
+    end
     return true, defs, { error = result, count = #defs }
   end
   if not ok then
@@ -234,10 +255,10 @@ local function run_check(args, out, err)
         out:write(format("%s: cannot load: %s\n", file, note.error))
         status = 1
       elseif note then
-        out:write(format("%s: note: a program, not a definition file: it uses a machine at "
+        out:write(format("%s: note: a program, not a definition file: it %s at "
           .. "line %d, where modal check stopped it; checked the %d machine%s defined before "
-          .. "(a definition file ends `return modal.machine { ... }`)\n", file, note.line,
-          note.count, note.count == 1 and "" or "s"))
+          .. "(a definition file ends `return modal.machine { ... }`)\n", file,
+          note.what or "uses a machine", note.line, note.count, note.count == 1 and "" or "s"))
       end
       for _, def in ipairs(defs) do
         local label = file
