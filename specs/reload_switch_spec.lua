@@ -90,6 +90,28 @@ return { name = %q, version = 2, initial = "wait", methods = {},
     assert.equal("the connection", kept)
   end)
 
+  it("names the removed method of a postponed call made with several arguments, nil among them; "
+     .. "a later reload changes nothing of it", function()
+    local file = def_file()
+    file.write [[
+return { name = %q, version = 1, initial = "wait", methods = { "query", "admin" },
+  states = { wait = { query = "postpone", admin = "postpone", on = { go = "wait" } } } }]]
+    local M = modal.load(file.path)
+    local c = M:new()
+    local a = c:admin("flush", nil, 3)
+    file.write [[
+return { name = %q, version = 2, initial = "wait", methods = { "query" },
+  states = { wait = { query = "postpone", on = { go = "wait" } } } }]]
+    support.reloaded(modal.reload(file.path))
+    file.write [[
+return { name = %q, version = 3, initial = "wait", methods = { "query", "other" },
+  states = { wait = { query = "postpone", other = "postpone", on = { go = "wait" } } } }]]
+    support.reloaded(modal.reload(file.path))
+    local state, f = outcome(a)
+    assert.equal("failed", state)
+    assert.equal("method 'admin' was removed by a reload", f.message)
+  end)
+
   it("fails a postponed call whose method was removed, with kind error, and retries the others", function()
     local file = def_file()
     file.write [[
@@ -106,7 +128,7 @@ return { name = %q, version = 2, initial = "wait", methods = { "query" },
     local state, f = outcome(a)
     assert.equal("failed", state)
     assert.equal("error", f.kind)
-    assert.equal("the method of this call was removed by a reload", f.message)
+    assert.equal("method 'admin' was removed by a reload", f.message)
     assert.same({ "succeeded", "v2 first" }, { outcome(q1) })
     assert.same({ "succeeded", "v2 second" }, { outcome(q2) })
     assert.equal(0, c:postponed())

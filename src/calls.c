@@ -261,14 +261,20 @@ int modal__fail_calls(lua_State *L, modal_instance *c, int ci, const char *kind,
 /* Moves the call at d to its method's new index (arg: the map's stack index); a call whose
 ** method is gone is marked, to fail in the second pass. */
 static int remap_one(lua_State *L, modal_instance *c, int ci, int d, void *arg) {
-  uint32_t *aux = modal__deferred_aux(L, d);
+  uint32_t *aux = modal__deferred_aux(L, d), old = *aux & AUX_INDEX;
   lua_Integer to;
   (void)c;
   (void)ci;
-  lua_rawgeti(L, *(int *)arg, (lua_Integer)(*aux & AUX_INDEX));
+  if (old == AUX_GONE)
+    return 0;                            /* gone at an earlier reload: it keeps its name */
+  lua_rawgeti(L, *(int *)arg, (lua_Integer)old);
   to = lua_tointeger(L, -1);
   lua_pop(L, 1);
   *aux = (*aux & ~AUX_INDEX) | (to > 0 ? (uint32_t)to & AUX_INDEX : AUX_GONE);
+  if (to <= 0) {                         /* its arguments make way for the method's name */
+    lua_rawgeti(L, *(int *)arg, -(lua_Integer)old);
+    lua_setiuservalue(L, d, 1);
+  }
   return 0;
 }
 
@@ -277,13 +283,32 @@ void modal__remap_calls(lua_State *L, modal_instance *c, int ci, int map) {
   each_call(L, c, ci, remap_one, &map);
 }
 
+/* Pushes what a call whose method a reload removed fails with: "method 'q' was removed by a
+** reload" (the name took its arguments' place at the reload). */
+void modal__push_gone_message(lua_State *L, int d) {
+  d = lua_absindex(L, d);
+  if (lua_getiuservalue(L, d, 1) == LUA_TSTRING &&
+      (*modal__deferred_aux(L, d) & AUX_INDEX) == AUX_GONE) {
+    lua_pushfstring(L, "method '%s' was removed by a reload", lua_tostring(L, -1));
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushliteral(L, "the method of this call was removed by a reload");
+}
+
 static int fail_gone(lua_State *L, modal_instance *c, int ci, int d, void *arg) {
+  const char *km[2];
+  int n;
   (void)arg;
   if ((*modal__deferred_aux(L, d) & AUX_INDEX) != AUX_GONE)
     return 0;
-  return fail_one(L, c, ci, d,
-                  (void *)(const char *[]){"error", "the method of this call was removed by a "
-                                                    "reload"});
+  modal__push_gone_message(L, d);
+  km[0] = "error";
+  km[1] = lua_tostring(L, -1);
+  n = fail_one(L, c, ci, d, (void *)km);
+  lua_pop(L, 1);
+  return n;
 }
 
 void modal__fail_gone_calls(lua_State *L, modal_instance *c, int ci) {

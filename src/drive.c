@@ -557,8 +557,10 @@ void modal__drive_retry(lua_State *L, modal_instance *c, int ci) {
     if (!aux || !*aux || !modal__is_pending(L, d))
       continue;                          /* cancelled: leaves the queue */
     if ((*aux & AUX_INDEX) == AUX_GONE || (int)(*aux & AUX_INDEX) > k->nmethods) {
-      modal__call_left(L, c, ci, d);     /* its method was removed by a reload */
-      modal__failure_new(L, "error", "the method of this call was removed by a reload", 0, 0);
+      modal__push_gone_message(L, d);    /* its method was removed by a reload */
+      modal__call_left(L, c, ci, d);
+      modal__failure_new(L, "error", lua_tostring(L, -1), 0, 0);
+      lua_remove(L, -2);
       modal__settle(L, d, R_ERROR);
       continue;
     }

@@ -247,6 +247,8 @@ MODAL__FUNC int modal__call_args(lua_State *L, int d, uint32_t aux);
 MODAL__FUNC void modal__remap_calls(lua_State *L, modal_instance *c, int ci, int map);
 /* Reload, second pass: the calls marked AUX_GONE fail with kind "error". */
 MODAL__FUNC void modal__fail_gone_calls(lua_State *L, modal_instance *c, int ci);
+/* Pushes the message a call whose method a reload removed fails with (its Deferred at d). */
+MODAL__FUNC void modal__push_gone_message(lua_State *L, int d);
 /* Fails every postponed call with kind/message; returns how many. */
 MODAL__FUNC int modal__fail_calls(lua_State *L, modal_instance *c, int ci, const char *kind,
                                   const char *message);

@@ -247,7 +247,7 @@ static void sort_slots(slot *a, slot *tmp, size_t n) {
 }
 
 /* The array at `map` gets old index + 1 -> new index + 1 (0: gone) for the names of the
-** lists `from` and `to`. */
+** lists `from` and `to`, and -(old index + 1) -> the name for each one gone. */
 static void index_map(lua_State *L, int map, int from, int to) {
   lua_Integer a, na, b, nb;
   from = lua_absindex(L, from);
@@ -265,6 +265,10 @@ static void index_map(lua_State *L, int map, int from, int to) {
     lua_rawget(L, -2);
     lua_pushinteger(L, lua_tointeger(L, -1));
     lua_rawseti(L, map, a);
+    if (lua_isnil(L, -1)) {
+      lua_rawgeti(L, from, a);
+      lua_rawseti(L, map, -a);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
