@@ -271,6 +271,16 @@ describe("modal combinators", function()
       assert.equal(3, reads)
     end)
 
+    it("refuses a list whose __len is not a whole number, naming the function", function()
+      for len, shown in pairs { [1.5] = "1.5", ["3"] = "3", [false] = "false" } do
+        local list = setmetatable({}, { __len = function() return len end })
+        local ok, err = pcall(modal.all, list)
+        assert.is_false(ok)
+        assert.matches("bad argument #1 to 'all' (its length is " .. shown .. ": a list's length "
+          .. "is a whole number)", err, 1, true)
+      end
+    end)
+
     it("refuses a list whose __len says more than a list may hold, instead of reading it for ever",
        function()
       local list = setmetatable({}, { __len = function() return math.maxinteger end })

@@ -58,6 +58,10 @@ describe("modal.testing for a newcomer", function()
       assert.is_false(ok)
       assert.matches("max_nodes takes a whole number >= 1, got 1.5", err, 1, true)
       assert.matches("data takes a table or a function returning one, got number", err, 1, true)
+      ok, err = pcall(testing.paths, connection(), { args = { go = { 42 } } })
+      assert.is_false(ok)
+      assert.matches("paths: args.go[1] takes a list of arguments { ... }, got number (write "
+        .. "{ { 42 } } for one call with that argument)", err, 1, true)
     end)
 
     it("modal test refuses a misspelt --options file with exit status 2", function()

@@ -86,6 +86,14 @@ function M._option_problems(opts)
       if type(alts) ~= "table" then
         out[#out + 1] = format("args.%s takes a list of argument lists, got %s",
           tostring(input), type(alts))
+      else
+        for i, list in ipairs(alts) do
+          if type(list) ~= "table" then
+            out[#out + 1] = format("args.%s[%d] takes a list of arguments { ... }, got %s (write "
+              .. "{ { %s } } for one call with that argument)", tostring(input), i, type(list),
+              type(list) == "string" and format("%q", list) or tostring(list))
+          end
+        end
       end
     end
   end
