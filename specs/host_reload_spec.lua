@@ -93,6 +93,7 @@ local function raw_client(socket, chunks, how, seconds)
     end)
     for _, chunk in ipairs(chunks) do pipe:write(chunk) end
     if how == "close" then pipe:close() end
+    if how == "shutdown" then pipe:shutdown() end      -- ends what it sends, still reads
   end)
   wait_for(function() return c.eof or c.error ~= nil or (how == "close" and c.connected) end,
     seconds or 0.5)
@@ -407,7 +408,7 @@ describe("the live host", function()
       assert.truthy(r.error:find("unknown command", 1, true), g.got)
       local huge = raw_client(socket, { string.rep("x", 70 * 1024) }, nil, 1)
       assert.is_true(huge.eof, "the host kept a 70 KiB line open")
-      assert.truthy(huge.got:find("too long", 1, true), huge.got)
+      assert.truthy(huge.got:find("request line too long (at most 65536 bytes)", 1, true), huge.got)
       local blank = raw_client(socket, { "\n  \r\n\nstatus\n" }, nil, 0.3)
       assert.equal(4, count(blank.got, "\n"), blank.got)              -- each line a reply
       assert.equal(3, count(blank.got, "empty request (use status, reload [NAME], trace on|off)"),
@@ -416,6 +417,10 @@ describe("the live host", function()
       local lines = raw_client(socket, { "a\nb\r\nc\n" }, nil, 0.3)
       assert.equal(3, count(lines.got, "unknown command"), lines.got)
       raw_client(socket, { "reload" }, "close")                       -- cut off: never run
+      local ended = raw_client(socket, { "reload" }, "shutdown", 1)  -- ended without a newline
+      assert.is_true(ended.eof)
+      assert.equal("request not ended by a newline: not run",
+        cjson.decode(ended.got:match("^([^\n]*)\n$")).error)
       raw_client(socket, { "stat" }, "close")
       raw_client(socket, { "status\n" }, "close")                     -- leaves before the reply
       sleep(0.1)

@@ -276,6 +276,7 @@ local function encode(t)
 end
 
 local USAGE = "use status, reload [NAME], trace on|off"
+local TOO_LONG = string.format("request line too long (at most %d bytes)", host.MAX_LINE)
 
 --- Runs one admin request line; returns the reply table.
 function host.command(line)
@@ -338,7 +339,12 @@ end
 
 local function on_client_data(c, err, data)
   if c.gone or not S then return end
-  if err or data == nil then          -- error or EOF: a partial last line is never run
+  if err then return drop_client(c) end
+  if data == nil then                 -- EOF: a partial last line is never run (it may be cut
+    if c.buf:find("%S") then          -- short: `reload app` read as `reload`), but answered
+      reply(c, { ok = false, error = "request not ended by a newline: not run" })
+      return drop_client(c, true)
+    end
     return drop_client(c)
   end
   c.idle:again()
@@ -347,7 +353,7 @@ local function on_client_data(c, err, data)
     local nl = buf:find("\n", at, true)
     if not nl then break end
     if nl - at > host.MAX_LINE then
-      reply(c, { ok = false, error = "request line too long" })
+      reply(c, { ok = false, error = TOO_LONG })
       return drop_client(c, true)
     end
     local line = buf:sub(at, nl - 1):gsub("\r$", "")
@@ -364,7 +370,7 @@ local function on_client_data(c, err, data)
   if c.gone then return end
   c.buf = buf:sub(at)
   if #c.buf > host.MAX_LINE then
-    reply(c, { ok = false, error = "request line too long" })
+    reply(c, { ok = false, error = TOO_LONG })
     drop_client(c, true)
   end
 end
