@@ -59,13 +59,18 @@ local function fail(fmt, ...)
   error("admin fuzz: " .. format(fmt, ...), 0)
 end
 
--- The replies the host owes: one expectation per line it runs.
-local function expectations(body)
+-- The replies the host owes: one expectation per line it runs, and, when the client ends its
+-- side (`shut`), one refusal for a last request left without its newline.
+local function expectations(body, shut)
   local want, at = {}, 1
   while true do
     local nl = body:find("\n", at, true)
     if not nl then
-      if #body - at + 1 > MAX_LINE then want[#want + 1] = { too_long = true } end
+      if #body - at + 1 > MAX_LINE then
+        want[#want + 1] = { too_long = true }
+      elseif shut and body:sub(at):find("%S") then
+        want[#want + 1] = { unterminated = true, line = body:sub(at) }
+      end
       break
     end
     local line = body:sub(at, nl - 1)
@@ -94,7 +99,11 @@ local function check_reply(i, text, w, state)
     if not cond then fail("reply %d to %q: %s, got %s", i, w.line or "(long line)", what, text) end
   end
   if w.too_long then
-    return expect(not reply.ok and reply.error == "request line too long", "'too long' expected")
+    return expect(not reply.ok and reply.error:find("^request line too long"), "'too long' expected")
+  end
+  if w.unterminated then
+    return expect(not reply.ok and reply.error == "request not ended by a newline: not run",
+      "'not ended by a newline' expected")
   end
   local words, cmd = w.words, w.words[1]
   if #words == 0 then
@@ -133,7 +142,7 @@ return function(input)
   local instance = M:new()
   instance:fire("go")
 
-  local want = expectations(body)
+  local want = expectations(body, shut)
   local state = { tracing = false, path = path }
   local got, buf, eof, err_seen = {}, "", false, nil
   local client = uv.new_pipe(false)
