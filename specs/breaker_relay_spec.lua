@@ -37,6 +37,15 @@ local function model_answer(m, failed)
   if n >= m.min_calls and nfail / n >= m.rate then m.open = true end
 end
 
+-- A folder for definition files, removed when the test ends.
+local function scratch_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. support.quote(dir)))
+  support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+  return dir
+end
+
 describe("modal.breaker's C path in closed", function()
   local clock
   before_each(function() clock = support.clock() end)
@@ -98,10 +107,7 @@ describe("modal.breaker's C path in closed", function()
   end)
 
   it("keeps the window across a reload with calls in flight, and counts their answers", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. support.quote(dir)))
-    support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local dir = scratch_dir()
     local path = dir .. "/guard.lua"
     local function write(rate, window)
       local f = assert(io.open(path, "w"))
@@ -144,10 +150,7 @@ return require("modal").breaker.machine { name = "relay_guard", methods = { "cal
   end)
 
   it("judges an answer that comes after a reload by the reloaded options", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. support.quote(dir)))
-    support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local dir = scratch_dir()
     local path = dir .. "/judged.lua"
     local function write(rate)
       local f = assert(io.open(path, "w"))
@@ -240,10 +243,7 @@ return require("modal").breaker.machine { name = "relay_judged", methods = { "ca
 
   it("takes the first call after a reload, and a method the reload added, through the Lua rules",
      function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. support.quote(dir)))
-    support.defer(function() os.execute("rm -rf " .. support.quote(dir)) end)
+    local dir = scratch_dir()
     local path = dir .. "/grown.lua"
     local function write(methods)
       local f = assert(io.open(path, "w"))
