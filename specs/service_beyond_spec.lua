@@ -187,8 +187,9 @@ describe("modal.service beyond the usual", function()
     it("does not ping while calls are answered", function()
       local s = ss.server()
       local pings = { n = 0 }
-      local c = ss.new(ss.echo { keepalive = { ping = pinger(pings), interval = 0.08, timeout = 0.05 } },
-        { port = s.port })
+      -- the interval is longer than any gap between answers, allowing for a slow run (ASan)
+      local c = ss.new(ss.echo { keepalive = { ping = pinger(pings), interval = 0.08 * support.SLACK,
+        timeout = 0.05 } }, { port = s.port })
       assert.is_true(wait(fired(watch(c:connect_now()))))
       for _ = 1, 10 do
         assert.is_true(wait(fired(watch(c:echo("x")))))
