@@ -38,8 +38,8 @@ function policy.finite(x) return type(x) == "number" and x == x and x > -huge an
 function policy.whole(x) return policy.finite(x) and x == floor(x) end
 
 --- Raises unless x is an instance of a machine one of `policies` (definition -> options) made:
--- "bad argument #1 to '<fname>' (a <kind> instance expected, got <what x is>)", at the caller's
--- caller, as modal.service.status says it. Returns x's options.
+-- "bad argument #1 to '<fname>' (a <kind> instance expected, got <what x is>)" at the caller's
+-- caller: its type, an instance of another machine, or a machine itself. Returns x's options.
 function policy.check_instance(x, policies, fname, kind)
   local mt = type(x) == "userdata" and getmetatable(x)
   local P
@@ -53,6 +53,8 @@ function policy.check_instance(x, policies, fname, kind)
     if instance then
       got = format("an instance of machine '%s', not of a %s", tostring(x.machine and x.machine.name),
         kind:match("[^.]+$"))
+    elseif type(mt) == "table" and mt.__name == "modal.machine" then
+      got = tostring(x) .. ", not an instance of it"
     end
     error(format("bad argument #1 to '%s' (a %s instance expected, got %s)", fname, kind, got), 3)
   end

@@ -238,6 +238,18 @@ local function on_lines(w, data)
   if at > #data then w.buf = "" else w.buf, w.buf_owner = sub(data, at), mine end
 end
 
+-- decode broke the protocol (it raised, or answered without taking from the buffer): the call
+-- the worker held fails with kind error saying why, which is logged, and the worker is stopped.
+local function decode_failed(w, why)
+  local d = w.call
+  local m = w.r.m
+  w.call = nil
+  stop_worker(w, "protocol")
+  local f = failure("error", format("%s worker pid %d: %s", who(m), w.pid, why))
+  modal.log("error", f.message:sub(#who(m) + 2), fields(m))
+  if d then errback(d, f) end
+end
+
 local function on_decoded(w, data, decode)
   local owner = w.call
   local mine = owner
@@ -246,30 +258,14 @@ local function on_decoded(w, data, decode)
   buf = buf .. data
   while w.state == "up" do
     local ok, v, rest = pcall(decode, buf)
-    if not ok then
-      local d = w.call
-      local m = w.r.m
-      w.call = nil
-      stop_worker(w, "protocol")
-      local f = failure("error", format("%s worker pid %d: decode raised: %s", who(m), w.pid, tostring(v)))
-      modal.log("error", f.message:sub(#who(m) + 2), fields(m))
-      if d then errback(d, f) end
-      return
-    end
+    if not ok then return decode_failed(w, "decode raised: " .. tostring(v)) end
     if type(rest) ~= "string" then
       if v == nil then break end          -- nothing: the answer is incomplete
       rest = ""                           -- a value alone took the whole buffer
     elseif rest == buf then
       if v == nil then break end          -- nil and the buffer as it was: incomplete
-      local d = w.call                    -- an answer that took nothing: decode would give it
-      local m = w.r.m                     -- again for ever
-      w.call = nil
-      stop_worker(w, "protocol")
-      local f = failure("error", format("%s worker pid %d: decode returned an answer but took " ..
-        "nothing from the buffer (the rest it returned is the buffer it was given)", who(m), w.pid))
-      modal.log("error", f.message:sub(#who(m) + 2), fields(m))
-      if d then errback(d, f) end
-      return
+      return decode_failed(w, "decode returned an answer but took nothing from the buffer (the "
+        .. "rest it returned is the buffer it was given)")   -- it would come again for ever
     end
     buf = rest
     if mine ~= nil and mine == w.call then answer(w, v) else stray(w, v) end
@@ -917,6 +913,15 @@ local function on_stop()
   end
 end
 
+-- SIGTERM to a worker still running, once. uv.kill needs no loop (the end of the Lua state
+-- runs this too); a worker not yet reaped keeps its pid, so none is a stranger.
+local function sigterm_once(w)
+  if w.pid and not w.exited and not w.termed then
+    w.termed = true
+    uv.kill(w.pid, "sigterm")
+  end
+end
+
 -- The end of the host (the loop will not run again): every worker is told to go now — its
 -- stdin closes and it gets SIGTERM; what waits fails with kind stopped.
 modal._on_run_end(function(exiting)
@@ -926,10 +931,7 @@ modal._on_run_end(function(exiting)
     for w in next, r.workers do
       if w.state == "up" or w.state == "stopping" then
         close_handle(w.stdin)
-        if not w.exited and w.handle and not w.handle:is_closing() then
-          w.termed = true
-          w.handle:kill("sigterm")
-        end
+        sigterm_once(w)
       end
     end
   end
@@ -937,15 +939,10 @@ end)
 
 -- The end of the Lua state — a lua5.4 program's end, which no run-end hook marks as the host's:
 -- every worker still running gets SIGTERM, as at the host's end (its stdin closes with the
--- process). uv.kill needs no loop; a worker not yet reaped keeps its pid, so none is a stranger.
+-- process).
 local function term_all()
   for r in next, live do
-    for w in next, r.workers do
-      if w.pid and not w.exited and not w.termed then
-        w.termed = true
-        uv.kill(w.pid, "sigterm")
-      end
-    end
+    for w in next, r.workers do sigterm_once(w) end
   end
 end
 pool._at_close = setmetatable({}, { __gc = function() pcall(term_all) end })

@@ -921,22 +921,7 @@ end
 -- @treturn table `state` (a name), `attempts` (failed in a row), `last` (the last failure, or
 --   nil), `retry_in` (seconds to the next attempt, or nil)
 function service.status(c)
-  local function field(x, k)
-    if type(x) ~= "userdata" then return nil end
-    local ok, v = pcall(function() return x[k] end)
-    return ok and v or nil
-  end
-  local def = field(field(c, "machine"), "definition")
-  if type(def) ~= "table" or policies[def] == nil then
-    local got = type(c)
-    if type(def) == "table" then
-      got = format("an instance of machine '%s', not of a service", tostring(def.name))
-    elseif type(field(c, "definition")) == "table" then
-      got = format("%s, not an instance of it", tostring(c))
-    end
-    error(format("bad argument #1 to 'status' (a modal.service instance expected, got %s)",
-      got), 2)
-  end
+  policy.check_instance(c, policies, "status", "modal.service")
   local r = records[c]
   if r == nil then return { state = c.state, attempts = 0 } end
   local _, value = standing(c, r)
