@@ -86,27 +86,25 @@ local function message_of(e)
   return ok and type(s) == "string" and s or ("(a " .. type(e) .. " error value)")
 end
 
--- What a machine is while a file runs under `modal check`: a stand-in whose first use (M:new,
--- any field, a call) stops the file, as that is where a program goes on past its definitions.
 local STOP = {}                                  -- the error value that stops the file
 
-local function stand_in(def, defs)
-  local function used()
-    local info = debug.getinfo(2, "Sl")
-    error({ [STOP] = true, line = info and info.currentline or -1, used = def, count = #defs }, 0)
-  end
-  return setmetatable({}, { __index = used, __newindex = used, __call = used,
-    __tostring = function() return "modal.machine (stand-in of modal check)" end })
-end
-
--- What stops the file too, where a program goes on past its definitions without using a
--- machine: running the loop (modal.run, luv's run), or leaving (os.exit). Checking never runs
--- a loop nor ends the checker.
+-- A function that stops the file where it is called, saying `what` the program did there
+-- ("uses a machine") and how many machines it had defined by then.
 local function stopper(defs, what)
   return function()
     local info = debug.getinfo(2, "Sl")
     error({ [STOP] = true, line = info and info.currentline or -1, count = #defs, what = what }, 0)
   end
+end
+
+-- What a machine is while a file runs under `modal check`: a stand-in whose first use (M:new,
+-- any field, a call) stops the file, as that is where a program goes on past its definitions.
+-- Running the loop (modal.run, luv's run) or leaving (os.exit) stops it too (cli.load_all):
+-- checking never runs a loop nor ends the checker.
+local function stand_in(defs)
+  local used = stopper(defs, "uses a machine")
+  return setmetatable({}, { __index = used, __newindex = used, __call = used,
+    __tostring = function() return "modal.machine (stand-in of modal check)" end })
 end
 
 --- Runs the file `file` with modal.machine capturing every definition it is given. Returns
@@ -131,7 +129,7 @@ function cli.load_all(file)
   local defs = {}
   rawset(modal, "machine", function(def)
     defs[#defs + 1] = def
-    return stand_in(def, defs)
+    return stand_in(defs)
   end)
   -- modal.load of a definition file: the file runs here too (a modal.service in it reaches the
   -- stand-in modal.machine); a file that returns a plain table is that definition.
@@ -149,7 +147,7 @@ function cli.load_all(file)
         def == nil and "nothing" or ("a " .. type(def))), 2)
     end
     defs[#defs + 1] = def
-    return stand_in(def, defs)
+    return stand_in(defs)
   end)
   rawset(_G, "arg", { [0] = file })      -- as `modal run` gives a script (no arguments)
   local uv_ok, uv = pcall(require, "luv")
@@ -258,7 +256,7 @@ local function run_check(args, out, err)
         out:write(format("%s: note: a program, not a definition file: it %s at "
           .. "line %d, where modal check stopped it; checked the %d machine%s defined before "
           .. "(a definition file ends `return modal.machine { ... }`)\n", file,
-          note.what or "uses a machine", note.line, note.count, note.count == 1 and "" or "s"))
+          note.what, note.line, note.count, note.count == 1 and "" or "s"))
       end
       for _, def in ipairs(defs) do
         local label = file
