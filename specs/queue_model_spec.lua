@@ -23,6 +23,15 @@ local random = math.random
 
 local function pick(list) return list[random(#list)] end
 
+-- Whether ... are exactly the values of args (a table.pack), nils and count included.
+local function same_args(args, ...)
+  if select("#", ...) ~= args.n then return false end
+  for i = 1, args.n do
+    if not rawequal(select(i, ...), args[i]) then return false end
+  end
+  return true
+end
+
 -- Arguments: 0 to 10 values, nils (leading, inner, trailing) included.
 local SHARED = { {}, {}, "x", 0, 1.5, false, true }
 local function gen_args()
@@ -174,13 +183,6 @@ describe("the input queue (rule 4, against a model)", function()
             if d:state() ~= "succeeded" then fail("a call from a hook was not answered at once") end
           end
         end
-      end
-      local function same_args(args, ...)
-        if select("#", ...) ~= args.n then return false end
-        for i = 1, args.n do
-          if not rawequal(select(i, ...), args[i]) then return false end
-        end
-        return true
       end
       local instance
       local function probe(hook, m, s, input, other, ...)
@@ -437,13 +439,6 @@ describe("the input queue with calls, waiters and observers (rules 2, 4 and 10, 
         failure = failure or (("sequence %d, operation %d, callback %d: "):format(seq, op_no, cursor)
           .. fmt:format(...))
         error(failure, 0)
-      end
-      local function same_args(args, ...)
-        if select("#", ...) ~= args.n then return false end
-        for i = 1, args.n do
-          if not rawequal(select(i, ...), args[i]) then return false end
-        end
-        return true
       end
       local run_actions
       local function take(what)

@@ -32,6 +32,11 @@ local function def_file()
   return file
 end
 
+-- Version 1 of the definition the removed-method specs reload: both methods postpone.
+local QUERY_ADMIN = [[
+return { name = %q, version = 1, initial = "wait", methods = { "query", "admin" },
+  states = { wait = { query = "postpone", admin = "postpone", on = { go = "wait" } } } }]]
+
 describe("a reload's switch, for an instance that stays in its state", function()
   before_each(function()
     support.capture_log()
@@ -93,9 +98,7 @@ return { name = %q, version = 2, initial = "wait", methods = {},
   it("names the removed method of a postponed call made with several arguments, nil among them; "
      .. "a later reload changes nothing of it", function()
     local file = def_file()
-    file.write [[
-return { name = %q, version = 1, initial = "wait", methods = { "query", "admin" },
-  states = { wait = { query = "postpone", admin = "postpone", on = { go = "wait" } } } }]]
+    file.write(QUERY_ADMIN)
     local M = modal.load(file.path)
     local c = M:new()
     local a = c:admin("flush", nil, 3)
@@ -114,9 +117,7 @@ return { name = %q, version = 3, initial = "wait", methods = { "query", "other" 
 
   it("fails a postponed call whose method was removed, with kind error, and retries the others", function()
     local file = def_file()
-    file.write [[
-return { name = %q, version = 1, initial = "wait", methods = { "query", "admin" },
-  states = { wait = { query = "postpone", admin = "postpone", on = { go = "wait" } } } }]]
+    file.write(QUERY_ADMIN)
     local M = modal.load(file.path)
     local c = M:new()
     local q1, a, q2 = c:query("first"), c:admin("flush"), c:query("second")
