@@ -390,30 +390,18 @@ local function closed_count(v, w, t0)
   return v
 end
 
--- The outcome of a call made while closed, in period w. A success in a count window without a
--- failure or slow call in it — a healthy target — only counts: the ring's entries are all 0
--- then, so none is written (w.clean); the C link (relay_outcome) counts those in the window's
--- tally and calls this for every other outcome.
-local function closed_outcome(v, w)
-  if w.clean and getmetatable(v) ~= FMT then
-    take(w)
-    local n = w.n
-    if n < w.size then w.n = n + 1 end
-    return v
-  end
+-- The outcome of a call made while closed, in period w; t0 (with slow_call) is when the call was
+-- made. A success in a count window without a failure or slow call in it — a healthy target —
+-- only adds to the count (the ring's entries are all 0 then: w.clean); the C link
+-- (relay_outcome) counts those in the window's tally and calls this for every other outcome.
+local function closed_outcome(v, w, t0)
   if not w.live then return v end
-  return closed_count(v, w, nil)
+  return closed_count(v, w, t0)
 end
 
 -- A call's outcome link while closed: its one argument is r[R_LINK] when the call was made.
 local relay_outcome = modal._relay_outcome(closed_outcome)
 local relay_closed = modal._relay_closed
-
--- The same, with slow calls counted: t0 is when the call was made.
-local function closed_outcome_timed(v, w, t0)
-  if not w.live then return v end
-  return closed_count(v, w, t0)
-end
 
 -- The outcome of a trial (half_open): a success counts towards closing, a counted failure
 -- reopens, a cancelled or excluded one frees its slot. A timeout at trial_timeout always counts.
@@ -504,7 +492,7 @@ local function closed_handler(name, P)
       local w = r.period                 -- the call belongs to the period it was made in
       local d
       if r.plain then d = protected(fn, r.target, ...) else d = fn(r.target, ...) end
-      add_both(d, closed_outcome_timed, w, t0)
+      add_both(d, closed_outcome, w, t0)
       return d
     end
   end
