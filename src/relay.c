@@ -43,11 +43,11 @@ static relay_tally *to_tally(lua_State *L, int idx) {
 ** outcome link added and returns 1, or pushes nothing and returns 0 (the Lua handler's case:
 ** no record yet or one made for other options, a plain target, a method not bound yet). The
 ** target's method is called unprotected, as the Lua handler does: an instance's method answers
-** with a Deferred, never a raise. */
+** with a Deferred, never a raise. The caller made room for TRY_SLOTS + nargs values. */
+#define TRY_SLOTS 8
+
 static int try_fast(lua_State *L, int records, int P, int name, int outcome, int ai, int nargs) {
   int top = lua_gettop(L), r = top + 1, link = top + 2, i;
-  if (!lua_checkstack(L, nargs + 8))
-    return 0;
   lua_pushvalue(L, ai);
   if (lua_rawget(L, records) != LUA_TTABLE)
     goto no;
@@ -83,7 +83,7 @@ int modal__relay_try(lua_State *L, int fi, int ai, int nargs) {
   int top = lua_gettop(L), done;
   fi = lua_absindex(L, fi);
   ai = lua_absindex(L, ai);
-  if (!lua_checkstack(L, 4))
+  if (!lua_checkstack(L, 4 + TRY_SLOTS + nargs))   /* the upvalues, then try_fast's */
     return 0;
   lua_getupvalue(L, fi, UP_RECORDS);
   lua_getupvalue(L, fi, UP_P);
@@ -99,7 +99,7 @@ int modal__relay_try(lua_State *L, int fi, int ai, int nargs) {
 /* handler(m, ...) -> the target's Deferred (with the outcome link), as the Lua handler. */
 int modal__relay_closed(lua_State *L) {
   int n = lua_gettop(L);
-  if (n >= 1 && try_fast(L, lua_upvalueindex(UP_RECORDS), lua_upvalueindex(UP_P),
+  if (n >= 1 && lua_checkstack(L, TRY_SLOTS + n) && try_fast(L, lua_upvalueindex(UP_RECORDS), lua_upvalueindex(UP_P),
                          lua_upvalueindex(UP_NAME), lua_upvalueindex(UP_OUTCOME), 1, n - 1))
     return 1;
   lua_pushvalue(L, lua_upvalueindex(UP_FALLBACK));
