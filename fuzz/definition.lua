@@ -369,10 +369,20 @@ end
 -- loop: a job that stays pending, a timeout function that answers nil. Otherwise a job done at
 -- once whose `done` re-enters its state loops for ever (modal warns and keeps going, as
 -- doc/machines.md says), and the input never ends.
+--
+-- A state timeout that is a number is no function to bound; a tiny one (1e-9 s) whose
+-- `on.timeout` re-enters its state fires a billion times per virtual second, as documented,
+-- so the steps of the clock are cut to a hundred of the smallest such timeout
+-- (self.max_step).
 function H:bound(def)
   if type(def) ~= "table" or type(rawget(def, "states")) ~= "table" then return end
   local h = self
   for _, st in next, rawget(def, "states") do
+    local t = type(st) == "table" and rawget(st, "timeout")
+    if type(t) == "number" and t > 0 and t < math.huge then
+      -- 100.0, a float: 100 times math.maxinteger, an integer, wraps to a negative step
+      self.max_step = math.min(self.max_step or math.huge, t * 100.0)
+    end
     if type(st) == "table" then
       for key, spent in pairs { run = modal.deferred, timeout = function() return nil end } do
         local fn = rawget(st, key)
@@ -510,7 +520,7 @@ function H:drive_step()
     if not ok and type(err) ~= "string" then self:fail("fire raised a %s", type(err)) end
   elseif k <= 8 then
     if r:bool() then
-      local s = r:pick(STEPS)
+      local s = math.min(r:pick(STEPS), self.max_step or math.huge)
       self.what = format("advance(%s)", s)
       local ok, err = pcall(self.clock.advance, self.clock, s)
       if not ok then self:clock_raised("advance", err) end

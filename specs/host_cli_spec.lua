@@ -74,28 +74,46 @@ describe("the host's command line", function()
     local never = script("never.lua", 'print("the script ran")\n')
     local cases = {
       { "--log-level with no level", "run --log-level",
-        "modal: --log-level needs a level (error, warn, info, debug)" },
+        "modal run: --log-level needs a level (error, warn, info, debug)" },
       { "an unknown log level", "run --log-level verbose " .. never,
-        "modal: unknown log level 'verbose' (use error, warn, info or debug)" },
+        "modal run: unknown log level 'verbose' (use error, warn, info or debug)" },
       { "--admin with no socket path", "run --admin",
-        "modal: --admin needs the path of a unix socket" },
+        "modal run: --admin needs the path of a unix socket" },
       { "an option run does not know", "run --wacth " .. never,
-        "modal: unknown option '--wacth' for 'run'" },
+        "modal run: unknown option '--wacth'" },
       { "an unknown log level given with =", "run --log-level=verbose " .. never,
-        "modal: unknown log level 'verbose' (use error, warn, info or debug)" },
+        "modal run: unknown log level 'verbose' (use error, warn, info or debug)" },
+      { "no script", "run --trace",
+        "modal run: no script given (usage: modal run [options] SCRIPT [ARGS...])" },
       { "--admin= with no socket path", "run --admin= " .. never,
-        "modal: --admin needs the path of a unix socket" },
+        "modal run: --admin needs the path of a unix socket" },
       { "an option that only starts like one run knows", "run --admin-socket=x " .. never,
-        "modal: unknown option '--admin-socket=x' for 'run'" },
+        "modal run: unknown option '--admin-socket=x'" },
     }
     for _, case in ipairs(cases) do
       it("names " .. case[1] .. ", exits 2 and points to --help", function()
         local status, stdout, stderr = host(case[2])
         assert.equal(2, status, stderr)
         assert.equal("", stdout)
-        assert.equal(case[3] .. "\nTry 'modal --help'.\n", stderr)
+        assert.equal(case[3] .. "\nTry 'modal run --help'.\n", stderr)
       end)
     end
+
+    it("`modal help COMMAND` prints that command's own help, as `modal COMMAND --help` does", function()
+      for _, command in ipairs { "run", "check", "graph", "test", "ctl" } do
+        local status, stdout, stderr = host("help " .. command)
+        local status2, stdout2 = host(command .. " --help")
+        assert.equal(0, status, stderr)
+        assert.equal(0, status2)
+        assert.truthy(stdout:find("usage: modal " .. command, 1, true), stdout)
+        assert.equal(stdout2, stdout)
+      end
+      local status, stdout, stderr = host("help bogus")
+      assert.equal(2, status)
+      assert.equal("", stdout)
+      assert.equal("modal: no help on 'bogus': not a command (run, check, graph, test, ctl)\n" ..
+                   "Try 'modal --help'.\n", stderr)
+    end)
 
     it("takes --log-level=LEVEL and --admin=PATH as well as their two-argument forms", function()
       local s = script("levels.lua", 'print(require("modal").log_level())\n')

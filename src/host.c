@@ -74,6 +74,7 @@ static const char usage_text[] =
   "options:\n"
   "  -h, --help                      show this help and exit\n"
   "  -V, --version                   print the version and exit\n"
+  "  help COMMAND                    show COMMAND's own help (as COMMAND --help)\n"
   "\n"
   "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain;\n"
   "a second signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
@@ -115,10 +116,19 @@ static int flush_stdout(const char *what) {
   return 1;
 }
 
+/* A usage error: "modal: ..." and a pointer to --help, exit 2. */
 static int fail_usage(const char *fmt, const char *what) {
   (void)fprintf(stderr, "modal: ");
   (void)fprintf(stderr, fmt, what);
   (void)fprintf(stderr, "\nTry 'modal --help'.\n");
+  return 2;
+}
+
+/* A usage error of `modal run`, pointing to run's own --help as check/graph/test/ctl do. */
+static int fail_run_usage(const char *fmt, const char *what) {
+  (void)fprintf(stderr, "modal run: ");
+  (void)fprintf(stderr, fmt, what);
+  (void)fprintf(stderr, "\nTry 'modal run --help'.\n");
   return 2;
 }
 
@@ -551,28 +561,28 @@ static int cmd_run(int argc, char **argv) {
     }
     if (take_value(argc, argv, &i, "--log-level", &v)) {
       if (!v)
-        return fail_usage("%s", "--log-level needs a level (error, warn, info, debug)");
+        return fail_run_usage("%s", "--log-level needs a level (error, warn, info, debug)");
       if ((h.log_level = modal__level_parse(v)) < 0)
-        return fail_usage("unknown log level '%s' (use error, warn, info or debug)", v);
+        return fail_run_usage("unknown log level '%s' (use error, warn, info or debug)", v);
     } else if (strcmp(argv[i], "--watch") == 0) {
       h.watch = 1;
     } else if (strcmp(argv[i], "--trace") == 0) {
       h.trace = 1;
     } else if (take_value(argc, argv, &i, "--admin", &v)) {
       if (!v || !*v)
-        return fail_usage("%s", "--admin needs the path of a unix socket");
+        return fail_run_usage("%s", "--admin needs the path of a unix socket");
       h.admin = v;
     } else if (strcmp(argv[i], "--") == 0) {
       i++;
       break;
     } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      return fail_usage("unknown option '%s' for 'run'", argv[i]);
+      return fail_run_usage("unknown option '%s'", argv[i]);
     } else {
       break;
     }
   }
   if (i >= argc)
-    return fail_usage("%s", "run: no script given (usage: modal run SCRIPT [ARGS...])");
+    return fail_run_usage("%s", "no script given (usage: modal run [options] SCRIPT [ARGS...])");
   h.argc = argc;
   h.argv = argv;
   h.script = i;
@@ -597,12 +607,23 @@ static int cmd_run(int argc, char **argv) {
   return h.status;
 }
 
+static int is_command(const char *name) {
+  return strcmp(name, "run") == 0 || strcmp(name, "check") == 0 || strcmp(name, "graph") == 0 ||
+         strcmp(name, "test") == 0 || strcmp(name, "ctl") == 0;
+}
+
 int main(int argc, char **argv) {
   (void)signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return 2;
   }
+  if (strcmp(argv[1], "help") == 0 && argc > 2 && is_command(argv[2])) {
+    char *help[] = { argv[0], argv[2], (char *)"--help", NULL };   /* modal help CMD */
+    return argv[2][0] == 'r' ? cmd_run(3, help) : cmd_tool(3, help);
+  }
+  if (strcmp(argv[1], "help") == 0 && argc > 2)
+    return fail_usage("no help on '%s': not a command (run, check, graph, test, ctl)", argv[2]);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);
@@ -614,8 +635,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(argv[1], "run") == 0)
     return cmd_run(argc, argv);
-  if (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "graph") == 0 ||
-      strcmp(argv[1], "test") == 0 || strcmp(argv[1], "ctl") == 0)
+  if (is_command(argv[1]))
     return cmd_tool(argc, argv);
   if (argv[1][0] == '-')
     return fail_usage("unknown option '%s'", argv[1]);

@@ -220,7 +220,7 @@ end
 
 -- Writes a usage error; returns exit status 2.
 local function usage_error(err, command, message)
-  err:write(format("modal %s: %s\nusage: %s\ntry 'modal %s --help'\n", command, message,
+  err:write(format("modal %s: %s\nusage: %s\nTry 'modal %s --help'.\n", command, message,
     cli.USAGE[command]:match("^usage: ([^\n]*)"), command))
   return 2
 end
