@@ -159,6 +159,15 @@ describe("a newcomer's findings", function()
       assert.is_false(ok)
       assert.matches("(delay must be a number of seconds >= 0, got NaN)", err, 1, true)
     end)
+
+    it("count a method's arguments without self, as add_timeout does: h:reset(-1) is #1", function()
+      local h = modal.call_later(1, print)
+      local ok, err = pcall(function() h:reset(-1) end)
+      h:cancel()
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'reset' (delay must be a number of seconds >= 0, got -1)",
+                     err, 1, true)
+    end)
   end)
 
   describe("the README's service tour", function()

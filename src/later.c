@@ -53,15 +53,17 @@ const char *modal__number_text(lua_State *L, int idx) {
   return luaL_tolstring(L, -1, NULL);
 }
 
-static double check_delay(lua_State *L, int idx, const char *fname) {
+/* The delay at stack index idx; errors count arguments as the caller sees them (a method's
+** `self` not counted: t:reset(-1) is argument #1, as d:add_timeout(-1) is). */
+static double check_delay(lua_State *L, int idx, const char *fname, int shown) {
   double d;
   if (lua_type(L, idx) != LUA_TNUMBER)
     luaL_error(L, "bad argument #%d to '%s' (delay must be a number of seconds >= 0, got %s)",
-               idx, fname, lua_isnone(L, idx) ? "no value" : luaL_typename(L, idx));
+               shown, fname, lua_isnone(L, idx) ? "no value" : luaL_typename(L, idx));
   d = lua_tonumber(L, idx);
   if (!(d >= 0))                         /* negative or NaN */
     luaL_error(L, "bad argument #%d to '%s' (delay must be a number of seconds >= 0, got %s)",
-               idx, fname, modal__number_text(L, idx));
+               shown, fname, modal__number_text(L, idx));
   return d;
 }
 
@@ -82,7 +84,7 @@ time.
 */
 /* modal.call_later(delay, fn, ...) -> handle */
 static int md_call_later(lua_State *L) {
-  double delay = check_delay(L, 1, "call_later");
+  double delay = check_delay(L, 1, "call_later", 1);
   int nargs = lua_gettop(L) - 2;
   modal_handle *h;
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -119,7 +121,7 @@ Arms the timer again, `delay` seconds from now.
 /* handle:reset(delay): counts from now; raises once run or cancelled */
 static int md_handle_reset(lua_State *L) {
   modal_handle *h = check_handle(L);
-  double delay = check_delay(L, 2, "reset");
+  double delay = check_delay(L, 2, "reset", 1);
   lua_settop(L, 1);
   if (!modal__timer_armed(L, &h->t) && !modal__timers_closed(L))
     return luaL_error(L, "modal: cannot reset a timer that has already run or was cancelled");
@@ -172,7 +174,7 @@ function). Cancelling it stops its timer (it fails with kind `"cancelled"`).
 */
 /* modal.sleep(delay) -> Deferred succeeding with nil */
 static int md_sleep(lua_State *L) {
-  double delay = check_delay(L, 1, "sleep");
+  double delay = check_delay(L, 1, "sleep", 1);
   modal_handle *h;
   lua_settop(L, 0);
   lua_pushcfunction(L, sleep_fire);
