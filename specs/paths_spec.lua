@@ -259,6 +259,8 @@ describe("modal.testing", function()
         { { { job = "done" } }, "state 'idle' has no job running" },
         { { { input = "connect" }, { job = "maybe" } }, 'job is "done" or "error", got maybe' },
         { { { advance = -1 } }, "advance takes a finite number of seconds >= 0, got -1" },
+        { { { advance = 0 / 0 } }, "advance takes a finite number of seconds >= 0, got NaN" },
+        { { { advance = -(0 / 0) } }, "advance takes a finite number of seconds >= 0, got NaN" },
         { { { wait = 1 } }, "unknown key 'wait' in a step (a step has: advance, args, edge," },
       }
       for _, case in ipairs(cases) do

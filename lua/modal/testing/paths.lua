@@ -71,7 +71,7 @@ function M._option_problems(opts)
     local v = opts[k]
     if v ~= nil and not (whole(v) and v >= 1) then
       out[#out + 1] = format("%s takes a whole number >= 1, got %s", k,
-        type(v) == "number" and tostring(v) or type(v))
+        type(v) == "number" and (v ~= v and "NaN" or tostring(v)) or type(v))
     end
   end
   local data = opts.data
@@ -308,15 +308,17 @@ local function pack(list)
   return t
 end
 
+-- A value as text; NaN is "NaN" whatever its sign bit (tostring says "-nan" or "nan").
 local function show_value(v)
   if type(v) == "string" then return format("%q", v) end
+  if v ~= v then return "NaN" end
   return tostring(v)
 end
 
 --- A step as text: `connect`, `connect(1, "a")`, `advance 1.5`, `job done`, `job error`.
 function M.describe(step)
   if type(step) ~= "table" then return tostring(step) end
-  if step.advance ~= nil then return "advance " .. tostring(step.advance) end
+  if step.advance ~= nil then return "advance " .. show_value(step.advance) end
   local name = step.input and tostring(step.input) or ("job " .. tostring(step.job))
   local args = step.args
   if args and (args.n or #args) > 0 and step.input then
@@ -396,7 +398,7 @@ local function apply(entry, c, i, step)
   if step.advance ~= nil then
     local s = step.advance
     if type(s) ~= "number" or s ~= s or s < 0 or s == math.huge then
-      return false, "advance takes a finite number of seconds >= 0, got " .. tostring(s)
+      return false, "advance takes a finite number of seconds >= 0, got " .. show_value(s)
     end
     C.advance(s)
     return true
@@ -660,11 +662,11 @@ function M.walk(Mach, path, opts)
             if left == nil then
               why = format("the %s expects %s after advance %s, but state '%s' has no timeout "
                 .. "armed: the instance stayed in '%s'", says, names(expected),
-                tostring(step.advance), from, from)
+                show_value(step.advance), from, from)
             elseif step.advance < left then
               why = format("the %s expects %s after advance %s, but the timeout of '%s' had "
                 .. "not come yet (due in %.15g s of the %.15g armed): the instance stayed in '%s'", says,
-                names(expected), tostring(step.advance), from, left, i.delay, from)
+                names(expected), show_value(step.advance), from, left, i.delay, from)
             end
           end
         end
