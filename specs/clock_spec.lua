@@ -536,11 +536,16 @@ describe("modal.testing.clock", function()
         return wall
       end
       run(10000)                                   -- warm up
-      local small, large = run(25000), run(100000)
+      -- The best of three of each: a shared machine's pause must not read as O(n^2). Ten
+      -- times the timers: n log n is 12.5x the time, n^2 100x; a heap that outgrows the
+      -- caches (100,000 entries do, 10,000 do not) costs up to twice more per step, so the
+      -- bar is 50x.
+      local small = math.min(run(10000), run(10000), run(10000))
+      local large = math.min(run(100000), run(100000), run(100000))
       io.stderr:write(string.format("\n  clock:advance over 100,000 timers: %.1f ms "
-        .. "(25,000: %.1f ms)\n", large * 1000, small * 1000))
+        .. "(10,000: %.1f ms)\n", large * 1000, small * 1000))
       assert.is_true(large < 2 * SLOW, "100,000 timers took " .. large .. " s")
-      assert.is_true(large < small * 4 * 3, "4x the timers took more than 12x the time")
+      assert.is_true(large < small * 10 * 5, "10x the timers took more than 50x the time")
     end)
   end)
 end)
