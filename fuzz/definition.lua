@@ -480,10 +480,13 @@ function H:new_instance()
 end
 
 -- The clock raises, as documented (doc/testing.md), when timers re-arm with delay 0 for ever
--- (a state timeout of 0 whose `on.timeout` re-enters it): the definition's doing, which ends
--- the driving. Anything else it raises is a finding.
+-- (a state timeout of 0 whose `on.timeout` re-enters it), and when the next deadline or the
+-- step is past its range (~146 years: next() after next() over the longest timeouts): the
+-- definition's or the driving's doing, which ends the driving. Anything else it raises is a
+-- finding.
 function H:clock_raised(method, err)
-  if type(err) == "string" and err:find("never lets time pass", 1, true) then
+  if type(err) == "string" and (err:find("never lets time pass", 1, true) or
+                                err:find("past the clock's range", 1, true)) then
     self.stuck = true
     return
   end

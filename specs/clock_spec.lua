@@ -166,7 +166,8 @@ describe("modal.testing.clock", function()
       assert.has_error(function() clock:advance("1") end,
         "clock:advance: seconds must be a number, got string")
       assert.has_error(function() clock:advance(1e10) end,
-        "clock:advance: 10000000000.0 seconds is past the clock's range (~146 years)")
+        "clock:advance: 10000000000.0 seconds is past the clock's range (~146 years; it is at "
+        .. "2.0 s)")
       assert.equal(2, modal.now())
     end)
 
@@ -183,6 +184,27 @@ describe("modal.testing.clock", function()
       assert.equal(1, modal.now())
       clock:advance(1)
       assert.equal(2, modal.now())
+    end)
+
+    it("keeps a deadline past its range armed but never due: no deadline wraps", function()
+      local clock = support.clock()
+      local fired = {}
+      local function long() fired[#fired + 1] = modal.now(); modal.call_later(math.huge, long) end
+      modal.call_later(math.huge, long)              -- capped at 1e9 s, re-armed on each run
+      for _ = 1, 4 do clock:next() end
+      assert.same({ 1e9, 2e9, 3e9, 4e9 }, fired)
+      local END = 2 ^ 62 / 1e9                         -- 5e9 s is past the end (2^62 ns)
+      assert.same({ END }, clock:pending())            -- kept at the end, not wrapped
+      assert.has_error(function() clock:next() end, "clock:next: the next deadline is past the "
+        .. "clock's range (~146 years; it is at 4000000000.0 s): no timer armed can run on this clock")
+      assert.has_error(function() clock:advance(END - 4e9) end,
+        "clock:advance: " .. (END - 4e9) .. " seconds is past the clock's range (~146 years; "
+        .. "it is at 4000000000.0 s)")
+      clock:advance(600e6)                             -- inside the range: nothing is due
+      assert.same({ 1e9, 2e9, 3e9, 4e9 }, fired)
+      assert.equal(4.6e9, modal.now())
+      clock:drop()
+      assert.same({}, clock:pending())
     end)
 
     it("refuses to advance or close from a timer it is running", function()

@@ -19,6 +19,40 @@ describe("fuzz finding", function()
   -- definition harness: `timeout = 0` with `on.timeout` back to the same state re-arms a
   -- zero-delay timer on every entry. The clock must raise (doc/testing.md), not hang, and
   -- leave the instance in its state and usable.
+  -- definition harness: `timeout = math.maxinteger` (capped at 1e9 s) re-entering its state,
+  -- and clock:next() called over and over, walked the clock past its range (2^62 ns): the
+  -- deadlines went on growing until clock:advance(2) raised, and later ones would have wrapped
+  -- around 2^64 ns into the past. A deadline past the range is now kept at its end, which
+  -- the clock never reaches: next() says so.
+  it("a longest state timeout re-entered by next() after next() stops at the clock's end", function()
+    local clock = support.clock()
+    local M = modal.machine {
+      name = "longest_timeout", initial = "a", methods = { "ping" },
+      states = { a = { timeout = math.maxinteger, on = { timeout = "a" },
+                       run = function() return modal.fail("app", "job failed") end,
+                       ignore = { "done", "error" }, ping = function() return "pong" end } },
+    }
+    local c = M:new()
+    local entries = 0
+    c:on_transition(function() entries = entries + 1 end)
+    local times = {}
+    for i = 1, 4 do times[i] = (clock:next()) end
+    assert.same({ 1e9, 2e9, 3e9, 4e9 }, times)
+    assert.equal(4, entries)
+    assert.same({ 2 ^ 62 / 1e9 }, clock:pending())
+    for _ = 1, 20 do
+      local ok, err = pcall(clock.next, clock)
+      assert.is_false(ok)
+      assert.matches("clock:next: the next deadline is past the clock's range", err, 1, true)
+    end
+    assert.equal(4e9, modal.now())
+    clock:advance(2)
+    assert.equal(4, entries)
+    assert.equal("a", c.state)
+    clock:drop()
+    assert.same({ "succeeded", "pong" }, { support.outcome(c:ping()) })
+  end)
+
   it("a state timeout of 0 re-entering its state makes clock:advance raise, not hang", function()
     local clock = support.clock()
     local M = modal.machine {

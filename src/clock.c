@@ -12,7 +12,6 @@
 #include "core.h"
 
 #define NS 1e9                           /* nanoseconds per second */
-#define MAX_VTIME 4611686018427387904.0  /* 2^62 ns (~146 years): the clock's range */
 #define SAME_INSTANT_LIMIT 100000        /* timers armed and run at one instant in a row */
 
 /* Seconds for virtual nanoseconds: exact for every time a test writes (0.3 is 0.3). */
@@ -42,9 +41,9 @@ static uint64_t check_step(lua_State *L, int idx, const char *fname, uint64_t fr
     luaL_error(L, "%s: seconds must be >= 0 (virtual time never goes back), got %s", fname,
                lua_tostring(L, idx));
   ns = floor(s * NS + 0.5);
-  if (ns + (double)from >= MAX_VTIME)
-    luaL_error(L, "%s: %s seconds is past the clock's range (~146 years)", fname,
-               lua_tostring(L, idx));
+  if (ns >= (double)(MODAL_VTIME_END - from) || (uint64_t)ns >= MODAL_VTIME_END - from)
+    luaL_error(L, "%s: %s seconds is past the clock's range (~146 years; it is at %f s)",
+               fname, lua_tostring(L, idx), seconds(from));
   return (uint64_t)ns;
 }
 
@@ -98,6 +97,7 @@ static int clk_now(lua_State *L) {
 static int step_protected(lua_State *L) {
   modal_ctx *ctx = modal__ctx(L);
   uint64_t target = (uint64_t)lua_tointeger(L, 1), first = ctx->vnow, seq, instant = ctx->vnow;
+  const char *fname = lua_tostring(L, 2);
   uint64_t mark = modal__timers_seq(L);
   lua_Integer ran = 0, same = 0;
   while (modal__timers_run_first(L, target, &seq)) {
@@ -107,9 +107,9 @@ static int step_protected(lua_State *L) {
       same = 0;
     } else if (++same >= SAME_INSTANT_LIMIT) {
       lua_pushinteger(L, ran);
-      lua_pushfstring(L, "clock:advance: %d timers in a row were armed and ran at %f s "
-                         "(from %f s): a timer that re-arms itself with delay 0 never lets "
-                         "time pass", SAME_INSTANT_LIMIT, seconds(ctx->vnow), seconds(first));
+      lua_pushfstring(L, "%s: %d timers in a row were armed and ran at %f s (from %f s): a "
+                         "timer that re-arms itself with delay 0 never lets time pass", fname,
+                      SAME_INSTANT_LIMIT, seconds(ctx->vnow), seconds(first));
       return 2;
     }
     if (!ctx->vclock)                    /* closed from a timer (refused) or the state closing */
@@ -137,7 +137,8 @@ static lua_Integer step_to(lua_State *L, modal_ctx *ctx, uint64_t target, const 
   ctx->vstepping = 1;
   lua_pushcfunction(L, step_protected);
   lua_pushinteger(L, (lua_Integer)target);
-  status = modal__call(L, 1, 2);
+  lua_pushstring(L, fname);
+  status = modal__call(L, 2, 2);
   ctx->vstepping = 0;
   modal__timers_reschedule(L);
   if (status != LUA_OK)
@@ -168,6 +169,10 @@ static int clk_next(lua_State *L) {
     lua_pushnil(L);
     return 1;
   }
+  if (first >= MODAL_VTIME_END)          /* armed past the range: the clock cannot get there */
+    return luaL_error(L, "clock:next: the next deadline is past the clock's range (~146 years; "
+                         "it is at %f s): no timer armed can run on this clock",
+                      seconds(ctx->vnow));
   ran = step_to(L, ctx, first > ctx->vnow ? first : ctx->vnow, "clock:next");
   lua_pushnumber(L, seconds(ctx->vnow));
   lua_pushinteger(L, ran);

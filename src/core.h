@@ -112,7 +112,10 @@ MODAL__FUNC int modal__timers_closed(lua_State *L);
 MODAL__FUNC void modal__timers_hold(lua_State *L);
 
 /* The testing clock's use of the timer layer (clock.c; doc/testing.md). Virtual time counts
-** nanoseconds in ctx->vnow; real time, libuv's milliseconds. */
+** nanoseconds in ctx->vnow; real time, libuv's milliseconds. The clock's range ends at
+** MODAL_VTIME_END (2^62 ns, ~146 years), which the clock never reaches: a deadline past it
+** is kept at it, armed but never due. */
+#define MODAL_VTIME_END ((uint64_t)1 << 62)
 /* Moves every armed timer to virtual time starting at `start` ns (`to_virtual`; from virtual
 ** time, the clock jumps to `start`), or back to real time; each keeps its remaining delay.
 ** Returns 0, or -1 when the timers have closed. */

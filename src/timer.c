@@ -457,6 +457,13 @@ static uint64_t delay_ns(double seconds) {
   return (uint64_t)ns;
 }
 
+/* A virtual deadline: `delay` ns after `from`, at the end of the clock's range at the latest,
+** which the clock never reaches (both are within it, so the sum cannot wrap). */
+static uint64_t vdue(uint64_t from, uint64_t delay) {
+  uint64_t due = from + delay;
+  return due > MODAL_VTIME_END ? MODAL_VTIME_END : due;
+}
+
 void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds) {
   timers *T = timers_of(L);
   if (!T || T->closed)
@@ -474,7 +481,7 @@ void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds)
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   if (T->ctx->vclock) {
-    t->due = T->ctx->vnow + delay_ns(seconds);
+    t->due = vdue(T->ctx->vnow, delay_ns(seconds));
   } else {
     uv_update_time(T->loop);             /* count from the call, not from the loop's last turn */
     t->due = uv_now(T->loop) + delay_ms(seconds);
@@ -537,10 +544,10 @@ int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start) {
   for (i = 0; i < T->nheap; i++) {
     modal_timer *t = T->heap[i];
     if (to_virtual && T->ctx->vclock) {                     /* a jump of the clock */
-      t->due = start + (t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0);
+      t->due = vdue(start, t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0);
     } else if (to_virtual) {
       uint64_t left = t->due > now ? t->due - now : 0;     /* ms */
-      t->due = start + (left > MAX_VDELAY / 1000000u ? MAX_VDELAY : left * 1000000u);
+      t->due = vdue(start, left > MAX_VDELAY / 1000000u ? MAX_VDELAY : left * 1000000u);
     } else {
       uint64_t left = t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0;   /* ns */
       t->due = now + (left + 999999u) / 1000000u;  /* rounded up: never early */
