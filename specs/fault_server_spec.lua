@@ -246,6 +246,22 @@ describe("modal.testing.server", function()
       assert.is_true((uv.hrtime() - t0) / 1e9 >= 0.19)
       c.close()
     end)
+
+    it("takes math.huge (a greeting that never comes) and names NaN", function()
+      for _, forever in ipairs { math.huge, 1e300 } do
+        local s = make { slow_greeting = forever }
+        local c = dial(s.port)
+        assert.is_true(wait_for(function() return c.connected end, 2))
+        c.send("early\n")
+        pause(0.1)
+        assert.equal("", c.data)
+        c.close()
+      end
+      local ok, err = pcall(server, { slow_greeting = 0 / 0 })
+      assert.is_false(ok)
+      assert.matches("slow_greeting: expected a number of seconds >= 0 (or false), got NaN", err, 1,
+        true)
+    end)
   end)
 
   describe("auth", function()

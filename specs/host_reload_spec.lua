@@ -434,6 +434,39 @@ describe("the live host", function()
       stop_host()
     end)
 
+    it("a 65th connection closes the one silent longest: forgotten clients never lock ctl out",
+      function()
+      start({ "--admin", socket })
+      local idle = {}
+      for i = 1, 70 do
+        idle[i] = uv.new_pipe(false)
+        idle[i]:connect(socket, function() end)
+      end
+      sleep(0.3)                                               -- the host accepts them all
+      local status, r, out, err = ctl(socket, "status")
+      assert.equal(0, status, out .. err)
+      assert.is_true(r.ok)
+      assert.truthy(p.err:find("admin socket: 64 connections open: closed the one silent longest",
+        1, true), p.err)
+      for _, c in ipairs(idle) do if not c:is_closing() then c:close() end end
+      stop_host()
+    end)
+
+    it("a relative path is the host's socket even after the script changes directory", function()
+      local sub = dir .. "/sub"
+      assert(uv.fs_mkdir(sub, tonumber("755", 8)))
+      write_file(sub .. "/rel.sock", "precious\n")             -- same name, another folder
+      local script = dir .. "/chdir.lua"
+      write_file(script, "require('luv').chdir(" .. string.format("%q", sub) .. ")\n"
+        .. "require('modal').call_later(0.3, function() print('done') end)\n")
+      p = spawn({ "run", "--admin", "rel.sock", script }, dir)
+      assert.is_true(wait_for(p.done, 3), "the host did not exit: " .. p.err)
+      assert.equal(0, p.code, p.err)
+      assert.equal("done\n", p.out)
+      assert.is_nil(uv.fs_stat(dir .. "/rel.sock"))            -- its own socket: removed
+      assert.equal("precious\n", read_file(sub .. "/rel.sock"))  -- the other file: untouched
+    end)
+
     it("replaces a stale socket file nobody listens on", function()
       -- A process that binds and exits without closing leaves the file behind (closing a
       -- bound pipe would remove it).
@@ -564,6 +597,13 @@ describe("the live host", function()
       local status, _, _, err = ctl(file, "status")
       assert.equal(1, status)
       assert.truthy(err:find("modal ctl: cannot connect to " .. file .. ": ", 1, true), err)
+    end)
+
+    it("refuses a SOCKET over 107 bytes, which the kernel would cut to another path", function()
+      local long = "/tmp/" .. string.rep("s", 110)
+      local status, _, out, err = ctl(long, "status")
+      assert.equal(2, status, out .. err)
+      assert.truthy(err:find("SOCKET is longer than 107 bytes (115)", 1, true), err)
     end)
 
     it("rejects a bad command line with exit 2 before connecting", function()

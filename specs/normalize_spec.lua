@@ -332,11 +332,11 @@ describe("modal.check reads a definition once, raw", function()
 
     it("NaN, infinite and negative timeouts", function()
       for v, shown in pairs { [-1] = "-1", [math.huge] = "inf", [-math.huge] = "-inf" } do
-        assert.are.same({ "states.opened.timeout: expected a non-negative number of seconds, got "
-          .. shown }, errors_of(function(d) d.states.opened.timeout = v end))
+        assert.are.same({ "states.opened.timeout: expected a finite number of seconds >= 0 (or a "
+          .. "function), got " .. shown }, errors_of(function(d) d.states.opened.timeout = v end))
       end
-      assert.are.same({ "states.opened.timeout: expected a non-negative number of seconds, got NaN" },
-        errors_of(function(d) d.states.opened.timeout = 0 / 0 end))
+      assert.are.same({ "states.opened.timeout: expected a finite number of seconds >= 0 (or a "
+        .. "function), got NaN" }, errors_of(function(d) d.states.opened.timeout = 0 / 0 end))
     end)
 
     it("NaN, infinite, negative, zero and fractional max_postponed", function()

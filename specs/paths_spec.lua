@@ -291,13 +291,47 @@ describe("modal.testing", function()
       assert.is_true(rawequal(f, got))
     end)
 
-    it("runs on the installed clock and leaves its timers armed", function()
+    it("leaves an installed clock's time and timers as they were: none of them runs", function()
       local clock = support.clock(100)
-      modal.call_later(5, function() end)
-      testing.walk(def, path("connect>connecting advance 20>backoff"))   -- the clock moves
+      local ran = {}
+      modal.call_later(5, function() ran[#ran + 1] = modal.now() end)
+      modal.call_later(0, function() ran[#ran + 1] = modal.now() end)
+      local seen = {}
+      local M = modal.machine {
+        name = "timed", initial = "a", methods = {},
+        states = { a = { timeout = 20, on = { timeout = "b" } },
+                   b = { enter = function() seen[#seen + 1] = modal.now() end } },
+      }
+      testing.walk(M, { { advance = 20, to = "b" } })
+      local found = testing.paths(M)
+      assert.equal(1, #found)
+      assert.same({ 20, 20 }, seen)            -- each replay starts at 0, whatever the caller's time
+      assert.same({}, ran)
       assert.is_false(clock.closed)
-      assert.equal(120, modal.now())
-      assert.same({}, clock:pending())        -- the caller's timer ran at 105; none of the walk's
+      assert.equal(100, modal.now())
+      assert.same({ 100, 105 }, clock:pending())
+      clock:advance(5)
+      assert.same({ 100, 105 }, ran)
+    end)
+
+    it("refuses a walk from a timer the clock is running, or inside another walk", function()
+      local clock = support.clock()
+      local got
+      modal.call_later(1, function() got = { pcall(testing.walk, def, paths[1]) } end)
+      clock:advance(1)
+      assert.is_false(got[1])
+      assert.matches("walk: called from a timer the clock is running", tostring(got[2]), 1, true)
+      local inner
+      local M = modal.machine {
+        name = "nested", initial = "a", methods = {},
+        states = { a = { on = { go = "b" } },
+                   b = { enter = function() inner = { pcall(testing.walk, def, {}) } end } },
+      }
+      testing.walk(M, { { input = "go", to = "b" } })
+      assert.is_false(inner[1])
+      assert.matches("walk: called while another walk runs on this clock", tostring(inner[2]), 1,
+        true)
+      assert.equal(1, modal.now())
     end)
 
     it("installs a clock of its own when none is, and closes it", function()

@@ -140,6 +140,15 @@ describe("hot reload", function()
       assert.is_nil(modal.loaded()[file.name])
     end)
 
+    it("refuses a precompiled file, naming the path: Lua does not check binary chunks", function()
+      local file = def_file(simple)
+      file.source(string.dump(function() return {} end))
+      local ok, err = pcall(modal.load, file.path)
+      assert.is_false(ok)
+      assert_mentions(err, { file.path, "precompiled (binary) chunk" })
+      assert.is_nil(modal.loaded()[file.name])
+    end)
+
     it("raises naming the path when the file raises while it runs", function()
       local file = def_file(simple)
       file.source("error('definition exploded')\n")
@@ -426,6 +435,11 @@ return {
       { "when the file has a syntax error",
         prepare = function(S) S.file.source("return {\n  name = ,\n}\n") end,
         expect = function(S) return { S.file.path, ":2:" } end },
+      { "when the file is precompiled (a corrupt binary chunk would crash Lua)",
+        prepare = function(S)
+          S.file.source(string.dump(function() return {} end))
+        end,
+        expect = function(S) return { S.file.path, "precompiled (binary) chunk" } end },
       { "when the file raises while it runs", by_name = true,
         prepare = function(S) S.file.source("error('definition exploded')\n") end,
         expect = function() return { "definition exploded" } end },

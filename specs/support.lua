@@ -24,7 +24,7 @@
 --   support.quote(s)               s quoted for sh.
 --   support.SLACK                  the factor for real-time bounds' slack (ASan, valgrind).
 --   support.modal_cmd(...)         runs MODAL_BUILD/modal ARGS to the end: status, stdout, stderr.
---   support.spawn_host(args)       starts the modal host (MODAL_BUILD/modal) in the background;
+--   support.spawn_host(args[, cwd]) starts the modal host (MODAL_BUILD/modal) in the background;
 --                                  the record collects out, err, code, signal; p.done(),
 --                                  p.said(text), p.logged(text) (predicates), p.reap().
 local modal = require "modal"
@@ -148,11 +148,13 @@ function support.modal_cmd(...)
   return status, stdout, stderr
 end
 
-function support.spawn_host(args)
+function support.spawn_host(args, cwd)
   local p = { out = "", err = "", open = 2 }
   local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-  local handle, pid = uv.spawn((os.getenv("MODAL_BUILD") or "build") .. "/modal",
-    { args = args, stdio = { nil, stdout, stderr } },
+  local exe = (os.getenv("MODAL_BUILD") or "build") .. "/modal"
+  if cwd and exe:sub(1, 1) ~= "/" then exe = uv.cwd() .. "/" .. exe end
+  local handle, pid = uv.spawn(exe,
+    { args = args, stdio = { nil, stdout, stderr }, cwd = cwd },
     function(code, signal)
       p.code, p.signal, p.exited = code, signal, true
       p.handle:close()

@@ -65,6 +65,9 @@ static int clk_close(lua_State *L) {
   if (ctx->vstepping)
     return luaL_error(L, "clock:close: called from a timer the clock is running (close it "
                          "after clock:advance returns)");
+  if (ctx->vparked)
+    return luaL_error(L, "clock:close: called while a walk runs on this clock (close it after "
+                         "the walk returns)");
   if (modal__timers_rebase(L, 0, 0) != 0)
     ctx->vclock = 0;                     /* the timers closed: nothing is left to move */
   return 0;
@@ -79,6 +82,44 @@ static int clk_restart(lua_State *L) {
     return luaL_error(L, "clock:restart: called from a timer the clock is running");
   modal__timers_rebase(L, 1, start);
   return 0;
+}
+
+/* modal._clock.park(), unpark(): a walk on the caller's clock sets the caller's timers and
+** time aside, and brings them back (modal__timers_park). */
+static int clk_park(lua_State *L) {
+  installed(L, "walk");
+  if (modal__ctx(L)->vparked)
+    return luaL_error(L, "%s: called while another walk runs on this clock",
+                      luaL_optstring(L, 1, "walk"));
+  modal__timers_park(L, 1);
+  return 0;
+}
+
+static int clk_unpark(lua_State *L) {
+  installed(L, "walk");
+  modal__timers_park(L, 0);
+  return 0;
+}
+
+/* modal._clock.drain_limit(n) -> the previous limit: a drain stops after n transitions (0:
+** never) and looped() -> the cycle of the last one stopped, or nil. The testing kit's: a
+** definition that loops without waiting ends its search instead of hanging it. */
+static int clk_drain_limit(lua_State *L) {
+  modal_ctx *ctx = modal__ctx(L);
+  lua_Integer n = luaL_checkinteger(L, 1);
+  lua_pushinteger(L, (lua_Integer)ctx->drain_limit);
+  ctx->drain_limit = n > 0 && n < 100000 ? (uint32_t)n : 0;
+  return 1;
+}
+
+static int clk_looped(lua_State *L) {
+  modal__drive_looped(L);
+  return 1;
+}
+
+static int clk_stepping(lua_State *L) {
+  lua_pushboolean(L, modal__ctx(L)->vstepping);
+  return 1;
 }
 
 static int clk_installed(lua_State *L) {
@@ -205,6 +246,11 @@ void modal__open_clock(lua_State *L) {
     {"close", clk_close},
     {"restart", clk_restart},
     {"installed", clk_installed},
+    {"park", clk_park},
+    {"stepping", clk_stepping},
+    {"drain_limit", clk_drain_limit},
+    {"looped", clk_looped},
+    {"unpark", clk_unpark},
     {"now", clk_now},
     {"advance", clk_advance},
     {"next", clk_next},

@@ -53,6 +53,10 @@ typedef struct modal_ctx {
   int vclock;            /* installed: modal's timers and modal.now() run on virtual time */
   int vstepping;         /* clock:advance() is running due timers */
   uint64_t vnow;         /* the clock's time, in nanoseconds */
+  int vparked;           /* a walk runs: the caller's timers are parked (timer.c) */
+  uint32_t drain_limit;  /* the testing kit's: a drain stops after this many transitions
+                         ** (0: never), its cycle kept for modal__drive_looped (drive.c) */
+  uint64_t vparked_now;  /* the caller's time while they are */
   int stop_asked;        /* modal.stop() during the current run -- private to loop.c */
 } modal_ctx;
 
@@ -120,6 +124,13 @@ MODAL__FUNC void modal__timers_hold(lua_State *L);
 ** time, the clock jumps to `start`), or back to real time; each keeps its remaining delay.
 ** Returns 0, or -1 when the timers have closed. */
 MODAL__FUNC int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start);
+/* A walk on the caller's clock (paths.lua): parks every armed timer, which then never comes
+** due and keeps its place through restarts, and keeps the clock's time; unparking brings both
+** back (what the walk armed must be dropped first). Parking raises when a walk already runs. */
+MODAL__FUNC void modal__timers_park(lua_State *L, int park);
+/* Pushes the cycle of the last drain the testing kit's limit stopped (a string), or nil; it
+** is forgotten. */
+MODAL__FUNC void modal__drive_looped(lua_State *L);
 /* The number of armed timers; the earliest deadline in *first when there is one. */
 MODAL__FUNC int modal__timers_pending(lua_State *L, uint64_t *first);
 /* Runs the earliest timer if its deadline is at or before `upto` (virtual time only): the

@@ -175,16 +175,29 @@ static void process(lua_State *L, modal_instance *c, int ci, int inputs, int nam
               "not taken");
 }
 
-/* A definition that loops without end: said once per drain, with the cycle of states. */
+/* A definition that loops without end: said once per drain, with the cycle of states; under
+** the testing kit's limit (ctx->drain_limit) the drain stops there instead, what is queued
+** left queued, and the cycle is kept for modal__drive_looped. */
 typedef struct loop_watch {
   uint32_t start;                        /* c->entry when the drain began */
-  int n, said;
+  int n, said, stop;
   int states[16];
 } loop_watch;
 
+static const char looped_key = 'l';     /* registry: the cycle of the last drain stopped */
+
+void modal__drive_looped(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &looped_key);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &looped_key);
+}
+
 static void watch_loop(lua_State *L, modal_instance *c, int ci, loop_watch *w) {
+  uint32_t limit = c->M->ctx->drain_limit;
   int i;
-  if (w->said || c->entry - w->start < LOOP_WARN)
+  if (limit == 0 || limit > LOOP_WARN)
+    limit = LOOP_WARN;
+  if (w->said || c->entry - w->start < limit)
     return;
   for (i = 0; i < w->n && w->states[i] != c->state; i++)
     ;
@@ -206,8 +219,17 @@ static void watch_loop(lua_State *L, modal_instance *c, int ci, loop_watch *w) {
     modal__push_state_name(L, c, ci, c->state);
     luaL_addvalue(&b);
     luaL_pushresult(&b);
-    modal__log(L, MODAL_LOG_WARN, f, "%u transitions in one run to completion: the definition "
-               "loops without waiting (cycle: %s)", (unsigned)LOOP_WARN, lua_tostring(L, -1));
+    if (c->M->ctx->drain_limit) {
+      lua_pushfstring(L, "%d transitions in one run to completion: the definition loops "
+                         "without waiting (cycle: %s)", (int)(c->entry - w->start),
+                      lua_tostring(L, -1));
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &looped_key);
+      w->stop = 1;
+    } else {
+      modal__log(L, MODAL_LOG_WARN, f, "%u transitions in one run to completion: the "
+                 "definition loops without waiting (cycle: %s)", (unsigned)LOOP_WARN,
+                 lua_tostring(L, -1));
+    }
     lua_settop(L, f - 1);
   }
 }
@@ -255,6 +277,8 @@ void modal__drive_drain(lua_State *L, modal_instance *c, int ci) {
     process(L, c, ci, inputs, name, tag, args, nargs);
     watch_loop(L, c, ci, &w);
     lua_settop(L, base);
+    if (w.stop)
+      break;
   }
   lua_settop(L, t - 2);
 }

@@ -41,8 +41,14 @@ static void push_loaded(lua_State *L) {
 static int obtain(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_settop(L, 1);
-  if (luaL_loadfile(L, path) != LUA_OK)
+  /* Text only: Lua does not check precompiled chunks, and a corrupt one crashes the host. */
+  if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (msg && strncmp(msg, "attempt to load a binary chunk", 30) == 0)
+      return luaL_error(L, "%s: a precompiled (binary) chunk: modal loads definition files as "
+                           "Lua source only", path);
     return lua_error(L);                  /* "cannot open <path>" or "<path>:<line>: ..." */
+  }
   if (lua_pcall(L, 0, 1, 0) != LUA_OK) {  /* 2: what the file returns */
     const char *msg = modal__tostring(L, -1);   /* an error object: its text, never a raise */
     if (strncmp(msg, path, strlen(path)) == 0)

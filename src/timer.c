@@ -460,8 +460,7 @@ static uint64_t delay_ns(double seconds) {
 /* A virtual deadline: `delay` ns after `from`, at the end of the clock's range at the latest,
 ** which the clock never reaches (both are within it, so the sum cannot wrap). */
 static uint64_t vdue(uint64_t from, uint64_t delay) {
-  uint64_t due = from + delay;
-  return due > MODAL_VTIME_END ? MODAL_VTIME_END : due;
+  return from + delay > MODAL_VTIME_END ? MODAL_VTIME_END : from + delay;
 }
 
 void modal__timer_start(lua_State *L, modal_timer *t, int owner, double seconds) {
@@ -531,8 +530,28 @@ static timers *open_timers(lua_State *L) {
   return T->closed ? NULL : T;
 }
 
-/* Every deadline moves to the other time base with the delay it has left; the order among
-** them stays (ties that appear are resolved by arming order: the heap is rebuilt). */
+/* A parked deadline has its top bit set: virtual deadlines are below 2^62 ns, so parked ones
+** sort after every other, in their own order, and are never due. */
+#define PARKED ((uint64_t)1 << 63)
+
+void modal__timers_park(lua_State *L, int park) {
+  timers *T = open_timers(L);
+  modal_ctx *ctx = modal__ctx(L);
+  if (!T || !ctx->vclock || (!park) == (!ctx->vparked))   /* nothing to move, or done */
+    return;
+  for (int i = 0; i < T->nheap; i++)
+    T->heap[i]->due = park ? T->heap[i]->due | PARKED : T->heap[i]->due & ~PARKED;
+  if (park)
+    ctx->vparked_now = ctx->vnow;
+  else
+    ctx->vnow = ctx->vparked_now;
+  ctx->vparked = park;
+  heapify(T);
+  schedule(T);
+}
+
+/* Every deadline but a parked one moves to the other time base with the delay it has left;
+** the order stays (ties that appear are resolved by arming order: the heap is rebuilt). */
 int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start) {
   timers *T = open_timers(L);
   uint64_t now;
@@ -543,6 +562,8 @@ int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start) {
   now = uv_now(T->loop);
   for (i = 0; i < T->nheap; i++) {
     modal_timer *t = T->heap[i];
+    if (t->due & PARKED)
+      continue;
     if (to_virtual && T->ctx->vclock) {                     /* a jump of the clock */
       t->due = vdue(start, t->due > T->ctx->vnow ? t->due - T->ctx->vnow : 0);
     } else if (to_virtual) {
@@ -600,6 +621,8 @@ void modal__timers_push_deadlines(lua_State *L) {
   /* As in modal__timers_run_first. NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
   memcpy(sorted, T->heap, (size_t)n * sizeof(modal_timer *));
   qsort(sorted, (size_t)n, sizeof(modal_timer *), by_deadline);    /* O(n log n) */
+  while (n > 0 && (sorted[n - 1]->due & PARKED))   /* a walk's caller's: set aside */
+    n--;
   for (i = 0; i < n; i++) {
     lua_pushnumber(L, (double)sorted[i]->due / unit);
     lua_rawseti(L, -3, i + 1);

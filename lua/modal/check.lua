@@ -544,7 +544,7 @@ function Run:state(sname, v)
     elseif k == "timeout" then
       if type(x) == "number" then
         if not (x >= 0 and x < huge) then
-          self:err(kp, x, format("expected a non-negative number of seconds, got %s", show(x)))
+          self:err(kp, x, format("expected a finite number of seconds >= 0 (or a function), got %s", show(x)))
         end
       elseif type(x) ~= "function" then
         self:err(kp, x, format("expected seconds (a number) or a function, got %s", show(x)))

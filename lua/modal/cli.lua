@@ -55,8 +55,10 @@ the machine defined in FILE (modal.testing.paths), then walks each one on a fres
 under a virtual clock, each `run` job replaced by a Deferred the path settles
 (modal.testing.walk). Prints one line per path and the coverage:
   FILE: path N: ok: idle -connect-> connecting -job done-> ready
-  FILE: path N: FAILED: step 2 of 3 (...): the instance is in 'a', the path says 'b'
+  FILE: path N: FAILED: walk: step 2 of 3 (go, from 'a'): the instance is in 'c', the path says 'b'
   FILE: note: MESSAGE            a line logged at level error meanwhile (a hook raised)
+  FILE: LOOPS: after steps ...: the definition loops without waiting (cycle: a -> b -> a)
+                                 a run to completion that took 10,000 transitions
   FILE: 9/10 transitions taken   then one `not taken: PATH` line per transition missed
   --options LUAFILE  a Lua file returning the options of paths and walk: data (an instance's
                      data, or a function making it), args ({ [input] = { {args...}, ... } },
@@ -64,8 +66,8 @@ under a virtual clock, each `run` job replaced by a Deferred the path settles
                      max_nodes
   --max-depth N      the longest path searched (default 10)
   --steps            print each step with the transition it takes
-Exit status: 0 when every walk matched, 1 on a mismatch or when a FILE does not load or is
-not valid, 2 on a usage error.
+Exit status: 0 when every walk matched, 1 on a mismatch, a definition that loops without
+waiting, or a FILE that does not load or is not valid; 2 on a usage error.
 ]],
   ctl = [[
 usage: modal ctl SOCKET status|reload [NAME]|trace on|off
@@ -156,10 +158,16 @@ function cli.load_all(file)
   rawset(modal, "run", stopper(defs, "runs the event loop"))
   rawset(uv, "run", stopper(defs, "runs the event loop"))
   rawset(os, "exit", stopper(defs, "exits"))
+  local clock = rawget(modal, "_clock")            -- the timers the file arms never run
+  local mark, had_clock = clock and clock.mark(), clock and clock.installed()
   local ok, result = xpcall(chunk, function(e)
     if type(e) == "table" and rawget(e, STOP) then return e end
     return message_of(e)
   end, file)
+  if clock then
+    clock.drop(mark)
+    if clock.installed() and not had_clock then pcall(clock.close) end   -- and its clock goes
+  end
   rawset(modal, "machine", saved)
   rawset(modal, "load", saved_load)
   rawset(modal, "run", saved_run)
@@ -176,7 +184,10 @@ function cli.load_all(file)
     return true, defs, { error = result, count = #defs }
   end
   if not ok then
-    if type(result) == "table" then return false, "stopped where no machine was defined" end
+    if type(result) == "table" then
+      return false, format("the file %s at line %d, where it had defined no machine (modal "
+        .. "stops a file there: it reads definitions, it runs no program)", result.what, result.line)
+    end
     return false, result
   end
   if type(result) == "table" then return true, { result } end
@@ -384,7 +395,11 @@ local function run_ctl(args, out, err)
     words[#words + 1] = a
   end
   local socket, cmd = words[1], words[2]
-  if not socket then return usage_error(err, "ctl", "no SOCKET given") end
+  if not socket or socket == "" then return usage_error(err, "ctl", "no SOCKET given") end
+  if #socket > 107 then                  -- the kernel would cut it: another host's socket
+    return usage_error(err, "ctl", format("SOCKET is longer than 107 bytes (%d): a unix "
+      .. "socket's path is at most 107", #socket))
+  end
   if not cmd then return usage_error(err, "ctl", "no command given (status, reload, trace)") end
   local n = #words - 2
   if cmd == "status" then
@@ -503,6 +518,10 @@ local function test_file(file, opts, steps, out)
     logged = {}
   end
   modal.on_log(previous)
+  for _, message in ipairs(coverage.loops) do   -- a replay that never waits: a defect
+    status = 1
+    out:write(format("%s: LOOPS: %s\n", file, message))
+  end
   -- A transition the search found on a path whose walk then failed is not "not taken": it
   -- is reported with that path, and a guard that raised with what it raised.
   local count, missed, unwalked = 0, {}, 0
@@ -527,7 +546,11 @@ local function test_file(file, opts, steps, out)
         m.guard_error))
     else
       out:write(format("%s: not taken: %s%s\n", file, m.e.id, m.e.guarded
-        and " (guarded: no argument tried passed its guard; give some in --options args)" or ""))
+        and " (guarded: no argument tried passed its guard; give some in --options args)"
+        or coverage.cut == "max_depth" and format(" (the search stopped at --max-depth %d: a "
+          .. "longer path may take it)", opts.max_depth or 10)
+        or coverage.cut == "max_nodes" and format(" (the search stopped at max_nodes %d: "
+          .. "raise it in --options)", opts.max_nodes or 2000) or ""))
     end
   end
   return status

@@ -37,7 +37,7 @@ host.DEBOUNCE_MS = 100          -- quiet time after the last event before a relo
 host.REWATCH_MS = 500           -- how often watched folders are checked for being made anew
 host.MISSING_TRIES = 10         -- looks for a missing file, DEBOUNCE_MS apart (~1 s)
 host.MAX_LINE = 64 * 1024       -- longest admin request line
-host.MAX_CLIENTS = 64           -- admin connections served at once
+host.MAX_CLIENTS = 64           -- admin connections open at once (a new one closes the oldest)
 host.IDLE_MS = 60 * 1000        -- an admin connection silent this long is closed
 host.MAX_PENDING = 1024 * 1024  -- bytes of replies a client may leave unread
 
@@ -110,6 +110,8 @@ end
 -- {============ handles
 
 -- Registers a luv handle with the running host (unref'd) and returns it.
+local stopped_sighup                    -- after host.stop(): the SIGHUP handle, ignoring
+
 local function own(h)
   h:unref()
   S.handles[h] = true
@@ -320,7 +322,10 @@ end
 local function drop_client(c, flush)
   if c.gone then return end
   c.gone = true
-  if S then S.clients = S.clients - 1 end
+  if S then
+    S.clients = S.clients - 1
+    S.conns[c] = nil
+  end
   close(c.idle)
   if flush and not c.pipe:is_closing() then
     pcall(c.pipe.read_stop, c.pipe)
@@ -348,6 +353,7 @@ local function on_client_data(c, err, data)
     return drop_client(c)
   end
   c.idle:again()
+  c.last = uv.now()
   local buf, at = c.buf .. data, 1
   while not c.gone do
     local nl = buf:find("\n", at, true)
@@ -399,11 +405,6 @@ local function on_connection(server, err)
     pipe:close()
     return
   end
-  if S.clients >= host.MAX_CLIENTS then
-    pipe:close()
-    log("warn", "admin socket: too many connections, one refused")
-    return
-  end
   local allowed, who = peer_allowed(pipe)
   if not allowed then
     log("warn", "admin socket: refused a client: " .. who)
@@ -411,8 +412,18 @@ local function on_connection(server, err)
     pcall(pipe.shutdown, pipe, function() if not pipe:is_closing() then pipe:close() end end)
     return
   end
+  if S.clients >= host.MAX_CLIENTS then  -- the one silent longest makes room: forgotten
+    local oldest                          -- connections never lock the next `modal ctl` out
+    for other in pairs(S.conns) do
+      if not oldest or other.last < oldest.last then oldest = other end
+    end
+    log("warn", format("admin socket: %d connections open: closed the one silent longest "
+      .. "(%.1f s)", host.MAX_CLIENTS, (uv.now() - oldest.last) / 1000))
+    drop_client(oldest)
+  end
   S.clients = S.clients + 1
-  local c = { pipe = own(pipe), buf = "" }
+  local c = { pipe = own(pipe), buf = "", last = uv.now() }
+  S.conns[c] = true
   c.idle = own(uv.new_timer())
   c.idle:start(host.IDLE_MS, host.IDLE_MS, function() drop_client(c) end)
   pipe:read_start(function(rerr, data) on_client_data(c, rerr, data) end)
@@ -425,7 +436,9 @@ local function listen(path)
     server:close()
     return nil, err
   end
-  S.admin_path = path                 -- ours now: stop() removes it
+  S.admin_path = path                 -- ours now: stop() removes it, if still the same file
+  local bound = uv.fs_lstat(path)
+  S.admin_ino = bound and bound.ino
   local chmod_ok, cerr = uv.fs_chmod(path, tonumber("600", 8))   -- before anyone can connect
   if chmod_ok then
     ok, err = server:listen(16, function(lerr) on_connection(server, lerr) end)
@@ -446,6 +459,10 @@ end
 -- another process listens on is left alone (an error); one nobody listens on is replaced.
 local function serve_admin(path)
   if #path > 107 then return nil, "the path is longer than 107 bytes" end
+  if path:sub(1, 1) ~= "/" then          -- absolute: the script may change its directory
+    local cwd = uv.cwd()
+    if cwd and #cwd + 1 + #path <= 107 then path = cwd .. "/" .. path end
+  end
   local folder = split(path)
   local fst = uv.fs_stat(folder)
   if not fst then return nil, format("its folder %s does not exist", folder) end
@@ -487,17 +504,23 @@ end
 function host.start(opts)
   opts = type(opts) == "table" and opts or {}
   if S then host.stop() end
-  S = { handles = {}, dirs = {}, watched = {}, clients = 0, watch = opts.watch and true or false }
+  S = { handles = {}, dirs = {}, watched = {}, clients = 0, conns = {},
+        watch = opts.watch and true or false }
 
   if opts.trace and type(modal.trace) == "function" then pcall(modal.trace, true) end
 
   local sig = uv.new_signal()
   if sig then
-    own(sig)
+    sig:unref()
+    S.sighup = sig
     sig:start("sighup", function()
       log("info", "SIGHUP received: reloading every loaded definition")
       host.reload_all("SIGHUP")
     end)
+  end
+  if stopped_sighup then                  -- the last stop's, ignoring: this one serves now
+    stopped_sighup:close()
+    stopped_sighup = nil
   end
 
   if S.watch then
@@ -540,8 +563,21 @@ function host.stop()
   for h in pairs(s.handles) do
     if not h:is_closing() then h:close() end
   end
+  -- SIGHUP stays caught, ignored: closing its handle would give it back its default action,
+  -- which ends the process (a log rotation's `kill -HUP` while the host drains).
+  local sig = s.sighup
+  if sig and not sig:is_closing() then
+    if stopped_sighup then stopped_sighup:close() end
+    stopped_sighup = sig
+    sig:start("sighup", function()
+      log("info", "SIGHUP received while the host stops: ignored (nothing is reloaded)")
+    end)
+  end
   s.handles = {}
-  if s.admin_path then uv.fs_unlink(s.admin_path) end
+  if s.admin_path then                  -- unless something else took its name meanwhile
+    local st = uv.fs_lstat(s.admin_path)
+    if st and st.type == "socket" and st.ino == s.admin_ino then uv.fs_unlink(s.admin_path) end
+  end
   if s.on_load and rawget(modal, "_on_load") == s.on_load then
     modal._on_load = s.previous_on_load
   end

@@ -361,29 +361,65 @@ local function step_problem(step)
     return format("a step has exactly one of `input`, `advance`, `job`, this one has %s",
       #actions == 0 and "none" or concat(actions, " and "))
   end
+  local args = step.args
+  if args ~= nil then
+    if type(args) ~= "table" then
+      return "args is the list of the step's arguments { ... }, got " .. type(args)
+    end
+    local n = args.n
+    if n ~= nil and not (math.type(n) == "integer" and n >= 0) then
+      return "args.n is the number of arguments, a whole number >= 0, got " .. show_value(n)
+    end
+  end
+  if step.to ~= nil and type(step.to) ~= "string" then
+    return "to is the name of the state the step leads to, got " .. type(step.to)
+  end
+  if step.edge ~= nil and type(step.edge) ~= "string" then
+    return "edge is the path of the transition the step takes (a string such as "
+      .. "'states.idle.on.connect'), got " .. type(step.edge)
+  end
   return nil
 end
 
--- The walk's clock: the installed one (the caller's), else one the walk installs and closes.
--- `restart` starts each replay at the same time.
-local function session_start()
+-- A run to completion that takes more transitions than this stops, and the replay with it:
+-- the definition loops without waiting (the driver only warns about it, at 100,000).
+local DRAIN_LIMIT = 10000
+
+-- The walk's clock: the caller's, or one it installs and closes. The timers armed before it
+-- (the caller's, a loaded file's) are parked, never due, their deadlines and the clock's time
+-- given back at the end; each replay starts at 0 (`restart`).
+local function session_start(who)
+  if C.installed() and C.stepping() then
+    error(format("%s: called from a timer the clock is running (call it after clock:advance or "
+      .. "clock:next returns)", who), 3)
+  end
   local own = not C.installed()
   if own then C.install(0) end
+  local ok, err = pcall(C.park, who)
+  if not ok then
+    if own then C.close() end
+    error(err, 3)
+  end
+  C.looped()
   -- drawn from the caller's generator: it goes on from there once we are done
-  return { own = own, mark = C.mark(), reseed = math.random(0) }
+  return { own = own, mark = C.mark(), reseed = math.random(0), limit = C.drain_limit(DRAIN_LIMIT) }
 end
 
 local function session_end(s)
   C.drop(s.mark)
+  C.drain_limit(s.limit)
+  C.looped()
+  C.unpark()
   if s.own then C.close() end
   math.randomseed(s.reseed)                -- the caller's draws go on, not the fixed seed's
 end
 
--- A new instance of the instrumented copy, on a clock at 0 (or the caller's), nothing of a
--- former replay left armed.
+-- A new instance of the instrumented copy, on a clock at 0, nothing of a former replay left
+-- armed.
 local function new_instance(entry, s, opts)
   C.drop(s.mark)
-  if s.own then C.restart(0) end
+  C.looped()
+  C.restart(0)
   math.randomseed(SEED)                  -- each replay draws what the search drew
   local c = entry.copy:new(fresh_data(opts))
   return c, info_of(entry, c)
@@ -493,12 +529,18 @@ end
 
 -- Replays `steps` on a new instance; returns it and its info, or nil when a step fails (a
 -- definition whose behaviour depends on more than its state and data).
+-- Replays `steps` on a new instance: it and its info, or nil and why not (a step that cannot
+-- be applied, a run to completion that loops: `looped` the cycle).
 local function replay(entry, s, steps, opts)
   local c, i = new_instance(entry, s, opts)
   C.advance(0)
+  local looped = C.looped()
+  if looped then return nil, looped end
   for _, step in ipairs(steps) do
     if not apply(entry, c, i, step) then return nil end
     C.advance(0)                           -- what the step made due now runs
+    looped = C.looped()
+    if looped then return nil, looped end
   end
   return c, i
 end
@@ -514,7 +556,10 @@ end
 -- taken =, edges = { { id =, taken = bool, path = index, guard_error = message }, ... },
 -- errors = { message, ... } }` (guard_error: what the transition's guard raised, if it did)
 -- (errors: the distinct lines logged at level error while searching, such as a hook that
--- raised; the search itself logs nothing). After XState's graph testing (`@xstate/graph`),
+-- raised; the search itself logs nothing) (loops: those of errors that say a replay looped
+-- without waiting: 10,000 transitions in one run to completion stop it) (cut: "max_depth" or
+-- "max_nodes" when a transition was left out and the search was cut short by that limit).
+-- After XState's graph testing (`@xstate/graph`),
 -- with timers and jobs as steps.
 function M.paths(Mach, opts)
   opts = checked_options(opts, "paths")
@@ -523,14 +568,14 @@ function M.paths(Mach, opts)
   local max_nodes = opts.max_nodes or DEFAULT_MAX_NODES
   local covered, ncovered, total = {}, 0, #entry.edges
   entry.guard_errors = {}
-  local found, errors, seen_error = {}, {}, {}
+  local found, errors, seen_error, loops, cut = {}, {}, {}, {}, nil
   local previous = modal.on_log(function(level, message)   -- replays would repeat each line
     if level == "error" and not seen_error[message] and #errors < 20 then
       seen_error[message] = true
       errors[#errors + 1] = message
     end
   end)
-  local s = session_start()
+  local s = session_start("paths")
   local ok, err = pcall(function()
     local function cover(taken, path_index)
       local new = false
@@ -543,23 +588,47 @@ function M.paths(Mach, opts)
       end
       return new
     end
+    -- a replay that loops without waiting is a dead end, said once in `errors`
+    local function loop_error(steps, looped)
+      local shown = {}
+      for k, step in ipairs(steps) do shown[k] = M.describe(step) end
+      local message = format("after %s: %s", #steps == 0 and "the first entry" or
+        "steps " .. concat(shown, ", "), looped)
+      if not seen_error[looped] and #errors < 20 then
+        seen_error[looped] = true
+        errors[#errors + 1] = message
+        loops[#loops + 1] = message
+      end
+    end
     local c0, i0 = replay(entry, s, {}, opts)
-    if c0 then cover(i0.edges, 0) end
+    if c0 then cover(i0.edges, 0) elseif i0 then loop_error({}, i0) end
     local queue, head = { { steps = {} } }, 1
     local seen = { [c0 and (c0.state .. fingerprint(c0.data, 0, {})) or ""] = true }
     local nodes = 1
     while head <= #queue and ncovered < total do
       local node = queue[head]
       head = head + 1
-      if #node.steps < max_depth then
+      if #node.steps >= max_depth then
+        cut = "max_depth"
+      else
         local c, i = replay(entry, s, node.steps, opts)
         local cands = c and candidates(entry, c, i, opts) or {}
         for _, cand in ipairs(cands) do
           local c2, i2 = replay(entry, s, node.steps, opts)
           if c2 then
             local before = #i2.edges
-            if apply(entry, c2, i2, cand) then
+            local applied, looped = apply(entry, c2, i2, cand), nil
+            if applied then
               C.advance(0)
+              looped = C.looped()
+              if looped then
+                local steps = {}
+                for k, x in ipairs(node.steps) do steps[k] = x end
+                steps[#steps + 1] = cand
+                loop_error(steps, looped)
+              end
+            end
+            if applied and not looped then
               local step = cand
               step.to = c2.state
               step.edge = i2.edges[before + 1]
@@ -572,6 +641,8 @@ function M.paths(Mach, opts)
                 seen[key] = true
                 nodes = nodes + 1
                 queue[#queue + 1] = { steps = path }
+              elseif not seen[key] then
+                cut = cut or "max_nodes"
               end
             end
           end
@@ -604,7 +675,8 @@ function M.paths(Mach, opts)
     while by[a] do a = by[a] end
     return kept_at[a]
   end
-  local coverage = { total = total, taken = ncovered, edges = {}, errors = errors }
+  local coverage = { total = total, taken = ncovered, edges = {}, errors = errors,
+                    loops = loops, cut = ncovered < total and cut or nil }
   for k, e in ipairs(entry.edges) do
     local at = covered[e.id]
     coverage.edges[k] = { id = e.id, taken = at ~= nil, path = at and at > 0 and kept(at) or nil,
@@ -628,7 +700,21 @@ function M.walk(Mach, path, opts)
   if type(path) ~= "table" then
     error("walk: expected a path (a list of steps), got " .. type(path), 2)
   end
-  local s = session_start()
+  local last, count = #path, 0
+  for k in next, path do
+    if math.type(k) ~= "integer" or k < 1 or k > last then
+      error(format("walk: a path is a list of steps 1..n, without holes; it has key %s "
+        .. "beside steps 1..%d", type(k) == "string" and format("%q", k) or show_value(k), last), 2)
+    end
+    count = count + 1
+  end
+  if count ~= last then
+    local hole = 1
+    while path[hole] ~= nil do hole = hole + 1 end
+    error(format("walk: a path is a list of steps 1..n, without holes; step %d of %d is missing",
+      hole, last), 2)
+  end
+  local s = session_start("walk")
   local states, taken, failure = {}, nil, nil
   local ok, err = pcall(function()
     for k, step in ipairs(path) do        -- a malformed step fails before anything runs
@@ -641,15 +727,25 @@ function M.walk(Mach, path, opts)
     end
     local c, i = new_instance(entry, s, opts)
     C.advance(0)
+    local looped = C.looped()
+    if looped then
+      failure = modal.failure("walk", format("the first entry (from '%s'): %s", c.state, looped),
+        { step = 0, state = c.state, states = states, edges = {} })
+      return
+    end
     states[1] = c.state
     for k, step in ipairs(path) do
       local from = c.state
       local left                           -- the time left before from's timeout, if armed
       if i.delay then left = i.armed_at + i.delay - modal.now() end
+      local before_step = #i.edges
       local applied, why = apply(entry, c, i, step)
       local expected
       if applied then
         C.advance(0)
+        why = C.looped()
+      end
+      if applied and not why then
         if type(step.to) == "string" then
           expected = { [step.to] = true }
         else
@@ -669,6 +765,11 @@ function M.walk(Mach, path, opts)
                 names(expected), show_value(step.advance), from, left, i.delay, from)
             end
           end
+        end
+        local took = i.edges[before_step + 1]
+        if not why and step.edge ~= nil and took ~= step.edge then
+          why = format("the step took %s, the path says it takes %s", took or "no transition",
+            step.edge)
         end
       end
       if why then

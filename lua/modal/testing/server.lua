@@ -94,7 +94,7 @@ local function apply(s, opts, creating)
   local sg = opts.slow_greeting
   if sg ~= nil and sg ~= false and (type(sg) ~= "number" or sg ~= sg or sg < 0) then
     errs[#errs + 1] = "slow_greeting: expected a number of seconds >= 0 (or false), got "
-      .. tostring(opts.slow_greeting)
+      .. (sg ~= sg and "NaN" or tostring(opts.slow_greeting))
   end
   if opts.auth ~= nil and opts.auth ~= false and (type(opts.auth) ~= "string" or opts.auth == "") then
     errs[#errs + 1] = "auth: expected the secret (a string), or false"
@@ -245,7 +245,8 @@ local function on_connection(s, err)
     update_reading(s, c)
     c.timer = uv.new_timer()
     if not s.ref then c.timer:unref() end
-    c.timer:start(floor(s.slow_greeting * 1000 + 0.5), 0, function()
+    -- capped at 1e9 s as modal's delays are (math.huge: a greeting that never comes)
+    c.timer:start(floor(math.min(s.slow_greeting, 1e9) * 1000 + 0.5), 0, function()
       close_handle(c.timer)
       c.timer = nil
       greet(s, c)
