@@ -48,7 +48,7 @@ CORE_SRC := src/context.c src/log.c src/failure.c src/timer.c src/deferred_links
             src/later.c src/clock.c src/loop.c src/compile.c src/instance.c src/observe.c \
             src/calls.c src/drive.c src/entry.c src/machine.c src/reload.c src/stats.c src/peer.c \
             src/relay.c src/module.c
-HOST_SRC := src/host.c
+HOST_SRC := src/host.c src/host_usage.c
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/%.o)
 
@@ -78,7 +78,7 @@ deps:
 check-deps:
 	@dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1 || $(MAKE) --no-print-directory deps
 
-$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h | $(BUILD)
+$(BUILD)/%.o: src/%.c src/modal.h src/core.h src/machine.h src/deferred.h src/host.h | $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD):

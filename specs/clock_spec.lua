@@ -56,7 +56,21 @@ describe("modal.testing.clock", function()
       support.clock()
       assert.has_error(function() testing.clock() end,
         "clock: a testing clock is already installed (one at a time: close it first with "
-        .. "clock:close())")
+        .. "clock:close()); testing.current_clock() returns it")
+    end)
+
+    it("keeps the clock installed: a test that lost it closes it through current_clock()", function()
+      do testing.clock(5) end                        -- lost: no variable holds it
+      collectgarbage()
+      collectgarbage()
+      local lost = testing.current_clock()
+      assert.is_table(lost)
+      assert.equal(5, modal.now())
+      lost:close()
+      assert.is_nil(testing.current_clock())
+      local clock = testing.clock()
+      assert.equal(clock, testing.current_clock())
+      clock:close()
     end)
 
     it("refuses a start that is not a finite number >= 0", function()
@@ -488,6 +502,19 @@ describe("modal.testing.clock", function()
   end)
 
   describe("and the loop", function()
+    it("modal.run() ended by modal.stop() says work is left while the clock's timers are armed",
+      function()
+      support.clock()
+      local c = counter()
+      modal.call_later(0, modal.stop)
+      local h = modal.call_later(10, c.fn)
+      assert.is_true(modal.run())
+      assert.equal(0, c.n)
+      h:cancel()
+      modal.call_later(0, modal.stop)
+      assert.is_false(modal.run())                  -- nothing left armed: no work
+    end)
+
     it("modal.run() raises at once when only virtual timers are left", function()
       support.clock()
       local c = counter()

@@ -13,6 +13,7 @@
 #include <lualib.h>
 #include <luv/luv.h>
 #include "core.h"
+#include "host.h"
 
 #ifndef MODAL_PREFIX
 #define MODAL_PREFIX "/usr/local"
@@ -43,68 +44,8 @@ static host *host_of(lua_State *L) {
   return h;
 }
 
-static const char usage_text[] =
-  "usage: modal <command> [options]\n"
-  "\n"
-  "Runs Lua 5.4 programs on modal's event loop (libuv, shared with luv).\n"
-  "\n"
-  "commands:\n"
-  "  run [options] SCRIPT [ARGS...]  run SCRIPT; `arg` and `...` are as under lua5.4,\n"
-  "                                  and luv and modal are preloaded; the loop runs after\n"
-  "                                  the script's main chunk until no work is left\n"
-  "  check FILE...                   validate machine definitions: every error and\n"
-  "                                  warning as `file: path: message`; exit 1 on errors\n"
-  "  graph FILE [--format dot|mermaid]\n"
-  "                                  print the state diagram (Graphviz renders dot)\n"
-  "  test [--options LUAFILE] [--max-depth N] [--steps] FILE...\n"
-  "                                  walk paths that take every transition, on a\n"
-  "                                  virtual clock; exit 1 on a mismatch\n"
-  "\n"
-  "  ctl SOCKET status|reload [NAME]|trace on|off\n"
-  "                                  talk to a host started with --admin SOCKET\n"
-  "\n"
-  "run options:\n"
-  "  --watch                         reload a definition loaded with modal.load when its\n"
-  "                                  file changes (folders are watched; saves are debounced)\n"
-  "  --admin PATH                    serve status/reload/trace on a unix socket (mode 0600)\n"
-  "  --trace                         log every transition, its input and the time spent\n"
-  "                                  in the old state\n"
-  "  --log-level LEVEL               error, warn, info (default) or debug\n"
-  "\n"
-  "options:\n"
-  "  -h, --help                      show this help and exit\n"
-  "  -V, --version                   print the version and exit\n"
-  "  help COMMAND                    show COMMAND's own help (as COMMAND --help)\n"
-  "\n"
-  "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain;\n"
-  "a second signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
-
-static const char run_usage_text[] =
-  "usage: modal run [options] [--] SCRIPT [ARGS...]\n"
-  "\n"
-  "Runs the Lua 5.4 program SCRIPT on modal's event loop. `arg` and `...` are as under\n"
-  "lua5.4; luv and modal are preloaded. After the main chunk the loop runs until no work is\n"
-  "left (no active handle, timer or pending call), or until a stop signal.\n"
-  "\n"
-  "options:\n"
-  "  --watch              reload a definition loaded with modal.load when its file\n"
-  "                       changes (folders are watched; saves are debounced)\n"
-  "  --admin PATH         serve status/reload/trace on the unix socket PATH (mode 0600;\n"
-  "                       only this user and root are answered); see `modal ctl --help`\n"
-  "  --trace              log every transition, its input and the time spent in the old\n"
-  "                       state\n"
-  "  --log-level LEVEL    error, warn, info (default) or debug\n"
-  "  -h, --help           show this help and exit\n"
-  "  --                   end of options: the next argument is SCRIPT\n"
-  "\n"
-  "Exit status: 0 when the loop ran out of work or drained after a stop signal (or what\n"
-  "the script passed to os.exit); 1 when the script or a luv callback raised; 2 on a usage\n"
-  "error; 128 + the signal's number when a second SIGINT or SIGTERM ended it at once.\n"
-  "SIGINT or SIGTERM runs the modal.on_stop handlers and lets the loop drain; a second\n"
-  "signal exits at once. SIGHUP reloads every loaded definition. See modal(1).\n";
-
 static void usage(FILE *to) {
-  (void)fputs(usage_text, to);
+  (void)fputs(modal__host_usage, to);
 }
 
 /* After printing to stdout: 0, or 1 with the reason on stderr when the output could not be
@@ -211,6 +152,8 @@ static const char *signal_name(int signum) {
   return signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "signal";
 }
 
+static void exit_now(int signum);
+
 /* The SIGINT/SIGTERM watchers' callback (luv passes the signal's name): the first runs the
 ** modal.on_stop handlers and lets the loop drain; a second exits at once. */
 static int on_signal(lua_State *L) {
@@ -221,7 +164,7 @@ static int on_signal(lua_State *L) {
   if (h->stopping) {
     (void)fprintf(stderr, "modal: second %s: exiting now\n", signal_name(signum));
     (void)fflush(stderr);
-    _exit(128 + signum);
+    exit_now(signum);
   }
   h->stopping = 1;
   modal__log(L, MODAL_LOG_INFO, 0, "%s received: stopping (send it again to exit at once)",
@@ -236,6 +179,33 @@ static int on_signal(lua_State *L) {
 ** by nature — a signal handler can reach static storage only. */
 static volatile sig_atomic_t stop_signals;
 static struct sigaction chained[2];     /* libuv's handlers for SIGINT and SIGTERM */
+static char admin_socket[108];          /* the socket served, absolute: a second signal's exit
+                                        ** removes it too (empty: none) */
+
+/* Keeps the admin socket's absolute path, once served, for the exit at a second signal. */
+static void note_admin_socket(const char *path) {
+  char cwd[sizeof admin_socket];
+  size_t n = path ? strlen(path) : 0, c = 0;
+  if (n == 0)
+    return;
+  if (path[0] != '/') {
+    if (!getcwd(cwd, sizeof cwd))
+      return;
+    c = strlen(cwd);
+    cwd[c++] = '/';                      /* getcwd left room: c < sizeof cwd */
+  }
+  if (c + n >= sizeof admin_socket)
+    return;
+  memcpy(admin_socket, cwd, c);
+  memcpy(admin_socket + c, path, n + 1);
+}
+
+/* The exit at a second stop signal: the admin socket goes (async-signal-safe: unlink). */
+static void exit_now(int signum) {
+  if (admin_socket[0])
+    (void)unlink(admin_socket);
+  _exit(128 + signum);
+}
 
 static void on_stop_signal(int signum) {
   static const char sigint_msg[] = "modal: second stop signal (SIGINT): exiting now\n";
@@ -246,7 +216,7 @@ static void on_stop_signal(int signum) {
       (void)!write(2, sigint_msg, sizeof sigint_msg - 1);
     else
       (void)!write(2, sigterm_msg, sizeof sigterm_msg - 1);
-    _exit(128 + signum);
+    exit_now(signum);
   }
   if (next->sa_handler != SIG_DFL && next->sa_handler != SIG_IGN && next->sa_handler)
     next->sa_handler(signum);           /* libuv's: on_signal runs when the loop can */
@@ -405,6 +375,7 @@ static int pmain(lua_State *L) {
   }
   lua_call(L, 1, 0);
   lua_pop(L, 1);
+  note_admin_socket(h->admin);
   if (luaL_loadfile(L, h->argv[h->script]) != LUA_OK)
     return lua_error(L);
   luaL_checkstack(L, nargs + 4, "too many arguments to the script");
@@ -559,7 +530,7 @@ static int cmd_run(int argc, char **argv) {
   h.log_level = -1;
   for (i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      (void)fputs(run_usage_text, stdout);   /* an error stays in stdout for flush_stdout */
+      (void)fputs(modal__host_run_usage, stdout);   /* an error stays in stdout for flush_stdout */
       return flush_stdout("run --help");
     }
     if (take_value(argc, argv, &i, "--log-level", &v)) {
@@ -625,7 +596,7 @@ int main(int argc, char **argv) {
     char *help[] = { argv[0], argv[2], (char *)"--help", NULL };   /* modal help CMD */
     return argv[2][0] == 'r' ? cmd_run(3, help) : cmd_tool(3, help);
   }
-  if (strcmp(argv[1], "help") == 0 && argc > 2)
+  if (strcmp(argv[1], "help") == 0 && argc > 2 && strcmp(argv[2], "help") != 0)
     return fail_usage("no help on '%s': not a command (run, check, graph, test, ctl)", argv[2]);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {

@@ -39,8 +39,12 @@ int modal__loop_run(lua_State *L) {
   alive = uv_run(ctx->loop, UV_RUN_DEFAULT);   /* both libraries refuse a nested run */
   lctx->mode = -1;
   ctx->running = 0;
-  if (!alive && !ctx->stop_asked && ctx->vclock)
-    virtual_only(L);
+  if (!alive && ctx->vclock) {
+    uint64_t first;
+    if (!ctx->stop_asked)
+      virtual_only(L);
+    alive = modal__timers_pending(L, &first);  /* stopped: the clock's timers are work left */
+  }
   return alive != 0;
 }
 

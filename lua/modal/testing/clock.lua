@@ -20,6 +20,8 @@ local format = string.format
 
 local M = {}
 
+local current                           -- the clock installed (kept: a lost one can be closed)
+
 local Clock = {}
 Clock.__index = Clock
 Clock.__name = "modal.testing.clock"
@@ -82,6 +84,7 @@ function Clock:close()
   if self.closed then return end
   call(C.close)
   self.closed = true
+  if current == self then current = nil end
 end
 
 Clock.__close = Clock.close
@@ -96,13 +99,26 @@ end
 -- After Twisted's `task.Clock`, but for every timer modal owns (call_later, sleep,
 -- add_timeout, state timeouts, and so every policy's timers); luv's handles keep real time.
 function M.clock(start)
-  call(C.install, start)
-  return setmetatable({ closed = false, mark = C.mark() }, Clock)
+  local ok, err = pcall(C.install, start)
+  if not ok then
+    if current and type(err) == "string" and err:find("already installed", 1, true) then
+      err = err .. "; testing.current_clock() returns it"
+    end
+    error(err, 2)
+  end
+  current = setmetatable({ closed = false, mark = C.mark() }, Clock)
+  return current
 end
 
 --- True while a clock is installed.
 function M.installed()
   return C.installed()
+end
+
+--- The clock installed with testing.clock(), or nil: a test that lost its clock (a failed
+-- test without after_each) closes it with `testing.current_clock():close()`.
+function M.current_clock()
+  return current
 end
 
 return setmetatable(M, { __call = function(_, ...) return M.clock(...) end })

@@ -1,5 +1,5 @@
 --- lua/modal/testing/init.lua — the testing kit, `require "modal.testing"` (doc/testing.md):
--- each part loads on first use, by field name: clock, paths, walk, server.
+-- each part loads on first use, by field name: clock, current_clock, paths, walk, server.
 --
 --   local testing = require "modal.testing"
 --   local clock = testing.clock()          -- loads lua/modal/testing/clock.lua
@@ -8,6 +8,7 @@
 
 local PARTS = {
   clock = "modal.testing.clock",
+  current_clock = "modal.testing.clock",
   paths = "modal.testing.paths",
   walk = "modal.testing.paths",
   server = "modal.testing.server",
