@@ -73,6 +73,15 @@ describe("modal.testing.clock", function()
       clock:close()
     end)
 
+    it("names a method called with a dot instead of a colon", function()
+      local clock = support.clock()
+      assert.has_error(function() clock.advance(5) end,
+        "clock:advance: call it as a method, clock:advance(...), not clock.advance(...)")
+      assert.has_error(function() clock.close() end,
+        "clock:close: call it as a method, clock:close(), not clock.close()")
+      assert.equal(0, modal.now())
+    end)
+
     it("refuses a start that is not a finite number >= 0", function()
       assert.has_error(function() testing.clock(-1) end)
       assert.has_error(function() testing.clock(0 / 0) end)

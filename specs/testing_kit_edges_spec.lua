@@ -191,6 +191,20 @@ return modal.machine { name = "chain", initial = "s1", methods = {},
     assert.is_nil(coverage.cut)
   end)
 
+  it("notes args for an input no state takes, with the input meant", function()
+    local M = modal.machine {
+      name = "poked", initial = "idle", methods = {},
+      states = { idle = { on = { poke = { { to = "hit", guard = function(_, x) return x == 42 end } } } },
+                 hit = {} },
+    }
+    local _, coverage = testing.paths(M, { args = { pok = { { 42 } } } })
+    assert.same({ "args.pok: no state takes input 'pok' (did you mean 'poke'?)" }, coverage.notes)
+    assert.equal(0, coverage.taken)
+    _, coverage = testing.paths(M, { args = { poke = { { 42 } } } })
+    assert.same({}, coverage.notes)
+    assert.equal(1, coverage.taken)
+  end)
+
   describe("the commands on files that arm timers or install a clock", function()
     it("`modal graph` prints the diagram alone: the file's timers never run", function()
       local path = file("prog_t0.lua", [[

@@ -480,6 +480,7 @@ local function test_file(file, opts, steps, out)
     out:write(format("%s: cannot search for paths: %s\n", file, message_of(paths)))
     return 1
   end
+  for _, note in ipairs(coverage.notes) do out:write(format("%s: note: options: %s\n", file, note)) end
   local transitions = testing.transitions(def)
   local status, taken, noted, logged, failed = 0, {}, {}, {}, {}
   local previous = modal.on_log(function(level, message)

@@ -35,6 +35,10 @@ local function call(fn, ...)
 end
 
 local function open(self, method)
+  if getmetatable(self) ~= Clock then
+    error(format("clock:%s: call it as a method, clock:%s(...), not clock.%s(...)", method,
+      method, method), 3)
+  end
   if self.closed then
     error(format("clock:%s: this clock was closed", method), 3)
   end
@@ -81,6 +85,9 @@ end
 --- Returns modal's timers to real time; each armed timer keeps the delay it had left. Closing
 -- a closed clock does nothing.
 function Clock:close()
+  if getmetatable(self) ~= Clock then
+    error("clock:close: call it as a method, clock:close(), not clock.close()", 2)
+  end
   if self.closed then return end
   call(C.close)
   self.closed = true

@@ -558,12 +558,31 @@ end
 -- (errors: the distinct lines logged at level error while searching, such as a hook that
 -- raised; the search itself logs nothing) (loops: those of errors that say a replay looped
 -- without waiting: 10,000 transitions in one run to completion stop it) (cut: "max_depth" or
--- "max_nodes" when a transition was left out and the search was cut short by that limit).
+-- "max_nodes" when a transition was left out and the search was cut short by that limit)
+-- (notes: options that had no effect, such as args for an input no state takes).
 -- After XState's graph testing (`@xstate/graph`),
 -- with timers and jobs as steps.
 function M.paths(Mach, opts)
   opts = checked_options(opts, "paths")
   local entry = read(Mach, "paths")
+  local notes = {}
+  if opts.args then                      -- a misspelt input would be tried never, silently
+    local known, list = { done = true, error = true }, { "done", "error" }
+    for _, st in pairs(entry.states) do
+      for input in pairs(st.on) do
+        if not known[input] then known[input] = true; list[#list + 1] = input end
+      end
+    end
+    sort(list)
+    for input in next, opts.args do
+      if not known[input] then
+        local near = type(input) == "string" and check.nearest(input, list)
+        notes[#notes + 1] = format("args.%s: no state takes input '%s'%s", tostring(input),
+          tostring(input), near and format(" (did you mean '%s'?)", near)
+          or " (inputs: " .. concat(list, ", ") .. ")")
+      end
+    end
+  end
   local max_depth = opts.max_depth or DEFAULT_MAX_DEPTH
   local max_nodes = opts.max_nodes or DEFAULT_MAX_NODES
   local covered, ncovered, total = {}, 0, #entry.edges
@@ -676,7 +695,7 @@ function M.paths(Mach, opts)
     return kept_at[a]
   end
   local coverage = { total = total, taken = ncovered, edges = {}, errors = errors,
-                    loops = loops, cut = ncovered < total and cut or nil }
+                    loops = loops, cut = ncovered < total and cut or nil, notes = notes }
   for k, e in ipairs(entry.edges) do
     local at = covered[e.id]
     coverage.edges[k] = { id = e.id, taken = at ~= nil, path = at and at > 0 and kept(at) or nil,
