@@ -83,6 +83,8 @@ describe("the host's command line", function()
         "modal run: unknown option '--wacth'" },
       { "an unknown log level given with =", "run --log-level=verbose " .. never,
         "modal run: unknown log level 'verbose' (use error, warn, info or debug)" },
+      { "a value given to a flag", "run --watch=yes " .. never,
+        "modal run: option '--watch' takes no value" },
       { "no script", "run --trace",
         "modal run: no script given (usage: modal run [options] SCRIPT [ARGS...])" },
       { "--admin= with no socket path", "run --admin= " .. never,

@@ -549,6 +549,8 @@ static int cmd_run(int argc, char **argv) {
     } else if (strcmp(argv[i], "--") == 0) {
       i++;
       break;
+    } else if (strncmp(argv[i], "--watch=", 8) == 0 || strncmp(argv[i], "--trace=", 8) == 0) {
+      return fail_run_usage("option '%.7s' takes no value", argv[i]);
     } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
       return fail_run_usage("unknown option '%s'", argv[i]);
     } else {
