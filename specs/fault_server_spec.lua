@@ -232,6 +232,32 @@ describe("modal.testing.server", function()
     end)
   end)
 
+  describe("at the end of a program that never turns the loop again", function()
+    -- luv frees a handle still closing when the Lua state closes while libuv still lists it:
+    -- the server lets libuv finish its own closes then, so the program exits cleanly.
+    local cases = {
+      { "after set()", 's = server { mode = "refuse" }; s:set("echo")' },
+      { "after stop()", "s = server {}; s:stop()" },
+      { "after close()", "s = server {}; s:close()" },
+      { "after a run, then close()", "s = server {}; modal.run(); s:close()" },
+    }
+    for _, case in ipairs(cases) do
+      it("exits 0 " .. case[1], function()
+        local file = os.tmpname()
+        local f = assert(io.open(file, "w"))
+        f:write('local modal = require "modal"\nlocal server = require("modal.testing").server\n'
+          .. "local s\n" .. case[2] .. '\nprint("end")\n')
+        f:close()
+        local p = io.popen(("LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./%s/?.so;;' "
+          .. "lua5.4 %s 2>&1; echo \"rc=$?\""):format(os.getenv("MODAL_BUILD") or "build", file))
+        local out = p:read("a")
+        p:close()
+        os.remove(file)
+        assert.equal("end\nrc=0\n", out)
+      end)
+    end
+  end)
+
   describe("slow_greeting", function()
     it("greets after that many seconds; lines wait for the greeting", function()
       local s = make { slow_greeting = 0.2 }

@@ -47,15 +47,33 @@ local Server = {}
 Server.__index = Server
 Server.__name = "modal.testing.server"
 
-local function close_handle(h)
-  if h and not h:is_closing() then h:close() end
+-- A luv handle still closing when the Lua state closes crashes luv's finalizers (libuv still
+-- lists the handle whose memory luv frees). So each close arms a waiter: it is finalized
+-- before its handle (finalizers run newest first), and when the close is still pending then
+-- (a test that ends right after s:stop()), it lets libuv finish the closes with one pass of
+-- the loop. Kept in `waiting` until the close is done, so that no ordinary collection runs it.
+local waiting = {}   -- luacheck: ignore 241 (it keeps the waiters alive: never read)
+
+local function waiter_gc(w)
+  if w.closing then pcall(uv.run, "nowait") end
+end
+
+local function close_handle(h, reset)
+  if not h or h:is_closing() then return end
+  local w = setmetatable({ closing = true }, { __gc = waiter_gc })
+  waiting[w] = true
+  local function closed()
+    w.closing = false
+    waiting[w] = nil
+  end
+  if reset then h:close_reset(closed) else h:close(closed) end
 end
 
 local function reserve(port, ref)
   local h = uv.new_tcp()
   local ok, err = h:bind(HOST, port)
   if not ok then
-    h:close()
+    close_handle(h)
     return nil, err
   end
   if not ref then h:unref() end
@@ -120,9 +138,7 @@ local function drop(s, c, reset)
   s.clients[c] = nil
   s.open = s.open - 1
   if c.timer then close_handle(c.timer); c.timer = nil end
-  if not c.sock:is_closing() then
-    if reset then c.sock:close_reset() else c.sock:close() end
-  end
+  close_handle(c.sock, reset)
 end
 
 local answer_lines
@@ -228,13 +244,13 @@ local function on_connection(s, err)
   if err then return end
   local sock = uv.new_tcp()
   if not s.listener:accept(sock) then
-    sock:close()
+    close_handle(sock)
     return
   end
   if not s.ref then sock:unref() end
   s.accepts = s.accepts + 1
   if s.mode == "accept_close" then
-    sock:close()
+    close_handle(sock)
     return
   end
   s.open = s.open + 1
