@@ -195,9 +195,7 @@ function Model:cancel_pending(e)
   e.cancelled = true
   if e.canceller then
     local ok, f = self:run_canceller(e.canceller, e)
-    if not ok then
-      if not e.fired then self:fire(e, f, true) else self.reports[#self.reports + 1] = f end
-    end
+    if not ok then self.reports[#self.reports + 1] = f end   -- reported; the cancel goes on
   end
   if not e.fired then self:fire(e, e.tfail or F("cancelled"), true) end
 end
@@ -426,7 +424,7 @@ end
 -- }============ the harness's functions, as data
 
 --- The failures that must be reported unhandled once every Deferred is collected: those
--- reported already (a canceller that raised after firing) and every Deferred left fired on
+-- reported already (a canceller that raised) and every Deferred left fired on
 -- a failure nothing handled.
 function Model:expected_reports(all)
   local out = {}

@@ -7,7 +7,8 @@
 /* ============================================================== cancel */
 
 /* Cancels the pending Deferred e at ei: its canceller runs; if that did not fire e, e fails
-** with kind "cancelled" (or "timeout"). */
+** with kind "cancelled" (or "timeout"). A canceller that raised is reported as an unhandled
+** failure, as an error in any callback modal runs is; the cancel goes on all the same. */
 static void cancel_pending(lua_State *L, int ei, modal_deferred *e) {
   int top = lua_gettop(L);
   e->flags |= DF_CANCELLED;
@@ -16,11 +17,8 @@ static void cancel_pending(lua_State *L, int ei, modal_deferred *e) {
     lua_getiuservalue(L, ei, 2);
     lua_pushvalue(L, ei);
     if (lua_pcall(L, 1, 0, top + 1) != LUA_OK) {
-      modal__to_failure(L, -1);          /* a canceller that raised fails e with its error */
-      if (!(e->flags & DF_FIRED))
-        modal__fire(L, ei, -1, 1);
-      else
-        modal__report_unhandled(L, -1);
+      modal__to_failure(L, -1);
+      modal__report_unhandled(L, -1);
     }
     lua_settop(L, top);
   }
