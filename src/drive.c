@@ -160,8 +160,7 @@ static void process(lua_State *L, modal_instance *c, int ci, int inputs, int nam
   lua_pushvalue(L, name);
   if (lua_rawget(L, inputs) != LUA_TNUMBER) {
     lua_pop(L, 1);
-    not_taken(L, c, ci, name, tag == TAG_SOFT ? MODAL_LOG_DEBUG : MODAL_LOG_WARN,
-              "not taken (no state takes it)");
+    not_taken(L, c, ci, name, MODAL_LOG_WARN, "not taken (no state takes it)");
     return;
   }
   in = (int)lua_tointeger(L, -1);
@@ -170,9 +169,8 @@ static void process(lua_State *L, modal_instance *c, int ci, int inputs, int nam
     not_taken(L, c, ci, name, MODAL_LOG_DEBUG, "dropped: the entry it belonged to has ended,");
     return;
   }
-  if (modal__drive_input(L, c, ci, in, name, args, nargs))
-    not_taken(L, c, ci, name, tag == TAG_PLAIN ? MODAL_LOG_WARN : MODAL_LOG_DEBUG,
-              "not taken");
+  if (modal__drive_input(L, c, ci, in, name, args, nargs))   /* an `error` too: not ignored */
+    not_taken(L, c, ci, name, tag > 0 ? MODAL_LOG_DEBUG : MODAL_LOG_WARN, "not taken");
 }
 
 /* A definition that loops without end: said once per drain, with the cycle of states; under
@@ -286,7 +284,7 @@ void modal__drive_drain(lua_State *L, modal_instance *c, int ci) {
 /* ============================================================== user code */
 
 /* A hook, action, guard, timeout function or run raised (failure on top, popped): log it
-** at error and queue input "error" with it (soft: dropped quietly if not taken). */
+** at error and queue input "error" with it (taken, ignored at debug, or logged at warn). */
 static void hook_error(lua_State *L, modal_instance *c, int ci, const char *what) {
   int f = lua_gettop(L);
   modal__push_fields(L, c, ci, 0);
