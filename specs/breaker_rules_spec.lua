@@ -99,16 +99,20 @@ describe("modal.breaker", function()
       local got = bs.calls(b, { "slow 2", "slow 3", "slow 2.5", "slow 1" })
       clock:advance(3)
       for i = 1, 4 do assert.is_true(got[i].ok) end
-      assert.equal("closed", b.state)                 -- 3 of 4 slow: 75 % < 100 %
+      assert.equal("closed", b.state)                 -- 2 of 4 slower than 2 s: 50 % < 100 %
       bs.calls(b, { "slow 2", "slow 2", "slow 2", "slow 2" })
       clock:advance(2)
+      assert.equal("closed", b.state)                 -- exactly slow_call is not slower
+      bs.calls(b, { "slow 2.5", "slow 2.5", "slow 2.5", "slow 2.5" })
+      clock:advance(2.5)
       assert.equal("open", b.state)
       local f = bs.watch(b:call("ok")).value
-      assert.matches("is open: 4 of 4 calls took 2.0 s or more %(100 %%%); next trial in 5.0 s", f.message)
+      assert.matches("is open: 4 of 4 calls took more than 2.0 s %(100 %%%); next trial in 5.0 s",
+        f.message)
       assert.equal(1, f.value.slow_rate)
 
       local b2 = bs.breaker(t, { window = 4, min_calls = 4, slow_call = 1, slow_rate = 0.5 })
-      bs.calls(b2, { "slow 1", "ok", "slow 2", "ok" })
+      bs.calls(b2, { "slow 1.5", "ok", "slow 2", "ok" })
       clock:advance(2)
       assert.equal("open", b2.state)
     end)
@@ -221,11 +225,11 @@ describe("modal.breaker", function()
       local t = bs.target()
       local b = opened(t, { window = 2, min_calls = 2, trials = 2, slow_call = 1 }, { "fail", "fail" })
       clock:next()
-      bs.calls(b, { "slow 1", "slow 2" })
+      bs.calls(b, { "slow 1.5", "slow 2" })
       clock:advance(2)
       assert.equal("open", b.state)
-      assert.matches("2 of 2 trial calls took 1.0 s or more (100 %)", bs.watch(b:call("ok")).value.message,
-        1, true)
+      assert.matches("2 of 2 trial calls took more than 1.0 s (100 %)",
+        bs.watch(b:call("ok")).value.message, 1, true)
     end)
 
     it("frees the slot of a trial whose failure counts() excludes, without counting it", function()
@@ -296,7 +300,7 @@ describe("modal.breaker", function()
         "methods[3]: 'force' is a method every breaker has; choose another name",
         "min_calls: 30 is more than the window's 20 calls: the breaker could never open",
         "failure_rate: expected a rate > 0 and <= 1, got 1.5",
-        "slow_rate: needs slow_call (the seconds from which a call is slow)",
+        "slow_rate: needs slow_call (the seconds a call must take more than to be slow)",
         "trials: expected a whole number of calls >= 1, got 0",
         "counts: expected function(failure) -> boolean, got \"all\"",
         "open_wait.initial: expected a number of seconds >= 0, got -1",

@@ -271,6 +271,12 @@ describe("modal combinators", function()
       assert.equal(3, reads)
     end)
 
+    it("takes a __len of 2.0 as 2, as table.unpack does", function()
+      local list = setmetatable({}, { __index = function(_, i) return modal.succeed(i) end,
+                                      __len = function() return 2.0 end })
+      assert.same({ "succeeded", { 1, 2 } }, { outcome(modal.all(list)) })
+    end)
+
     it("refuses a list whose __len is not a whole number, naming the function", function()
       for len, shown in pairs { [1.5] = "1.5", ["3"] = "3", [false] = "false" } do
         local list = setmetatable({}, { __len = function() return len end })

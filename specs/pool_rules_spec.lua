@@ -106,6 +106,19 @@ describe("modal.pool", function()
       assert.equal("later", later.value)
     end)
 
+    it("waits 0.5, 1, 2 s by default: the default backoff has no jitter", function()
+      local clock = support.clock()
+      local p = ps.pool { size = 1, backoff = false }     -- the pool's own default
+      local waits = {}
+      for i = 1, 3 do
+        local got = call(p, "crash number " .. i)
+        assert.is_true(ps.wait(function() return got.fired end))
+        waits[i] = modal.pool.status(p).retry_in
+        clock:advance(waits[i])
+      end
+      assert.same({ 0.5, 1, 2 }, waits)
+    end)
+
     it("starts the backoff again once a worker has stayed up restart_window seconds", function()
       local clock = support.clock()
       local p = ps.pool { size = 1, restart_window = 10,

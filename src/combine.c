@@ -139,14 +139,15 @@ static int cancel_all(lua_State *L) {
 
 static int combine_list(lua_State *L, int mode, const char *fname) {
   lua_Integer i, n;
+  int whole;
   combine *c;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   lua_len(L, 1);                         /* `#` as Lua reads it: __len honoured */
-  if (!lua_isinteger(L, -1))
+  n = lua_tointegerx(L, -1, &whole);     /* 2.0 is 2, as table.unpack takes it */
+  if (!whole || lua_type(L, -1) != LUA_TNUMBER)
     return luaL_error(L, "bad argument #1 to '%s' (its length is %s: a list's length is a whole "
                       "number)", fname, modal__tostring(L, -1));
-  n = lua_tointeger(L, -1);
   lua_settop(L, 1);
   if (n < 0)
     return luaL_error(L, "bad argument #1 to '%s' (its length is %I: a list cannot be "

@@ -274,7 +274,7 @@ local function opened_text(r)
       o.last and "; last: " .. short(o.last) or "")
   end
   if o.cause == "slow" then
-    return format("%d of %d calls took %s s or more (%s)", o.nslow, o.n, secs(o.slow_call),
+    return format("%d of %d calls took more than %s s (%s)", o.nslow, o.n, secs(o.slow_call),
       percent(o.slow_rate))
   end
   if o.cause == "trial_timeout" then
@@ -284,7 +284,7 @@ local function opened_text(r)
     return "a trial call failed" .. (o.last and " (" .. short(o.last) .. ")" or "")
   end
   if o.cause == "trial_slow" then
-    return format("%d of %d trial calls took %s s or more (%s)", o.nslow, o.n, secs(o.slow_call),
+    return format("%d of %d trial calls took more than %s s (%s)", o.nslow, o.n, secs(o.slow_call),
       percent(o.slow_rate))
   end
   return o.cause
@@ -382,7 +382,7 @@ local function closed_count(v, w, t0)
     r.last = v
   end
   local P = r.P
-  local slow = t0 ~= nil and now() - t0 >= P.slow_call
+  local slow = t0 ~= nil and now() - t0 > P.slow_call
   if count(w, failed, slow) then
     trip(w, w.nfail / w.n >= P.failure_rate and "failures" or "slow")
   end
@@ -424,7 +424,7 @@ local function trial_outcome(v, w, t0)
     return v
   end
   w.ok = w.ok + 1
-  if P.slow_call and elapsed >= P.slow_call then w.slow = w.slow + 1 end
+  if P.slow_call and elapsed > P.slow_call then w.slow = w.slow + 1 end
   if w.ok >= P.trials and not w.tripped then
     if P.slow_call and w.slow / w.ok >= P.slow_rate then
       trip(w, "trial_slow", { n = w.ok, nslow = w.slow, slow_rate = w.slow / w.ok })
@@ -680,7 +680,7 @@ local function normalize(opts, want_target)
   number("slow_call", nil, positive, "a number of seconds > 0")
   number("slow_rate", breaker.DEFAULTS.slow_rate, rate, "a rate > 0 and <= 1")
   if opts.slow_rate ~= nil and opts.slow_call == nil then
-    bad("slow_rate: needs slow_call (the seconds from which a call is slow)")
+    bad("slow_rate: needs slow_call (the seconds a call must take more than to be slow)")
   end
   number("trials", breaker.DEFAULTS.trials, calls, "a whole number of calls >= 1")
   number("trial_timeout", breaker.DEFAULTS.trial_timeout, positive, "a number of seconds > 0")

@@ -50,8 +50,8 @@ pool.OPTIONS = { "cmd", "name", "version", "size", "encode", "decode", "idle_tim
   "max_restarts", "restart_window", "max_queued", "kill_timeout", "stderr_lines", "cwd", "env" }
 
 --- Defaults (seconds, workers, calls).
-pool.DEFAULTS = { size = 4, backoff = { initial = 0.5, multiplier = 2, max = 30 }, max_restarts = 5,
-  restart_window = 30, max_queued = 10000, kill_timeout = 2, stderr_lines = 5 }
+pool.DEFAULTS = { size = 4, backoff = { initial = 0.5, multiplier = 2, max = 30, jitter = 0 },
+  max_restarts = 5, restart_window = 30, max_queued = 10000, kill_timeout = 2, stderr_lines = 5 }
 
 --- The methods of every pool.
 pool.METHODS = { "call", "close", "reset" }
