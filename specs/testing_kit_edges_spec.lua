@@ -144,6 +144,10 @@ describe("the testing kit at its edges", function()
         .. "says it takes states.idle.on.poke", f.message, 1, true)
       local found = testing.paths(M)
       for _, path in ipairs(found) do testing.walk(M, path) end   -- what paths writes walks
+      ok, f = pcall(testing.walk, M, { { input = "kick", to = "idle" } })
+      assert.is_false(ok)
+      assert.equal("idle", f.value.expected)                     -- a name, plain
+      assert.equal("work", f.value.state)
     end)
 
     it("list with a hole, or a key that is no step number, is refused", function()

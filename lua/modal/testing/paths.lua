@@ -492,6 +492,16 @@ local function names(set)
   return concat(list, " or ")
 end
 
+-- What a walk's failure value says was expected: the state's name, or the sorted list of the
+-- names when a step could lead to several.
+local function expected_value(set)
+  local list = {}
+  for k in pairs(set) do list[#list + 1] = k end
+  sort(list)
+  if #list == 1 then return list[1] end
+  return list
+end
+
 -- The candidate steps from the state instance `c` is in: each input its state takes, once per
 -- argument list of opts.args[input]; its timeout as the time left; its job's outcomes.
 local function candidates(entry, c, i, opts)
@@ -795,7 +805,8 @@ function M.walk(Mach, path, opts)
         local before = {}                  -- the transitions the steps before this one took
         for n = 1, #i.edges do before[n] = i.edges[n] end
         failure = modal.failure("walk", format("step %d of %d (%s, from '%s'): %s", k, #path,
-          M.describe(step), from, why), { step = k, expected = expected and names(expected),
+          M.describe(step), from, why), { step = k,
+          expected = expected and expected_value(expected),
           state = c.state, states = states, edges = before })
         return
       end
