@@ -20,6 +20,7 @@ local function timed(fn)
 end
 
 describe("modal.deferred", function()
+  after_each(support.run_undo)             -- a testing clock a test installed goes
   local modal
   before_each(function()
     modal = require "modal"
