@@ -324,7 +324,7 @@ describe("the live host", function()
       status, r, out, err = ctl(socket, "reload")              -- every definition
       assert.equal(1, status, out .. err)
       assert.is_false(r.ok)
-      assert.is_string(r.error)
+      assert.truthy(r.error:find("policy: " .. file, 1, true), r.error)   -- the name and the file
       assert.truthy(err:find("modal ctl: ", 1, true), err)
       status, r = ctl(socket, "status")
       assert.equal(0, status)

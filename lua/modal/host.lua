@@ -80,7 +80,11 @@ local function reload_one(what, via)
       version ~= nil and (" to version " .. tostring(version)) or "", via))
     return true
   end
-  return nil, err ~= nil and tostring(err) or "reload failed"   -- modal.reload logged it
+  err = err ~= nil and tostring(err) or "reload failed"          -- modal.reload logged it
+  local got, loaded = pcall(modal.loaded)       -- the reply names the file when err does not
+  local path = got and type(loaded) == "table" and loaded[what]
+  if type(path) == "string" and not err:find(path, 1, true) then err = path .. ": " .. err end
+  return nil, err
 end
 
 -- The loaded definitions' names, sorted.
