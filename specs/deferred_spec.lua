@@ -994,32 +994,26 @@ describe("modal.deferred", function()
       assert.equal("after firing", reports[1].message)
     end)
 
-    it("reports a canceller that raised as unhandled and fails the Deferred 'cancelled'", function()
-      local reports = {}
-      local previous = modal.on_unhandled(function(f) reports[#reports + 1] = f end)
-      local d = modal.deferred(function() error({ code = 5 }) end)
-      d:cancel()
-      modal.on_unhandled(previous)
-      local state, f = outcome(d)
-      assert.equal("failed", state)
-      assert.equal("cancelled", f.kind)
-      assert.equal(1, #reports)
-      assert.equal("error", reports[1].kind)
-      assert.equal(5, reports[1].value.code)
-    end)
-
-    it("fails 'timeout' under add_timeout when the canceller raised", function()
+    it("reports a canceller that raised as unhandled and fails the Deferred 'cancelled' ('timeout' "
+      .. "under add_timeout)", function()
       local clock = support.clock()
-      local reports = {}
-      local previous = modal.on_unhandled(function(f) reports[#reports + 1] = f end)
-      local d = modal.deferred(function() error("canceller boom", 0) end):add_timeout(1)
-      clock:advance(1)
-      modal.on_unhandled(previous)
-      local state, f = outcome(d)
-      assert.equal("failed", state)
-      assert.equal("timeout", f.kind)
-      assert.equal(1, #reports)
-      assert.equal("canceller boom", reports[1].message)
+      local cases = {
+        { "cancelled", function(d) d:cancel() end },
+        { "timeout", function(d) d:add_timeout(1); clock:advance(1) end },
+      }
+      for _, case in ipairs(cases) do
+        local reports = {}
+        local previous = modal.on_unhandled(function(f) reports[#reports + 1] = f end)
+        local d = modal.deferred(function() error({ code = 5 }) end)
+        case[2](d)
+        modal.on_unhandled(previous)
+        local state, f = outcome(d)
+        assert.equal("failed", state)
+        assert.equal(case[1], f.kind)
+        assert.equal(1, #reports)
+        assert.equal("error", reports[1].kind)
+        assert.equal(5, reports[1].value.code)
+      end
     end)
 
     it("runs links the canceller adds, after the ones already there", function()

@@ -7,18 +7,9 @@ local support = require "support"
 
 describe("an admin request", function()
   local dir
-  setup(function()
-    local p = assert(io.popen("mktemp -d /tmp/modal_host_command.XXXXXX"))
-    dir = assert(p:read("l"))
-    p:close()
-  end)
+  setup(function() dir = support.tmpdir("host_command") end)
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
-
-  local function write(path, text)
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
-  end
+  local write = support.write_file
 
   it("reload NAME that fails names the file in its reply", function()
     local path = dir .. "/renamed.lua"

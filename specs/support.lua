@@ -21,6 +21,8 @@
 --                                  timers armed under it dropped and the clock closed by
 --                                  support.run_undo (give it to after_each).
 --   support.read_file(path)        the whole content of a file.
+--   support.write_file(path, text) writes a file; returns path.
+--   support.tmpdir(tag)            a new folder /tmp/modal_<tag>.XXXXXX (remove it in teardown).
 --   support.quote(s)               s quoted for sh.
 --   support.SLACK                  the factor for real-time bounds' slack (ASan, valgrind).
 --   support.modal_cmd(...)         runs MODAL_BUILD/modal ARGS to the end: status, stdout, stderr.
@@ -129,6 +131,22 @@ function support.read_file(path)
   local text = f:read("a")
   f:close()
   return text
+end
+
+--- Writes `text` to the file at `path`; returns path.
+function support.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+--- A new folder under /tmp, named after `tag`.
+function support.tmpdir(tag)
+  local p = assert(io.popen("mktemp -d /tmp/modal_" .. tag .. ".XXXXXX"))
+  local dir = assert(p:read("l"))
+  p:close()
+  return dir
 end
 
 --- `s` quoted for sh.

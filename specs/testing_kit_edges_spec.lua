@@ -23,13 +23,7 @@ local function run_cli(command, args)
 end
 
 local dir
-local function file(name, text)
-  local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function file(name, text) return support.write_file(dir .. "/" .. name, text) end
 
 -- a -start-> b, whose enter fires back, to c, whose enter fires go, to b: for ever
 local LOOP_AFTER_STEP = [[
@@ -49,11 +43,7 @@ return modal.machine { name = "spin", initial = "a", methods = {}, inputs = { "g
 ]]
 
 describe("the testing kit at its edges", function()
-  setup(function()
-    local p = assert(io.popen("mktemp -d /tmp/modal_kit_edges.XXXXXX"))
-    dir = assert(p:read("l"))
-    p:close()
-  end)
+  setup(function() dir = support.tmpdir("kit_edges") end)
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
   after_each(support.run_undo)
 
