@@ -400,7 +400,6 @@ local function session_start(who)
     if own then C.close() end
     error(err, 3)
   end
-  C.looped()
   -- drawn from the caller's generator: it goes on from there once we are done
   return { own = own, mark = C.mark(), reseed = math.random(0), limit = C.drain_limit(DRAIN_LIMIT) }
 end
@@ -464,6 +463,26 @@ local function apply(entry, c, i, step)
     return true
   end
   return false, "a step has `input`, `advance` or `job`"
+end
+
+-- Applies `step` and runs what it made due at once (advance(0)). Returns true; or false, why
+-- it could not be applied; or false, the cycle, true when the run to completion it started
+-- looped without waiting (the drain limit stopped it).
+local function settle(entry, c, i, step)
+  local applied, why = apply(entry, c, i, step)
+  if not applied then return false, why end
+  C.advance(0)
+  local looped = C.looped()
+  if looped then return false, looped, true end
+  return true
+end
+
+-- A new instance and its first entry run to the end: it, its info, and the cycle when that
+-- entry looped without waiting.
+local function first_entry(entry, s, opts)
+  local c, i = new_instance(entry, s, opts)
+  C.advance(0)
+  return c, i, C.looped()
 end
 
 -- The states a step may lead to by the definition's transitions alone (for a step that does
@@ -537,25 +556,43 @@ local function candidates(entry, c, i, opts)
   return list
 end
 
--- Replays `steps` on a new instance; returns it and its info, or nil when a step fails (a
--- definition whose behaviour depends on more than its state and data).
--- Replays `steps` on a new instance: it and its info, or nil and why not (a step that cannot
--- be applied, a run to completion that loops: `looped` the cycle).
+-- Replays `steps` on a new instance: it and its info; or nil when a step cannot be applied
+-- (a definition whose behaviour depends on more than its state and data), nil and the cycle
+-- when a run to completion loops without waiting.
 local function replay(entry, s, steps, opts)
-  local c, i = new_instance(entry, s, opts)
-  C.advance(0)
-  local looped = C.looped()
+  local c, i, looped = first_entry(entry, s, opts)
   if looped then return nil, looped end
   for _, step in ipairs(steps) do
-    if not apply(entry, c, i, step) then return nil end
-    C.advance(0)                           -- what the step made due now runs
-    looped = C.looped()
-    if looped then return nil, looped end
+    local ok, why, loop = settle(entry, c, i, step)
+    if not ok then return nil, loop and why or nil end
   end
   return c, i
 end
 
 -- ============================================================== paths
+
+-- What the search says of opts.args: an entry for an input no state takes would never be
+-- tried, silently (a misspelt input), so each gets a note, with the input meant when near.
+local function args_notes(entry, args)
+  local notes = {}
+  if args == nil then return notes end
+  local known, list = { done = true, error = true }, { "done", "error" }
+  for _, st in pairs(entry.states) do
+    for input in pairs(st.on) do
+      if not known[input] then known[input] = true; list[#list + 1] = input end
+    end
+  end
+  sort(list)
+  for input in next, args do
+    if not known[input] then
+      local near = type(input) == "string" and check.nearest(input, list)
+      notes[#notes + 1] = format("args.%s: no state takes input '%s'%s", tostring(input),
+        tostring(input), near and format(" (did you mean '%s'?)", near)
+        or " (inputs: " .. concat(list, ", ") .. ")")
+    end
+  end
+  return notes
+end
 
 --- The shortest paths from `initial` that together take every transition of the definition
 -- of machine `Mach` (or of a definition table) at least once. Options: `max_depth` (steps in
@@ -575,24 +612,7 @@ end
 function M.paths(Mach, opts)
   opts = checked_options(opts, "paths")
   local entry = read(Mach, "paths")
-  local notes = {}
-  if opts.args then                      -- a misspelt input would be tried never, silently
-    local known, list = { done = true, error = true }, { "done", "error" }
-    for _, st in pairs(entry.states) do
-      for input in pairs(st.on) do
-        if not known[input] then known[input] = true; list[#list + 1] = input end
-      end
-    end
-    sort(list)
-    for input in next, opts.args do
-      if not known[input] then
-        local near = type(input) == "string" and check.nearest(input, list)
-        notes[#notes + 1] = format("args.%s: no state takes input '%s'%s", tostring(input),
-          tostring(input), near and format(" (did you mean '%s'?)", near)
-          or " (inputs: " .. concat(list, ", ") .. ")")
-      end
-    end
-  end
+  local notes = args_notes(entry, opts.args)
   local max_depth = opts.max_depth or DEFAULT_MAX_DEPTH
   local max_nodes = opts.max_nodes or DEFAULT_MAX_NODES
   local covered, ncovered, total = {}, 0, #entry.edges
@@ -646,24 +666,14 @@ function M.paths(Mach, opts)
           local c2, i2 = replay(entry, s, node.steps, opts)
           if c2 then
             local before = #i2.edges
-            local applied, looped = apply(entry, c2, i2, cand), nil
-            if applied then
-              C.advance(0)
-              looped = C.looped()
-              if looped then
-                local steps = {}
-                for k, x in ipairs(node.steps) do steps[k] = x end
-                steps[#steps + 1] = cand
-                loop_error(steps, looped)
-              end
-            end
-            if applied and not looped then
-              local step = cand
-              step.to = c2.state
-              step.edge = i2.edges[before + 1]
-              local path = {}
-              for k, x in ipairs(node.steps) do path[k] = x end
-              path[#path + 1] = step
+            local path = {}
+            for k, x in ipairs(node.steps) do path[k] = x end
+            path[#path + 1] = cand
+            local ok, why, looped = settle(entry, c2, i2, cand)
+            if looped then loop_error(path, why) end
+            if ok then
+              cand.to = c2.state
+              cand.edge = i2.edges[before + 1]
               if cover(i2.edges, #found + 1) then found[#found + 1] = path end
               local key = c2.state .. fingerprint(c2.data, 0, {})
               if not seen[key] and nodes < max_nodes then
@@ -754,9 +764,7 @@ function M.walk(Mach, path, opts)
         return
       end
     end
-    local c, i = new_instance(entry, s, opts)
-    C.advance(0)
-    local looped = C.looped()
+    local c, i, looped = first_entry(entry, s, opts)
     if looped then
       failure = modal.failure("walk", format("the first entry (from '%s'): %s", c.state, looped),
         { step = 0, state = c.state, states = states, edges = {} })
@@ -768,13 +776,9 @@ function M.walk(Mach, path, opts)
       local left                           -- the time left before from's timeout, if armed
       if i.delay then left = i.armed_at + i.delay - modal.now() end
       local before_step = #i.edges
-      local applied, why = apply(entry, c, i, step)
+      local applied, why = settle(entry, c, i, step)
       local expected
       if applied then
-        C.advance(0)
-        why = C.looped()
-      end
-      if applied and not why then
         if type(step.to) == "string" then
           expected = { [step.to] = true }
         else
