@@ -43,8 +43,8 @@ local function connect(port)
   local sock = uv.new_tcp()
   local d = modal.deferred(function() if not sock:is_closing() then sock:close() end end)
   sock:connect("127.0.0.1", port, function(err)
-    if err then
-      sock:close()
+    if err then                          -- ECANCELED: closed meanwhile (by the canceller)
+      if not sock:is_closing() then sock:close() end
       d:errback(modal.failure("unavailable", "connect: " .. err))
       return
     end

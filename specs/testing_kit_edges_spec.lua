@@ -215,6 +215,22 @@ require("luv").new_timer():start(0, 0, function() print("luv fired") end)
       end
     end)
 
+    it("keep their exit status when a file's luv callback raises in the last pass", function()
+      -- closing every handle cancels a pending connect: its callback runs with ECANCELED, and
+      -- this one closes the closing handle again, which raises
+      local path = file("connects.lua", [[
+local modal = require "modal"
+local uv = require "luv"
+local sock = uv.new_tcp()
+sock:connect("127.0.0.1", 9, function() sock:close() end)
+return modal.machine { name = "c", initial = "x", methods = {}, states = { x = { final = true } } }
+]])
+      local status, out, err = support.modal_cmd("check", path)
+      assert.equal(0, status, out .. err)
+      assert.equal(path .. ": ok\n", out)
+      assert.matches("uncaught error in a luv callback", err, 1, true)
+    end)
+
     it("`modal test A B`: what A left (a clock, its timers) does not reach B", function()
       local text = [[
 local modal = require "modal"

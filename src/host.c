@@ -451,6 +451,10 @@ static int ptool(lua_State *L) {
   host *h = (host *)lua_touserdata(L, 1);
   int i;
   luaL_openlibs(L);
+  /* As under `modal run`, but with no host to end: a luv callback of the file that raises (a
+  ** request cancelled by the last pass of cmd_tool) is logged, and the command's own status
+  ** stands, where luv's default would exit 255. */
+  luv_set_callback(L, luv_callback);
   preload(L);
   set_paths(L);
   lua_getglobal(L, "require");
