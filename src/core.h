@@ -126,7 +126,8 @@ MODAL__FUNC void modal__timers_hold(lua_State *L);
 MODAL__FUNC int modal__timers_rebase(lua_State *L, int to_virtual, uint64_t start);
 /* A walk on the caller's clock (paths.lua): parks every armed timer, which then never comes
 ** due and keeps its place through restarts, and keeps the clock's time; unparking brings both
-** back (what the walk armed must be dropped first). Parking raises when a walk already runs. */
+** back (what the walk armed must be dropped first). Parking what is parked does nothing (the
+** clock's park refuses a second walk). */
 MODAL__FUNC void modal__timers_park(lua_State *L, int park);
 /* Pushes the cycle of the last drain the testing kit's limit stopped (a string), or nil; it
 ** is forgotten. */

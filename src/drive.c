@@ -14,7 +14,7 @@
 #include <string.h>
 #include "machine.h"
 
-enum { TAG_PLAIN = 0, TAG_SOFT = -1 };  /* queued inputs; > 0: the entry they belong to */
+enum { TAG_PLAIN = 0 };                 /* queued inputs; > 0: the entry they belong to */
 
 #define LOOP_WARN 100000u                /* transitions in one drain before the host says so */
 
@@ -169,7 +169,7 @@ static void process(lua_State *L, modal_instance *c, int ci, int inputs, int nam
     not_taken(L, c, ci, name, MODAL_LOG_DEBUG, "dropped: the entry it belonged to has ended,");
     return;
   }
-  if (modal__drive_input(L, c, ci, in, name, args, nargs))   /* an `error` too: not ignored */
+  if (modal__drive_input(L, c, ci, in, name, args, nargs))
     not_taken(L, c, ci, name, tag > 0 ? MODAL_LOG_DEBUG : MODAL_LOG_WARN, "not taken");
 }
 
@@ -293,7 +293,7 @@ static void hook_error(lua_State *L, modal_instance *c, int ci, const char *what
   modal__log(L, MODAL_LOG_ERROR, f + 1, "error in %s (state '%s'): %s", what,
              lua_tostring(L, -2), lua_tostring(L, -1));
   lua_settop(L, f);
-  enqueue_literal(L, c, ci, "error", TAG_SOFT, f, 1);
+  enqueue_literal(L, c, ci, "error", TAG_PLAIN, f, 1);
   lua_settop(L, f - 1);
 }
 

@@ -598,12 +598,12 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (strcmp(argv[1], "help") == 0 && argc > 2 && is_command(argv[2])) {
+  if (strcmp(argv[1], "help") == 0 && argc > 2 && strcmp(argv[2], "help") != 0) {
     char *help[] = { argv[0], argv[2], (char *)"--help", NULL };   /* modal help CMD */
+    if (!is_command(argv[2]))
+      return fail_usage("no help on '%s': not a command (run, check, graph, test, ctl)", argv[2]);
     return argv[2][0] == 'r' ? cmd_run(3, help) : cmd_tool(3, help);
   }
-  if (strcmp(argv[1], "help") == 0 && argc > 2 && strcmp(argv[2], "help") != 0)
-    return fail_usage("no help on '%s': not a command (run, check, graph, test, ctl)", argv[2]);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);

@@ -34,11 +34,17 @@ local function call(fn, ...)
   return a, b
 end
 
-local function open(self, method)
+-- Raises, at the caller's caller, when a method was called with a dot (no clock as self);
+-- `args` is what its call shows between the parentheses.
+local function as_method(self, method, args)
   if getmetatable(self) ~= Clock then
-    error(format("clock:%s: call it as a method, clock:%s(...), not clock.%s(...)", method,
-      method, method), 3)
+    error(format("clock:%s: call it as a method, clock:%s(%s), not clock.%s(%s)", method,
+      method, args, method, args), 3)
   end
+end
+
+local function open(self, method)
+  as_method(self, method, "...")
   if self.closed then
     error(format("clock:%s: this clock was closed", method), 3)
   end
@@ -85,9 +91,7 @@ end
 --- Returns modal's timers to real time; each armed timer keeps the delay it had left. Closing
 -- a closed clock does nothing.
 function Clock:close()
-  if getmetatable(self) ~= Clock then
-    error("clock:close: call it as a method, clock:close(), not clock.close()", 2)
-  end
+  as_method(self, "close", "")
   if self.closed then return end
   call(C.close)
   self.closed = true
