@@ -84,6 +84,33 @@ describe("the testing kit at its edges", function()
       assert.matches(path .. ": 0/2 transitions taken\n", out, 1, true)
     end)
 
+    it("is caught through internal transitions too (they enter no state)", function()
+      local path = file("loopint.lua", [[
+local modal = require "modal"
+return modal.machine { name = "loopint", initial = "a", methods = {}, states = {
+  a = { on = { go = "b" } },
+  b = { enter = function(m) m:fire("x") end,
+        on = { x = { action = function(m) m:fire("x"); m:fire("x") end } } } } }
+]])
+      local status, out = run_cli("test", { path })
+      assert.equal(1, status, out)
+      assert.matches(path .. ": LOOPS: after steps go: 1000%d transitions in one run to completion: "
+        .. "the definition loops without waiting %(cycle: b %-> b%)\n", out)
+      -- outside the kit it is said, and goes on (this one ends by itself at 150,000)
+      local M = modal.machine { name = "loopint_bounded", initial = "b", methods = {},
+        states = { b = { enter = function(m) m:fire("x") end, on = { x = { action = function(m)
+          m.data.n = (m.data.n or 0) + 1
+          if m.data.n < 150000 then m:fire("x") end
+        end } } } } }
+      local lines = {}
+      local previous = modal.on_log(function(level, message) lines[#lines + 1] = level .. " " .. message end)
+      local c = M:new()
+      modal.on_log(previous)
+      assert.equal(150000, c.data.n)
+      assert.matches("warn .*100000 transitions in one run to completion: the definition loops "
+        .. "without waiting %(cycle: b %-> b%)", table.concat(lines, "\n"))
+    end)
+
     it("is only warned about outside the kit, as before", function()
       local S = dofile(file("spin.lua", LOOP_AT_ONCE:gsub("m:fire%(\"back\"%)",
         "m.data.n = (m.data.n or 0) + 1; if m.data.n < 60000 then m:fire('back') end")))
@@ -93,6 +120,36 @@ describe("the testing kit at its edges", function()
       modal.on_log(previous)
       assert.equal(60000, c.data.n)
       assert.matches("warn .*100000 transitions in one run to completion", table.concat(lines, "\n"))
+    end)
+  end)
+
+  describe("options and steps the walk cannot use", function()
+    local M = modal.machine {
+      name = "timed_edges", initial = "a", methods = {},
+      states = { a = { on = { poke = "b" } }, b = {} },
+    }
+
+    it("refuse an argument list whose n is not a whole number >= 0, in paths as in a step", function()
+      local ok, err = pcall(testing.paths, M, { args = { poke = { { n = -3 } } } })
+      assert.is_false(ok)
+      assert.matches("paths: args.poke[1].n is the number of arguments, a whole number >= 0, got -3",
+        err, 1, true)
+    end)
+
+    it("fail the walk at a step that advances past the clock's range", function()
+      local ok, f = pcall(testing.walk, M, { { input = "poke" }, { advance = 1e300 } })
+      assert.is_false(ok)
+      assert.is_true(modal.is_failure(f), tostring(f))
+      assert.equal(2, f.value.step)
+      assert.matches("step 2 of 2 (advance 1e+300, from 'b'): clock:advance: 1e+300 seconds is past "
+        .. "the clock's range", f.message, 1, true)
+    end)
+
+    it("name a data function that returns no table", function()
+      local ok, err = pcall(testing.paths, M, { data = function() return 5 end })
+      assert.is_false(ok)
+      assert.matches("data: the function returned a number, not a table (an instance's data)",
+        tostring(err), 1, true)
     end)
   end)
 
@@ -215,20 +272,26 @@ require("luv").new_timer():start(0, 0, function() print("luv fired") end)
       end
     end)
 
-    it("keep their exit status when a file's luv callback raises in the last pass", function()
-      -- closing every handle cancels a pending connect: its callback runs with ECANCELED, and
-      -- this one closes the closing handle again, which raises
+    it("never call a file's luv callbacks in their last pass: output and status stay theirs",
+      function()
+      -- closing every handle cancels a pending connect, whose callback libuv then calls with
+      -- ECANCELED: this one would print after the diagram, raise, and exit 42
       local path = file("connects.lua", [[
 local modal = require "modal"
 local uv = require "luv"
 local sock = uv.new_tcp()
-sock:connect("127.0.0.1", 9, function() sock:close() end)
+sock:connect("127.0.0.1", 9, function(err) print("CONNECT CB", err); sock:close(); os.exit(42) end)
 return modal.machine { name = "c", initial = "x", methods = {}, states = { x = { final = true } } }
 ]])
       local status, out, err = support.modal_cmd("check", path)
       assert.equal(0, status, out .. err)
       assert.equal(path .. ": ok\n", out)
-      assert.matches("uncaught error in a luv callback", err, 1, true)
+      for _, command in ipairs { "graph", "test" } do
+        status, out, err = support.modal_cmd(command, path)
+        assert.equal(0, status, out .. err)
+        assert.is_nil(out:find("CONNECT CB", 1, true), out)
+        assert.is_nil(err:find("luv callback", 1, true), err)
+      end
     end)
 
     it("`modal test A B`: what A left (a clock, its timers) does not reach B", function()
@@ -246,6 +309,11 @@ return modal.machine { name = "A", initial = "a", methods = {}, inputs = { "go" 
       assert.matches(a .. ": 2/2 transitions taken\n", out, 1, true)
       assert.matches(b .. ": 2/2 transitions taken\n", out, 1, true)
       assert.is_nil(out:find("timer ran", 1, true), out)
+      local c = file("current.lua", "local T = require 'modal.testing'\n"
+        .. "assert(T.current_clock() == nil, 'a clock is left: ' .. tostring(T.current_clock()))\n"
+        .. "return dofile(" .. string.format("%q", a) .. ")\n")
+      status, out, err = support.modal_cmd("check", a, c)     -- a's clock is closed as clock:close
+      assert.equal(0, status, out .. err)
     end)
 
     it("say where a file stopped when it defined no machine", function()

@@ -177,7 +177,8 @@ static void process(lua_State *L, modal_instance *c, int ci, int inputs, int nam
 ** the testing kit's limit (ctx->drain_limit) the drain stops there instead, what is queued
 ** left queued, and the cycle is kept for modal__drive_looped. */
 typedef struct loop_watch {
-  uint32_t start;                        /* c->entry when the drain began */
+  uint32_t count;                        /* inputs processed in this drain (an internal
+                                         ** transition enters no state, but loops as well) */
   int n, said, stop;
   int states[16];
 } loop_watch;
@@ -195,7 +196,7 @@ static void watch_loop(lua_State *L, modal_instance *c, int ci, loop_watch *w) {
   int i;
   if (limit == 0 || limit > LOOP_WARN)
     limit = LOOP_WARN;
-  if (w->said || c->entry - w->start < limit)
+  if (w->said || ++w->count < limit)
     return;
   for (i = 0; i < w->n && w->states[i] != c->state; i++)
     ;
@@ -219,7 +220,7 @@ static void watch_loop(lua_State *L, modal_instance *c, int ci, loop_watch *w) {
     luaL_pushresult(&b);
     if (c->M->ctx->drain_limit) {
       lua_pushfstring(L, "%d transitions in one run to completion: the definition loops "
-                         "without waiting (cycle: %s)", (int)(c->entry - w->start),
+                         "without waiting (cycle: %s)", (int)w->count,
                       lua_tostring(L, -1));
       lua_rawsetp(L, LUA_REGISTRYINDEX, &looped_key);
       w->stop = 1;
@@ -247,7 +248,6 @@ void modal__drive_drain(lua_State *L, modal_instance *c, int ci) {
   inputs = lua_gettop(L);
   base = inputs;
   memset(&w, 0, sizeof w);
-  w.start = c->entry;
   while (x->inputs.head < x->inputs.tail) {
     uint32_t h = x->inputs.head, i;
     int tag, nargs, name, args;

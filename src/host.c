@@ -122,9 +122,17 @@ static int fatal_protected(lua_State *L) {
 /* luv calls every Lua callback through this (luv_set_callback). luv's own rule for an error
 ** stands — the host ends — but through the exit path: modal.on_stop handlers, the run-end
 ** hooks, the admin socket removed, status 1 (doc/loop.md). Results as luv_cfpcall's. */
+static int callbacks_off;                /* a tool's last pass: no callback of the files runs */
+
 static int luv_callback(lua_State *L, int nargs, int nresults, int flags) {
   host *h = host_of(L);
-  int base = lua_gettop(L) - nargs - 1, status;
+  int base = lua_gettop(L) - nargs - 1, status, i;
+  if (callbacks_off) {                   /* (a request cancelled by closing its handle) */
+    lua_settop(L, base);
+    for (i = 0; i < nresults; i++)
+      lua_pushnil(L);
+    return nresults == LUA_MULTRET ? 0 : nresults;
+  }
   status = modal__call(L, nargs, nresults);
   if (status == LUA_OK) {
     if (h && h->fatal) {                 /* a script's own uv.run() goes on: end it again */
@@ -451,9 +459,9 @@ static int ptool(lua_State *L) {
   host *h = (host *)lua_touserdata(L, 1);
   int i;
   luaL_openlibs(L);
-  /* As under `modal run`, but with no host to end: a luv callback of the file that raises (a
-  ** request cancelled by the last pass of cmd_tool) is logged, and the command's own status
-  ** stands, where luv's default would exit 255. */
+  /* As under `modal run`, but with no host to end: a luv callback of a file that raises is
+  ** logged, and the command's own status stands, where luv's default would exit 255; in
+  ** cmd_tool's last pass no callback runs at all. */
   luv_set_callback(L, luv_callback);
   preload(L);
   set_paths(L);
@@ -494,13 +502,14 @@ static int cmd_tool(int argc, char **argv) {
   else
     (void)fflush(stdout);
   /* What the files set going never runs: every handle is closed (uv.walk, as doc/loop.md's
-  ** exit idiom) before the pass that lets closing handles finish, which then runs no
-  ** callback of theirs (a timer's output would follow the diagram). */
+  ** exit idiom) before the pass that lets closing handles finish, and that pass calls none of
+  ** their callbacks (a cancelled connect's would print after the diagram, or exit). */
   if (luaL_loadstring(L, "local uv = package.loaded.luv\n"
                          "if uv then uv.walk(function(h)\n"
                          "  if not h:is_closing() then h:close() end\n"
                          "end) end") != LUA_OK || lua_pcall(L, 0, 0, 0) != LUA_OK)
     lua_pop(L, 1);
+  callbacks_off = 1;
   if (luv_loop(L))
     uv_run(luv_loop(L), UV_RUN_NOWAIT);
   lua_close(L);

@@ -166,7 +166,11 @@ function cli.load_all(file)
   end, file)
   if clock then
     clock.drop(mark)
-    if clock.installed() and not had_clock then pcall(clock.close) end   -- and its clock goes
+    if clock.installed() and not had_clock then   -- and its clock goes, as clock:close() does
+      local current = package.loaded["modal.testing.clock"]
+      current = type(current) == "table" and current.current_clock()
+      if current then pcall(current.close, current) else pcall(clock.close) end
+    end
   end
   rawset(modal, "machine", saved)
   rawset(modal, "load", saved_load)

@@ -34,17 +34,17 @@ local function call(fn, ...)
   return a, b
 end
 
--- Raises, at the caller's caller, when a method was called with a dot (no clock as self);
--- `args` is what its call shows between the parentheses.
-local function as_method(self, method, args)
+-- Raises when a method was called with a dot (no clock as self), at the line of the test
+-- `level` levels up; `args` is what its call shows between the parentheses.
+local function as_method(self, method, args, level)
   if getmetatable(self) ~= Clock then
     error(format("clock:%s: call it as a method, clock:%s(%s), not clock.%s(%s)", method,
-      method, args, method, args), 3)
+      method, args, method, args), level + 1)
   end
 end
 
 local function open(self, method)
-  as_method(self, method, "...")
+  as_method(self, method, "...", 3)
   if self.closed then
     error(format("clock:%s: this clock was closed", method), 3)
   end
@@ -91,7 +91,7 @@ end
 --- Returns modal's timers to real time; each armed timer keeps the delay it had left. Closing
 -- a closed clock does nothing.
 function Clock:close()
-  as_method(self, "close", "")
+  as_method(self, "close", "", 2)
   if self.closed then return end
   call(C.close)
   self.closed = true

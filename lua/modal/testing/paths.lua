@@ -51,6 +51,17 @@ end
 -- What is wrong with options for paths or walk (modal test checks --options with it): a
 -- list of messages, empty when they are valid ("unknown option 'max_dept' (did you mean
 -- 'max_depth'?)", "max_depth takes a whole number >= 1, got 0").
+-- What is wrong with the `n` of an argument list (a step's `args`, or one of
+-- opts.args[input]) that `name` names, or nil: when given, a whole number >= 0.
+local function args_n_problem(args, name)
+  local n = args.n
+  if n ~= nil and not (math.type(n) == "integer" and n >= 0) then
+    return format("%s.n is the number of arguments, a whole number >= 0, got %s", name,
+      type(n) == "string" and format("%q", n) or n ~= n and "NaN" or tostring(n))
+  end
+  return nil
+end
+
 function M._option_problems(opts)
   if type(opts) ~= "table" then
     return { "expected a table of options, got " .. type(opts) }
@@ -92,6 +103,8 @@ function M._option_problems(opts)
             out[#out + 1] = format("args.%s[%d] takes a list of arguments { ... }, got %s (write "
               .. "{ { %s } } for one call with that argument)", tostring(input), i, type(list),
               type(list) == "string" and format("%q", list) or tostring(list))
+          else
+            out[#out + 1] = args_n_problem(list, format("args.%s[%d]", tostring(input), i))
           end
         end
       end
@@ -272,7 +285,14 @@ end
 -- Fresh data for one instance: opts.data called, or deep-copied, or a new table.
 local function fresh_data(opts)
   local data = opts.data
-  if type(data) == "function" then return data() end
+  if type(data) == "function" then
+    local made = data()
+    if made ~= nil and type(made) ~= "table" then
+      error(format("data: the function returned a %s, not a table (an instance's data)",
+        type(made)), 0)
+    end
+    return made
+  end
   if type(data) == "table" then return deep_copy(data) end
   return {}
 end
@@ -366,10 +386,8 @@ local function step_problem(step)
     if type(args) ~= "table" then
       return "args is the list of the step's arguments { ... }, got " .. type(args)
     end
-    local n = args.n
-    if n ~= nil and not (math.type(n) == "integer" and n >= 0) then
-      return "args.n is the number of arguments, a whole number >= 0, got " .. show_value(n)
-    end
+    local problem = args_n_problem(args, "args")
+    if problem then return problem end
   end
   if step.to ~= nil and type(step.to) ~= "string" then
     return "to is the name of the state the step leads to, got " .. type(step.to)
@@ -435,7 +453,8 @@ local function apply(entry, c, i, step)
     if type(s) ~= "number" or s ~= s or s < 0 or s == math.huge then
       return false, "advance takes a finite number of seconds >= 0, got " .. show_value(s)
     end
-    C.advance(s)
+    local ok, err = pcall(C.advance, s)  -- past the clock's range, or a 0-delay loop
+    if not ok then return false, tostring(err) end
     return true
   elseif step.job ~= nil then
     if step.job ~= "done" and step.job ~= "error" then
