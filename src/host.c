@@ -126,10 +126,10 @@ static int callbacks_off;                /* a tool's last pass: no callback of t
 
 static int luv_callback(lua_State *L, int nargs, int nresults, int flags) {
   host *h = host_of(L);
-  int base = lua_gettop(L) - nargs - 1, status, i;
+  int base = lua_gettop(L) - nargs - 1, status;
   if (callbacks_off) {                   /* (a request cancelled by closing its handle) */
     lua_settop(L, base);
-    for (i = 0; i < nresults; i++)
+    for (int i = 0; i < nresults; i++)
       lua_pushnil(L);
     return nresults == LUA_MULTRET ? 0 : nresults;
   }
